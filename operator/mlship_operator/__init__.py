@@ -1,0 +1,1 @@
+"""The mlship Kubernetes operator (kopf): reconciles ModelDeployment resources."""

@@ -1,0 +1,1 @@
+"""mlship: Kubernetes-native ML pipelines."""
