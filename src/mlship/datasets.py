@@ -1,0 +1,146 @@
+"""Dataset sources: scikit-learn's bundled sets, CSV/Parquet from a path or an http(s) URL.
+
+Every source is read as raw bytes first, so its digest is a pure function of its content:
+the same bytes always give the same digest, whatever the path or URL they came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pandas as pd
+
+SKLEARN_DATASETS: dict[str, str] = {
+    # name -> task; all ship inside scikit-learn, nothing is downloaded
+    "iris": "classification",
+    "wine": "classification",
+    "breast_cancer": "classification",
+    "diabetes": "regression",
+}
+TASKS = ("classification", "regression")
+# MLflow stores a dataset digest in a 36-character column; 32 hex chars = 128 bits of sha256.
+DIGEST_LENGTH = 32
+HTTP_TIMEOUT_SECONDS = 60
+
+
+class DatasetError(ValueError):
+    """A source that cannot be read, named in the message."""
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    frame: pd.DataFrame
+    digest: str
+    source: str
+    name: str
+    task_hint: str | None  # known for sklearn sets, None for files
+
+
+def content_digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:DIGEST_LENGTH]
+
+
+def source_kind(source: str) -> str:
+    """'sklearn', 'http' or 'file' for a source string."""
+    if source.startswith("sklearn:"):
+        return "sklearn"
+    if urlparse(source).scheme in ("http", "https"):
+        return "http"
+    return "file"
+
+
+def file_format(source: str) -> str:
+    """'csv' or 'parquet' from the path's suffix (query strings ignored)."""
+    path = urlparse(source).path if source_kind(source) == "http" else source
+    suffix = Path(path).suffix.lower()
+    if suffix in (".csv", ".txt"):
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise DatasetError(
+        f"source {source!r}: unknown file type {suffix or '(none)'!r}; use .csv or .parquet"
+    )
+
+
+def dataset_name(source: str) -> str:
+    if source_kind(source) == "sklearn":
+        return source.split(":", 1)[1]
+    path = urlparse(source).path if source_kind(source) == "http" else source
+    return Path(path).stem or "dataset"
+
+
+def sklearn_frame(name: str) -> pd.DataFrame:
+    from sklearn import datasets as skd
+
+    if name not in SKLEARN_DATASETS:
+        raise DatasetError(
+            f"unknown scikit-learn dataset {name!r}; choose one of {', '.join(SKLEARN_DATASETS)}"
+        )
+    loader = getattr(skd, f"load_{name}")
+    return loader(as_frame=True).frame
+
+
+def read_bytes(source: str) -> bytes:
+    kind = source_kind(source)
+    if kind == "http":
+        try:
+            with urllib.request.urlopen(source, timeout=HTTP_TIMEOUT_SECONDS) as resp:  # noqa: S310 - scheme checked
+                return resp.read()
+        except OSError as exc:
+            raise DatasetError(f"cannot download {source}: {exc}") from exc
+    path = Path(source)
+    if not path.is_file():
+        raise DatasetError(f"dataset file not found: {source}")
+    return path.read_bytes()
+
+
+def parse_bytes(data: bytes, fmt: str, source: str) -> pd.DataFrame:
+    if not data.strip():
+        raise DatasetError(f"source {source!r} is empty (0 bytes of data)")
+    try:
+        if fmt == "csv":
+            return pd.read_csv(io.BytesIO(data))
+        return pd.read_parquet(io.BytesIO(data))
+    except pd.errors.EmptyDataError as exc:
+        raise DatasetError(f"source {source!r} has no columns: {exc}") from exc
+    except Exception as exc:  # parser errors come in many types; name the source and cause
+        raise DatasetError(f"cannot parse {source!r} as {fmt}: {exc}") from exc
+
+
+def load(source: str) -> LoadedDataset:
+    """Read a source into a DataFrame together with its content digest."""
+    kind = source_kind(source)
+    if kind == "sklearn":
+        name = source.split(":", 1)[1]
+        frame = sklearn_frame(name)
+        # The bundled set has no file of its own; its canonical CSV rendering is its content.
+        data = frame.to_csv(index=False).encode()
+        return LoadedDataset(frame, content_digest(data), source, name, SKLEARN_DATASETS[name])
+    fmt = file_format(source)
+    data = read_bytes(source)
+    frame = parse_bytes(data, fmt, source)
+    return LoadedDataset(frame, content_digest(data), source, dataset_name(source), None)
+
+
+def infer_task(target: pd.Series, max_classes: int = 20) -> str:
+    """Classification for labels (strings, bools, few distinct integers), else regression."""
+    values = target.dropna()
+    if (
+        pd.api.types.is_bool_dtype(values)
+        or pd.api.types.is_object_dtype(values)
+        or pd.api.types.is_string_dtype(values)
+        or isinstance(values.dtype, pd.CategoricalDtype)
+    ):
+        return "classification"
+    if pd.api.types.is_integer_dtype(values) and values.nunique() <= max_classes:
+        return "classification"
+    if pd.api.types.is_float_dtype(values):
+        integral = bool((values == values.round()).all())
+        if integral and values.nunique() <= max_classes:
+            return "classification"
+    return "regression"

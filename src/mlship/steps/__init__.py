@@ -1,0 +1,1 @@
+"""The pipeline's steps, one CLI module each: `python -m mlship.steps.<step> --help`."""

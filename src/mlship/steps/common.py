@@ -1,0 +1,84 @@
+"""What every step CLI shares: the common flags, the XCom file, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from mlship.tracking import DEFAULT_EXPERIMENT, first_line
+
+# Where KubernetesPodOperator's sidecar picks up a task's return value.
+AIRFLOW_XCOM_PATH = "/airflow/xcom/return.json"
+
+
+def parser(step: str, description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"python -m mlship.steps.{step}", description=description)
+    p.add_argument(
+        "--tracking-uri",
+        default=os.environ.get("MLFLOW_TRACKING_URI"),
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)",
+    )
+    p.add_argument(
+        "--experiment",
+        default=os.environ.get("MLSHIP_EXPERIMENT", DEFAULT_EXPERIMENT),
+        help="MLflow experiment (default: $MLSHIP_EXPERIMENT or %(default)s)",
+    )
+    p.add_argument(
+        "--pipeline-run-key",
+        default=os.environ.get("MLSHIP_PIPELINE_RUN_KEY"),
+        help="identifies the pipeline run (the Airflow run_id); all steps with the same key "
+        "are nested under one MLflow parent run (default: $MLSHIP_PIPELINE_RUN_KEY)",
+    )
+    p.add_argument(
+        "--xcom-path",
+        default=os.environ.get("MLSHIP_XCOM_PATH"),
+        help=f"also write the step's result as JSON here (in a pod: {AIRFLOW_XCOM_PATH}; "
+        "default: $MLSHIP_XCOM_PATH, else not written)",
+    )
+    return p
+
+
+def json_arg(text: str) -> Any:
+    """A JSON value given inline or as @path/to/file.json."""
+    try:
+        if text.startswith("@"):
+            return json.loads(Path(text[1:]).read_text())
+        return json.loads(text)
+    except (OSError, json.JSONDecodeError) as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text[:80]!r}") from exc
+
+
+def write_result(result: dict[str, Any], xcom_path: str | None) -> None:
+    text = json.dumps(result, sort_keys=True)
+    if xcom_path:
+        path = Path(xcom_path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(text, flush=True)
+
+
+def run(
+    step: str,
+    build: Callable[[], argparse.ArgumentParser],
+    body: Callable[[argparse.Namespace], dict[str, Any]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Parse, run the step's body, emit its result; any failure is one line on stderr, exit 1."""
+    args = build().parse_args(argv)
+    try:
+        if not args.pipeline_run_key:
+            raise ValueError("no pipeline run key: pass --pipeline-run-key")
+        result = body(args)
+    except Exception as exc:
+        if os.environ.get("MLSHIP_DEBUG"):
+            traceback.print_exc()
+        print(f"mlship {step} failed: {first_line(exc)}", file=sys.stderr, flush=True)
+        return 1
+    write_result(result, args.xcom_path)
+    return 0

@@ -1,0 +1,188 @@
+"""register: register the new version with its lineage tags and apply the quality gate.
+
+Idempotent per pipeline run: when a version registered by this pipeline run key already went
+through the gate, nothing is registered again and the existing version is returned.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import mlflow
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.tracking import MlflowClient
+
+from mlship import gate, metrics, registry, tracking
+from mlship.steps import common
+
+STEP = "register"
+TAG_GATE = "mlship.gate"
+TAG_GATE_REASON = "mlship.gate_reason"
+
+
+def parse_bool(text: str) -> bool:
+    v = text.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def optional_float(text: str) -> float | None:
+    if text.strip().lower() in ("", "none", "null"):
+        return None
+    try:
+        return float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from exc
+
+
+def build() -> argparse.ArgumentParser:
+    p = common.parser(STEP, __doc__.splitlines()[0])
+    p.add_argument("--model-uri", required=True, help="the new model (train's model_uri)")
+    p.add_argument("--evaluation-uri", required=True, help="runs:/ URI of evaluation.json")
+    p.add_argument("--model-name", required=True, help="registered model name")
+    p.add_argument("--dataset-digest", required=True, help="ingest's dataset digest")
+    p.add_argument("--dataset-uri", required=True, help="ingest's dataset URI")
+    p.add_argument(
+        "--metric", default="auto",
+        help="gate metric: accuracy|f1|roc_auc or rmse|mae|r2 (auto: accuracy / r2)",
+    )
+    p.add_argument(
+        "--threshold", type=optional_float, default=None,
+        help="quality bar: minimum (maximum for rmse/mae); none = no bar",
+    )
+    p.add_argument(
+        "--margin", type=float, default=0.0,
+        help="how much better than the champion to replace it (default: %(default)s, strict)",
+    )
+    p.add_argument(
+        "--auto-promote", type=parse_bool, default=True,
+        help="move `champion` automatically when the gate allows it (default: true)",
+    )
+    return p
+
+
+def gate_input(args: argparse.Namespace, evaluation: dict[str, Any], metric: str) -> gate.GateInput:
+    champ_metrics = evaluation.get("champion_metrics") or {}
+    return gate.GateInput(
+        metric=metric,
+        higher_is_better=metrics.HIGHER_IS_BETTER[metric],
+        score=evaluation["metrics"].get(metric),
+        threshold=args.threshold,
+        champion_version=evaluation.get("champion_version"),
+        champion_score=champ_metrics.get(metric),
+        margin=args.margin,
+        auto_promote=args.auto_promote,
+    )
+
+
+def lineage_tags(
+    args: argparse.Namespace, evaluation: dict[str, Any], parent_id: str
+) -> dict[str, str]:
+    tags = {
+        tracking.TAG_RUN_KEY: args.pipeline_run_key,
+        "mlship.parent_run_id": parent_id,
+        "mlship.dataset_digest": args.dataset_digest,
+        "mlship.dataset_uri": args.dataset_uri,
+        "mlship.evaluation_uri": args.evaluation_uri,
+        "mlship.task": evaluation["task"],
+    }
+    tags.update({f"mlship.metric.{k}": f"{v:.6g}" for k, v in evaluation["metrics"].items()})
+    return tags
+
+
+def apply(
+    client: MlflowClient, name: str, version: ModelVersion, decision: gate.Decision,
+    evaluated_champion: str | None,
+) -> gate.Decision:
+    if gate.CHAMPION in decision.aliases:
+        current = registry.champion(client, name)
+        now = current.version if current else None
+        if now != evaluated_champion:  # another run moved it since evaluate: compare again
+            decision = gate.Decision(
+                tuple(a for a in decision.aliases if a != gate.CHAMPION),
+                f"{decision.reason}; but champion moved to v{now} after evaluation: not promoted",
+            )
+    for alias in decision.aliases:
+        client.set_registered_model_alias(name, alias, version.version)
+    client.set_model_version_tag(name, version.version, TAG_GATE_REASON, decision.reason)
+    # Written last: its presence marks the gate as done for this pipeline run (see idempotence).
+    client.set_model_version_tag(name, version.version, TAG_GATE, decision.verdict)
+    return decision
+
+
+def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:
+    return sorted(client.get_model_version(name, version).aliases)
+
+
+def body(args: argparse.Namespace) -> dict[str, Any]:
+    if args.margin < 0:
+        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+    client = tracking.connect(args.tracking_uri)
+    key = args.pipeline_run_key
+    with tracking.step_run(client, args.experiment, key, STEP) as (parent, run):
+        parent_id = parent.info.run_id
+        existing = registry.versions_for_run_key(client, args.model_name, key)
+        done = [v for v in existing if TAG_GATE in v.tags]
+        if done:
+            v = done[0]
+            mlflow.set_tag("mlship.register", f"no-op: v{v.version} already registered")
+            client.set_terminated(parent_id, status="FINISHED")
+            return {
+                "model_name": args.model_name,
+                "version": str(v.version),
+                "aliases": aliases_of(client, args.model_name, v.version),
+                "decision": v.tags[TAG_GATE],
+                "reason": v.tags.get(TAG_GATE_REASON, ""),
+                "already_registered": True,
+                "run_id": run.info.run_id,
+            }
+        evaluation = json.loads(tracking.fetch(args.evaluation_uri).read_text())
+        metric = args.metric
+        if metric == "auto":
+            metric = metrics.DEFAULT_METRIC[evaluation["task"]]
+        metrics.check_metric(evaluation["task"], metric)
+        decision = gate.decide(gate_input(args, evaluation, metric))
+        if existing:  # registered by an attempt that died before the gate finished
+            version = existing[0]
+        else:
+            version = mlflow.register_model(
+                args.model_uri, args.model_name, tags=lineage_tags(args, evaluation, parent_id)
+            )
+        decision = apply(
+            client, args.model_name, version, decision, evaluation.get("champion_version")
+        )
+        mlflow.log_params(
+            {"metric": metric, "threshold": args.threshold, "margin": args.margin,
+             "auto_promote": args.auto_promote}
+        )
+        mlflow.log_dict(
+            {"version": str(version.version), "aliases": list(decision.aliases),
+             "reason": decision.reason},
+            "gate/decision.json",
+        )
+        for rid in (run.info.run_id, parent_id):
+            client.set_tag(rid, TAG_GATE_REASON, decision.reason)
+            client.set_tag(rid, "mlship.model_version", f"{args.model_name}/{version.version}")
+        client.set_terminated(parent_id, status="FINISHED")
+        return {
+            "model_name": args.model_name,
+            "version": str(version.version),
+            "aliases": aliases_of(client, args.model_name, version.version),
+            "decision": decision.verdict,
+            "reason": decision.reason,
+            "already_registered": False,
+            "run_id": run.info.run_id,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    return common.run(STEP, build, body, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
