@@ -1,5 +1,0 @@
-import sys
-
-from mlship.serving.main import main
-
-sys.exit(main())
