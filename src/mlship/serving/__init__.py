@@ -1,0 +1,48 @@
+"""mlship's model server: `python -m mlship.serving`.
+
+Serves one MLflow model version with MLflow's scoring protocol, batching concurrent requests
+into single model calls.
+
+Environment (the contract with the operator; validated at start-up, every problem reported at
+once, exit code 2 if any):
+
+    MLFLOW_TRACKING_URI        the tracking/registry server (required for models:/ URIs)
+    MLSHIP_MODEL_NAME          registered model name          } the operator sets these two
+    MLSHIP_MODEL_VERSION       registered version (1, 2, ...) }
+    MLSHIP_MODEL_URI           instead of name + version: models:/<name>/<version>,
+                               models:/<name>@<alias> (resolved once at start-up), or a local path
+    PORT                       listen port (default 8080)
+    MLSHIP_MAX_BATCH_SIZE      rows per model call, at most (default 64)
+    MLSHIP_MAX_BATCH_WAIT_MS   how long a batch may wait for more requests (default 2; never
+                               waits when only one request is in flight)
+    MLSHIP_LOG_LEVEL           DEBUG, INFO (default), WARNING, ERROR, CRITICAL; DEBUG adds
+                               access logs
+    MLSHIP_SHUTDOWN_TIMEOUT_S  how long SIGTERM waits for in-flight requests (default 25,
+                               below Kubernetes' default 30 s grace period)
+    MLSHIP_HOST                bind address (default 0.0.0.0)
+
+Endpoints:
+
+    POST /invocations   MLflow scoring protocol -> {"predictions": [...]}; 400 with a message
+                        naming the problem for input that does not fit the signature, 415 for a
+                        content type other than application/json or text/csv (as MLflow)
+    GET  /ping, /health 200 once the model is loaded and has scored its own input example
+                        through /invocations' code path; 503 before (readiness probe)
+    GET  /livez         200 while the process runs, also while loading (liveness probe)
+    GET  /version       the MLflow version, a bare string (as MLflow)
+    GET  /metadata      served model name, version, URI, run id, signature
+    GET  /metrics       Prometheus: mlship_requests_total, mlship_request_duration_seconds,
+                        mlship_batch_rows, mlship_predict_duration_seconds, mlship_model_ready,
+                        all labelled with model_name and model_version
+
+Failure policy. A version that cannot be loaded (exit code 3) or fails its self-test (exit
+code 4) makes the process exit at once rather than linger unready: the pod crash-loops, which
+the operator sees in seconds (container restarts, `lastState.terminated`) instead of waiting
+for a progress deadline, and the reason is written to /dev/termination-log, which Kubernetes
+reports as the container's termination message. Readiness stays 503 until then, so a broken
+version never receives traffic; with `maxUnavailable: 0` the old pods keep serving.
+
+Shutdown. On SIGTERM the server stops accepting connections, answers the requests it already
+has (the batcher drains its queue), then exits 0. Kubernetes keeps routing to a terminating pod
+for a moment after SIGTERM, so the pod spec should delay it with a short preStop sleep.
+"""

@@ -1,0 +1,5 @@
+import sys
+
+from mlship.serving.main import main
+
+sys.exit(main())

@@ -1,0 +1,142 @@
+"""The server's configuration: read from the environment once, validated at start-up.
+
+The variable names are a contract with the operator, which sets them on the serving pods.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+DEFAULT_PORT = 8080
+DEFAULT_MAX_BATCH_SIZE = 64
+DEFAULT_MAX_BATCH_WAIT_MS = 2.0
+DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+# models:/<name>/<version> or models:/<name>@<alias>
+_MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
+
+
+class ConfigError(ValueError):
+    """One or more environment variables are missing or invalid; the message lists them all."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServingConfig:
+    model_uri: str
+    model_name: str
+    model_version: str  # "" when not known from the configuration (e.g. a local path)
+    tracking_uri: str | None
+    host: str
+    port: int
+    max_batch_size: int
+    max_batch_wait_s: float
+    log_level: str
+    shutdown_timeout_s: float
+
+
+def _is_local(uri: str) -> bool:
+    return urlparse(uri).scheme in ("", "file")
+
+
+def _int(
+    env: Mapping[str, str], key: str, default: int, low: int, high: int, errs: list[str]
+) -> int:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        errs.append(f"{key}={raw!r} is not an integer")
+        return default
+    if not low <= value <= high:
+        errs.append(f"{key}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def _float(
+    env: Mapping[str, str], key: str, default: float, low: float, high: float, errs: list[str]
+) -> float:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        errs.append(f"{key}={raw!r} is not a number")
+        return default
+    if not low <= value <= high:  # also rejects nan
+        errs.append(f"{key}={value} is out of range [{low}, {high}]")
+    return value
+
+
+def load_config(env: Mapping[str, str]) -> ServingConfig:
+    """Build the configuration from `env` (normally os.environ); raise ConfigError listing
+    every problem at once so a misconfigured pod is fixed in one round."""
+    errs: list[str] = []
+    uri = env.get("MLSHIP_MODEL_URI", "").strip()
+    name = env.get("MLSHIP_MODEL_NAME", "").strip()
+    version = env.get("MLSHIP_MODEL_VERSION", "").strip()
+    tracking_uri = env.get("MLFLOW_TRACKING_URI", "").strip() or None
+
+    if uri:
+        if version:
+            errs.append(
+                "set either MLSHIP_MODEL_URI or MLSHIP_MODEL_NAME + MLSHIP_MODEL_VERSION, not both"
+            )
+        match = _MODELS_URI.match(uri)
+        if uri.startswith("models:/") and not match:
+            errs.append(
+                f"MLSHIP_MODEL_URI={uri!r} is not models:/<name>/<version> "
+                "or models:/<name>@<alias>"
+            )
+        if match:
+            if name and name != match["name"]:
+                errs.append(
+                    f"MLSHIP_MODEL_NAME={name!r} does not match the name in "
+                    f"MLSHIP_MODEL_URI={uri!r}"
+                )
+            name = match["name"]
+            version = match["version"] or ""
+        elif not name:
+            name = uri.rstrip("/").rsplit("/", 1)[-1]
+    else:
+        if not name:
+            errs.append("MLSHIP_MODEL_NAME is required (or MLSHIP_MODEL_URI)")
+        if not version:
+            errs.append("MLSHIP_MODEL_VERSION is required (or MLSHIP_MODEL_URI)")
+        elif not version.isdigit() or int(version) < 1:
+            errs.append(f"MLSHIP_MODEL_VERSION={version!r} is not a registry version (1, 2, ...)")
+        uri = f"models:/{name}/{version}"
+
+    if not _is_local(uri) and tracking_uri is None:
+        errs.append(f"MLFLOW_TRACKING_URI is required to load {uri}")
+
+    port = _int(env, "PORT", DEFAULT_PORT, 1, 65535, errs)
+    max_batch = _int(env, "MLSHIP_MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, 1, 100_000, errs)
+    wait_ms = _float(env, "MLSHIP_MAX_BATCH_WAIT_MS", DEFAULT_MAX_BATCH_WAIT_MS, 0.0, 1000.0, errs)
+    shutdown_s = _float(
+        env, "MLSHIP_SHUTDOWN_TIMEOUT_S", DEFAULT_SHUTDOWN_TIMEOUT_S, 0.0, 3600.0, errs
+    )
+    log_level = env.get("MLSHIP_LOG_LEVEL", "").strip().upper() or "INFO"
+    if log_level not in LOG_LEVELS:
+        errs.append(f"MLSHIP_LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+    if errs:
+        raise ConfigError("invalid serving configuration: " + "; ".join(errs))
+    return ServingConfig(
+        model_uri=uri,
+        model_name=name,
+        model_version=version,
+        tracking_uri=tracking_uri,
+        host=env.get("MLSHIP_HOST", "").strip() or "0.0.0.0",  # noqa: S104 - a pod serves its IP
+        port=port,
+        max_batch_size=max_batch,
+        max_batch_wait_s=wait_ms / 1000.0,
+        log_level=log_level,
+        shutdown_timeout_s=shutdown_s,
+    )

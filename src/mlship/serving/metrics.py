@@ -1,0 +1,87 @@
+"""Prometheus metrics of one server process, in its own registry (several apps can coexist in
+one process, e.g. in tests)."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+disable_created_metrics()  # the *_created series only double the scrape size
+
+
+class ServingMetrics:
+    def __init__(self, model_name: str, model_version: str) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self._model = {"model_name": model_name, "model_version": model_version or "unknown"}
+        labels = ["model_name", "model_version"]
+        self._requests = Counter(
+            "mlship_requests",
+            "HTTP requests answered, by endpoint and status code.",
+            [*labels, "endpoint", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "mlship_request_duration_seconds",
+            "Time from receiving a request to its response, by endpoint.",
+            [*labels, "endpoint"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self._batch_rows = Histogram(
+            "mlship_batch_rows",
+            "Rows per model call (micro-batching at work when above 1).",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        ).labels(**self._model)
+        self._batch_requests = Histogram(
+            "mlship_batch_requests",
+            "Requests combined into one model call.",
+            labels,
+            buckets=BATCH_BUCKETS,
+            registry=self.registry,
+        ).labels(**self._model)
+        self._predict = Histogram(
+            "mlship_predict_duration_seconds",
+            "Time of one model call on a batch.",
+            labels,
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        ).labels(**self._model)
+        self._ready = Gauge(
+            "mlship_model_ready",
+            "1 once the model is loaded and passed its self-test.",
+            labels,
+            registry=self.registry,
+        ).labels(**self._model)
+        self._ready.set(0)
+
+    def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self._requests.labels(**self._model, endpoint=endpoint, status=str(status)).inc()
+        self._latency.labels(**self._model, endpoint=endpoint).observe(seconds)
+
+    def observe_batch(self, requests: int, rows: int, seconds: float) -> None:
+        self._batch_requests.observe(requests)
+        self._batch_rows.observe(rows)
+        self._predict.observe(seconds)
+
+    def set_ready(self, ready: bool) -> None:
+        self._ready.set(1 if ready else 0)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,249 @@
+"""The served model: download, load, self-test payload, and batch prediction.
+
+Loading goes through `mlflow.pyfunc.load_model`, so every serialization the sklearn flavour
+writes (skops with its recorded `skops_trusted_types`, pickle, cloudpickle) loads as MLflow
+itself loads it, and prediction keeps MLflow's schema enforcement and the model's `predict_fn`.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from mlship.serving.config import ServingConfig
+from mlship.serving.protocol import (
+    CSV,
+    JSON,
+    BadRequest,
+    Column,
+    Parsed,
+    Table,
+    Unstructured,
+    columns_from_signature,
+    split_rows,
+)
+
+log = logging.getLogger(__name__)
+
+_DTYPES = {
+    "double": "float64",
+    "float": "float32",
+    "long": "int64",
+    "integer": "int32",
+    "boolean": "bool",
+    "string": "object",
+}
+
+
+class ModelLoadError(RuntimeError):
+    """The model version cannot be downloaded or deserialized."""
+
+
+class PredictionFailed(Exception):
+    """The model raised on one request's (signature-valid) input: answered with 400, as MLflow
+    does, since the same model just passed its self-test."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    name: str
+    version: str
+    uri: str
+    run_id: str | None
+    model_uuid: str | None
+    signature: dict[str, Any] | None
+    mlflow_version: str | None
+    loaded_at: float = field(default_factory=time.time)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "uri": self.uri,
+            "run_id": self.run_id,
+            "model_uuid": self.model_uuid,
+            "signature": self.signature,
+            "mlflow_version": self.mlflow_version,
+            "loaded_at": self.loaded_at,
+        }
+
+
+@dataclass(slots=True)
+class ServedModel:
+    pyfunc: Any  # mlflow.pyfunc.PyFuncModel
+    info: ModelInfo
+    columns: tuple[Column, ...] | None
+    example: bytes | None  # a JSON /invocations body from the model's own input example
+
+    def predict_many(self, inputs: Sequence[Parsed]) -> list[Any]:
+        """One result per input (an exception instance for a failed one). All tables go to the
+        model in a single call; if that call fails, each is retried alone so one bad request
+        cannot fail its batch neighbours."""
+        results: list[Any] = [None] * len(inputs)
+        tables: dict[int, Table] = {}
+        for i, item in enumerate(inputs):
+            if isinstance(item, Table):
+                tables[i] = item
+            else:
+                results[i] = self._predict_unstructured(item)
+        if len(tables) > 1:
+            batch = list(tables.values())
+            try:
+                parts = split_rows(self._predict_tables(batch), [t.n_rows for t in batch])
+            except Exception:
+                log.debug("batch of %d failed; retrying each alone", len(batch), exc_info=True)
+            else:
+                for i, part in zip(tables, parts, strict=True):
+                    results[i] = part
+                return results
+        for i, table in tables.items():
+            results[i] = self._predict_one_table(table)
+        return results
+
+    def _predict_one_table(self, table: Table) -> Any:
+        try:
+            predictions = self._predict_tables([table])
+        except Exception as e:
+            return PredictionFailed(_describe(e))
+        try:
+            return split_rows(predictions, [table.n_rows])[0]
+        except ValueError as e:
+            return RuntimeError(str(e))  # the model's fault, not the input's: a 500
+
+    def _predict_tables(self, tables: Sequence[Table]) -> Any:
+        import numpy as np
+        import pandas as pd
+
+        assert self.columns is not None  # noqa: S101 - tables exist only for column signatures
+        data = {}
+        for i, col in enumerate(self.columns):
+            values = list(chain.from_iterable(t.columns[i] for t in tables))
+            try:
+                data[col.name] = np.asarray(values, dtype=_DTYPES[col.kind])
+            except (TypeError, ValueError, OverflowError):
+                data[col.name] = np.asarray(values, dtype=object)  # nulls in optional int columns
+        return self.pyfunc.predict(pd.DataFrame(data))
+
+    def _predict_unstructured(self, item: Unstructured) -> Any:
+        from io import StringIO
+
+        from mlflow.exceptions import MlflowException
+        from mlflow.pyfunc.scoring_server import infer_and_parse_data, parse_csv_input
+
+        schema = self.pyfunc.metadata.get_input_schema()
+        try:
+            if item.content_type == CSV:
+                assert isinstance(item.payload, str)  # noqa: S101
+                data = parse_csv_input(StringIO(item.payload), schema)
+            else:
+                data = infer_and_parse_data(item.payload, schema)
+        except MlflowException as e:
+            return BadRequest(e.message)
+        try:
+            return self.pyfunc.predict(data)
+        except Exception as e:
+            return PredictionFailed(_describe(e))
+
+
+def _describe(e: BaseException) -> str:
+    message = getattr(e, "message", None) or str(e)
+    return f"the model could not score this input: {type(e).__name__}: {message}"
+
+
+def _resolve_version(config: ServingConfig) -> tuple[str, str]:
+    """The concrete models:/name/version to load (an alias URI is resolved once, here)."""
+    uri, version = config.model_uri, config.model_version
+    if uri.startswith("models:/") and "@" in uri:
+        from mlflow import MlflowClient
+
+        alias = uri.rstrip("/").split("@", 1)[1]
+        mv = MlflowClient(config.tracking_uri).get_model_version_by_alias(config.model_name, alias)
+        version = str(mv.version)
+        uri = f"models:/{config.model_name}/{version}"
+    return uri, version
+
+
+def load_model(config: ServingConfig) -> ServedModel:
+    """Download and deserialize the configured model version; raise ModelLoadError saying why."""
+    import mlflow
+    import mlflow.artifacts
+    import mlflow.pyfunc
+
+    try:
+        uri, version = _resolve_version(config)
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri,
+            dst_path=tempfile.mkdtemp(prefix="mlship-model-"),
+            tracking_uri=config.tracking_uri,
+        )
+        pyfunc = mlflow.pyfunc.load_model(local)
+    except Exception as e:
+        hint = ""
+        if type(e).__name__ == "UntrustedTypesFoundException" or "untrusted" in str(e).lower():
+            hint = (
+                " (the skops file references types outside the model's skops_trusted_types: "
+                "re-log the model with skops_trusted_types listing them)"
+            )
+        raise ModelLoadError(
+            f"cannot load {config.model_uri}: {type(e).__name__}: {e}{hint}"
+        ) from e
+
+    meta = pyfunc.metadata
+    signature = _signature_dict(meta.signature)
+    columns = None
+    if meta.signature is not None and meta.signature.inputs is not None:
+        columns = columns_from_signature(meta.signature.inputs.to_dict())
+    example = _example_body(meta, local)
+    info = ModelInfo(
+        name=config.model_name,
+        version=version,
+        uri=uri,
+        run_id=meta.run_id,
+        model_uuid=meta.model_uuid,
+        signature=signature,
+        mlflow_version=meta.mlflow_version,
+    )
+    return ServedModel(pyfunc=pyfunc, info=info, columns=columns, example=example)
+
+
+def _signature_dict(signature: Any) -> dict[str, Any] | None:
+    """The signature as plain JSON (MLflow's to_dict nests JSON strings)."""
+    if signature is None:
+        return None
+    parts = {"inputs": signature.inputs, "outputs": signature.outputs, "params": signature.params}
+    return {key: part.to_dict() if part is not None else None for key, part in parts.items()}
+
+
+def _example_body(meta: Any, local_path: str) -> bytes | None:
+    """The model's own serving input example (MLflow writes it next to the input example)."""
+    try:
+        serving_input = meta.get_serving_input(local_path)
+    except Exception:  # an unreadable example is reported by the self-test instead
+        log.warning("could not read the model's serving input example", exc_info=True)
+        return None
+    return serving_input.encode() if serving_input else None
+
+
+def synthetic_body(columns: tuple[Column, ...]) -> bytes:
+    """A one-row JSON request from the column signature, for models saved without an example."""
+    import orjson
+
+    zero = {"double": 0.0, "float": 0.0, "long": 0, "integer": 0, "boolean": False, "string": ""}
+    return orjson.dumps({"dataframe_records": [{c.name: zero[c.kind] for c in columns}]})
+
+
+def self_test_input(model: ServedModel) -> tuple[bytes, str]:
+    """The request the server must answer before it reports ready, and its content type."""
+    if model.example is not None:
+        return model.example, JSON
+    if model.columns is not None:
+        return synthetic_body(model.columns), JSON
+    raise ModelLoadError(
+        "the model has neither an input example nor a column signature to self-test with; "
+        "log it with input_example=..."
+    )

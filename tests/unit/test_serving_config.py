@@ -1,0 +1,103 @@
+"""The serving environment contract, validated at start-up."""
+
+from __future__ import annotations
+
+import pytest
+
+from mlship.serving.config import ConfigError, load_config
+
+pytestmark = pytest.mark.unit
+
+REGISTRY = {
+    "MLFLOW_TRACKING_URI": "http://mlflow:5000",
+    "MLSHIP_MODEL_NAME": "iris",
+    "MLSHIP_MODEL_VERSION": "3",
+}
+
+
+def test_name_and_version_make_a_registry_uri_with_defaults() -> None:
+    config = load_config(REGISTRY)
+    assert config.model_uri == "models:/iris/3"
+    assert (config.model_name, config.model_version) == ("iris", "3")
+    assert config.tracking_uri == "http://mlflow:5000"
+    assert (config.host, config.port) == ("0.0.0.0", 8080)  # noqa: S104
+    assert (config.max_batch_size, config.max_batch_wait_s) == (64, 0.002)
+    assert config.log_level == "INFO"
+
+
+def test_knobs() -> None:
+    config = load_config(
+        REGISTRY
+        | {
+            "PORT": "9000",
+            "MLSHIP_MAX_BATCH_SIZE": "128",
+            "MLSHIP_MAX_BATCH_WAIT_MS": "5",
+            "MLSHIP_LOG_LEVEL": "debug",
+            "MLSHIP_SHUTDOWN_TIMEOUT_S": "10",
+        }
+    )
+    assert (config.port, config.max_batch_size, config.max_batch_wait_s) == (9000, 128, 0.005)
+    assert (config.log_level, config.shutdown_timeout_s) == ("DEBUG", 10.0)
+
+
+def test_models_uri_gives_name_and_version() -> None:
+    config = load_config({"MLFLOW_TRACKING_URI": "http://m", "MLSHIP_MODEL_URI": "models:/iris/7"})
+    assert (config.model_name, config.model_version) == ("iris", "7")
+    alias = load_config(
+        {"MLFLOW_TRACKING_URI": "http://m", "MLSHIP_MODEL_URI": "models:/iris@champion"}
+    )
+    assert (alias.model_name, alias.model_version) == ("iris", "")
+
+
+def test_a_local_path_needs_no_tracking_server() -> None:
+    config = load_config({"MLSHIP_MODEL_URI": "/models/iris-rf"})
+    assert (config.model_uri, config.model_name, config.tracking_uri) == (
+        "/models/iris-rf",
+        "iris-rf",
+        None,
+    )
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(
+            {
+                "MLSHIP_MODEL_NAME": "iris",
+                "PORT": "http",
+                "MLSHIP_MAX_BATCH_SIZE": "0",
+                "MLSHIP_MAX_BATCH_WAIT_MS": "nan",
+                "MLSHIP_LOG_LEVEL": "loud",
+            }
+        )
+    message = str(info.value)
+    for fragment in [
+        "MLSHIP_MODEL_VERSION is required",
+        "MLFLOW_TRACKING_URI is required to load models:/iris/",
+        "PORT='http' is not an integer",
+        "MLSHIP_MAX_BATCH_SIZE=0 is out of range [1, 100000]",
+        "MLSHIP_MAX_BATCH_WAIT_MS=nan is out of range",
+        "MLSHIP_LOG_LEVEL='LOUD' is not one of DEBUG, INFO",
+    ]:
+        assert fragment in message
+
+
+@pytest.mark.parametrize(
+    ("env", "fragment"),
+    [
+        ({}, "MLSHIP_MODEL_NAME is required"),
+        (REGISTRY | {"MLSHIP_MODEL_VERSION": "latest"}, "'latest' is not a registry version"),
+        (REGISTRY | {"MLSHIP_MODEL_VERSION": "0"}, "'0' is not a registry version"),
+        (REGISTRY | {"MLSHIP_MODEL_URI": "models:/iris/3"}, "not both"),
+        ({"MLSHIP_MODEL_URI": "models:/iris"}, "is not models:/<name>/<version>"),
+        (
+            {"MLSHIP_MODEL_URI": "models:/iris/2", "MLSHIP_MODEL_NAME": "wine"},
+            "MLSHIP_MODEL_NAME='wine' does not match",
+        ),
+        ({"MLSHIP_MODEL_URI": "runs:/abc/model"}, "MLFLOW_TRACKING_URI is required"),
+        (REGISTRY | {"PORT": "70000"}, "PORT=70000 is out of range"),
+    ],
+)
+def test_invalid(env: dict[str, str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match="invalid serving configuration") as info:
+        load_config(env)
+    assert fragment in str(info.value)
