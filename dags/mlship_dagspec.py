@@ -1,0 +1,246 @@
+"""Pure builders for the mlship_training DAG: settings from the environment, step arguments,
+pod security and resources. No scheduler imports here, so it is unit-testable on its own.
+
+The chart provides the configuration as environment variables of the scheduler/worker/
+dag-processor; every one has a default that works for a local image build (`:dev` tags).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+UID = 10001  # the non-root user every step image runs as
+XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
+
+# Requests/limits per step; training gets the most. Override with MLSHIP_STEP_RESOURCES (JSON).
+_SMALL = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
+    "ingest": _SMALL,
+    "validate": _SMALL,
+    "featurize": _SMALL,
+    "train": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+    "evaluate": _SMALL,
+    "register": _SMALL,
+}
+
+
+class SettingsError(ValueError):
+    """A configuration variable has a value that cannot be used; the message names it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    images: dict[str, str]
+    namespace: str = "mlship"
+    tracking_uri: str = "http://mlship-mlflow:5000"
+    experiment: str = "mlship"
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account: str | None = None
+    schedule: str | None = "@daily"
+    retries: int = 2
+    retry_delay: timedelta = timedelta(minutes=1)
+    startup_timeout_seconds: int = 600
+    default_model_name: str = "iris"
+    default_dataset: str = "sklearn:iris"
+    resources: dict[str, dict[str, dict[str, str]]] = field(
+        default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES))
+    )
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    if value < 0:
+        raise SettingsError(f"{name}={raw!r} must be >= 0")
+    return value
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    images = {
+        s: env.get(f"MLSHIP_IMAGE_{s.upper()}") or f"mlship-step-{s}:dev" for s in STEPS
+    }
+    schedule = env.get("MLSHIP_SCHEDULE", "@daily").strip()
+    policy = env.get("MLSHIP_IMAGE_PULL_POLICY", "IfNotPresent")
+    if policy not in ("Always", "IfNotPresent", "Never"):
+        raise SettingsError(f"MLSHIP_IMAGE_PULL_POLICY={policy!r}: use Always|IfNotPresent|Never")
+    resources = json.loads(json.dumps(DEFAULT_RESOURCES))
+    if env.get("MLSHIP_STEP_RESOURCES"):
+        try:
+            override = json.loads(env["MLSHIP_STEP_RESOURCES"])
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"MLSHIP_STEP_RESOURCES is not JSON: {exc}") from exc
+        unknown = set(override) - set(STEPS)
+        if unknown:
+            raise SettingsError(f"MLSHIP_STEP_RESOURCES names unknown step(s): {sorted(unknown)}")
+        for step, spec in override.items():
+            resources[step] = spec
+    raw_secrets = env.get("MLSHIP_IMAGE_PULL_SECRETS", "").split(",")
+    secrets = tuple(s.strip() for s in raw_secrets if s.strip())
+    return Settings(
+        images=images,
+        namespace=env.get("MLSHIP_NAMESPACE") or "mlship",
+        tracking_uri=env.get("MLSHIP_MLFLOW_TRACKING_URI") or "http://mlship-mlflow:5000",
+        experiment=env.get("MLSHIP_EXPERIMENT") or "mlship",
+        image_pull_policy=policy,
+        image_pull_secrets=secrets,
+        service_account=env.get("MLSHIP_SERVICE_ACCOUNT") or None,
+        schedule=None if schedule.lower() in ("", "none", "null") else schedule,
+        retries=_int(env, "MLSHIP_TASK_RETRIES", 2),
+        retry_delay=timedelta(seconds=_int(env, "MLSHIP_RETRY_DELAY_SECONDS", 60)),
+        startup_timeout_seconds=_int(env, "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS", 600),
+        default_model_name=env.get("MLSHIP_DEFAULT_MODEL_NAME") or "iris",
+        default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or "sklearn:iris",
+        resources=resources,
+    )
+
+
+def _xcom(task: str, key: str) -> str:
+    return "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (task, key)  # noqa: UP031 - Jinja braces
+
+
+# Each step's flags as Jinja templates: params come from the trigger form, earlier steps'
+# results from XCom. {{ run_id }} is the pipeline run key: clearing and re-running a DAG run
+# keeps it, so the steps find the same MLflow parent run and register stays idempotent.
+STEP_ARGUMENTS: dict[str, list[str]] = {
+    "ingest": [
+        "--source", "{{ params.dataset }}",
+        "--target", "{{ params.target }}",
+        "--task", "{{ params.task }}",
+    ],
+    "validate": [
+        "--dataset-uri", _xcom("ingest", "dataset_uri"),
+        "--target", "{{ params.target }}",
+        "--task", _xcom("ingest", "task"),
+        "--rules", "{{ params.validation_rules | tojson }}",
+    ],
+    "featurize": [
+        "--dataset-uri", _xcom("ingest", "dataset_uri"),
+        "--target", "{{ params.target }}",
+        "--task", _xcom("ingest", "task"),
+        "--holdout-fraction", "{{ params.holdout_fraction }}",
+        "--seed", "{{ params.seed }}",
+    ],
+    "train": [
+        "--train-uri", _xcom("featurize", "train_uri"),
+        "--features-uri", _xcom("featurize", "features_uri"),
+        "--estimator", "{{ params.estimator }}",
+        "--hyperparameters", "{{ params.hyperparameters | tojson }}",
+        "--seed", "{{ params.seed }}",
+    ],
+    "evaluate": [
+        "--model-uri", _xcom("train", "model_uri"),
+        "--holdout-uri", _xcom("featurize", "holdout_uri"),
+        "--features-uri", _xcom("featurize", "features_uri"),
+        "--model-name", "{{ params.model_name }}",
+    ],
+    "register": [
+        "--model-uri", _xcom("train", "model_uri"),
+        "--evaluation-uri", _xcom("evaluate", "evaluation_uri"),
+        "--model-name", "{{ params.model_name }}",
+        "--dataset-digest", _xcom("ingest", "dataset_digest"),
+        "--dataset-uri", _xcom("ingest", "dataset_uri"),
+        "--metric", "{{ params.metric }}",
+        "--threshold", "{{ params.threshold }}",
+        "--margin", "{{ params.margin }}",
+        "--auto-promote", "{{ params.auto_promote }}",
+    ],
+}
+
+
+def step_command(step: str) -> list[str]:
+    return ["python", "-m", f"mlship.steps.{step}"]
+
+
+def step_arguments(step: str) -> list[str]:
+    return [*STEP_ARGUMENTS[step], "--pipeline-run-key", "{{ run_id }}", "--xcom-path", XCOM_PATH]
+
+
+def step_env(settings: Settings) -> dict[str, str]:
+    return {
+        "MLFLOW_TRACKING_URI": settings.tracking_uri,
+        "MLSHIP_EXPERIMENT": settings.experiment,
+        # the root filesystem is read-only; /tmp is an emptyDir
+        "HOME": "/tmp",  # noqa: S108
+        "TMPDIR": "/tmp",  # noqa: S108
+        "PYTHONUNBUFFERED": "1",  # step logs reach the task log as they are written
+        "MLSHIP_MLFLOW_WAIT_SECONDS": "30",
+    }
+
+
+def pod_security_context() -> dict[str, Any]:
+    """Pod-level settings of the PodSecurity "restricted" profile (camelCase: API shape)."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "fsGroup": UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    """Per-container settings of "restricted", for the step and for the XCom sidecar."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def labels(step: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/part-of": "mlship",
+        "app.kubernetes.io/component": "training-step",
+        "mlship.io/step": step,
+    }
+
+
+def params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The trigger form: name -> (default, JSON-schema keywords, description)."""
+    return {
+        "dataset": {
+            "default": settings.default_dataset, "type": "string", "minLength": 1,
+            "description": "sklearn:iris|wine|breast_cancer|diabetes, or a CSV/Parquet "
+            "http(s) URL",
+        },
+        "target": {"default": "target", "type": "string", "minLength": 1,
+                   "description": "target column"},
+        "task": {"default": "auto", "type": "string",
+                 "enum": ["auto", "classification", "regression"]},
+        "estimator": {
+            "default": "auto", "type": "string",
+            "enum": ["auto", "random_forest", "gradient_boosting", "logistic_regression",
+                     "ridge", "linear"],
+            "description": "auto: random_forest (classification) or ridge (regression)",
+        },
+        "hyperparameters": {"default": {}, "type": "object",
+                            "description": 'e.g. {"n_estimators": 200, "max_depth": 5}'},
+        "seed": {"default": 42, "type": "integer"},
+        "holdout_fraction": {"default": 0.2, "type": "number",
+                             "exclusiveMinimum": 0, "exclusiveMaximum": 1},
+        "validation_rules": {"default": {}, "type": "object",
+                             "description": "see mlship.validation; {} = no nulls allowed"},
+        "model_name": {"default": settings.default_model_name, "type": "string", "minLength": 1},
+        "metric": {"default": "auto", "type": "string",
+                   "enum": ["auto", "accuracy", "f1", "roc_auc", "rmse", "mae", "r2"]},
+        "threshold": {"default": None, "type": ["null", "number"],
+                      "description": "quality bar for the metric (max for rmse/mae)"},
+        "margin": {"default": 0.0, "type": "number", "minimum": 0,
+                   "description": "how much better than the champion to replace it"},
+        "auto_promote": {"default": True, "type": "boolean",
+                         "description": "move the champion alias automatically"},
+    }

@@ -1,0 +1,78 @@
+"""mlship_training: dataset -> validated, trained, evaluated, registered model.
+
+One KubernetesPodOperator per step, each from its own image (`python -m mlship.steps.<step>`).
+Steps share nothing but MLflow: artifacts go through the tracking server, small results through
+XCom. Configuration comes from MLSHIP_* environment variables (see mlship_dagspec.py); a run is
+started from the trigger form, whose fields are the Params below.
+"""
+
+from __future__ import annotations
+
+import os
+
+import mlship_dagspec as spec
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk import DAG, Param, chain
+from kubernetes.client import models as k8s
+
+settings = spec.settings_from_env(os.environ)
+
+
+def step_task(step: str) -> KubernetesPodOperator:
+    res = settings.resources[step]
+    return KubernetesPodOperator(
+        task_id=step,
+        name=f"mlship-{step}",
+        namespace=settings.namespace,
+        image=settings.images[step],
+        image_pull_policy=settings.image_pull_policy,
+        image_pull_secrets=[
+            k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets
+        ],
+        cmds=spec.step_command(step),
+        arguments=spec.step_arguments(step),
+        env_vars=spec.step_env(settings),
+        labels=spec.labels(step),
+        container_resources=k8s.V1ResourceRequirements(
+            requests=res.get("requests"), limits=res.get("limits")
+        ),
+        security_context=spec.pod_security_context(),
+        container_security_context=spec.container_security_context(),
+        # the sidecar that reads /airflow/xcom must pass the "restricted" profile too
+        xcom_sidecar_container_security_context=spec.container_security_context(),
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108
+        service_account_name=settings.service_account,
+        # steps talk to MLflow only, never to the Kubernetes API
+        automount_service_account_token=False,
+        do_xcom_push=True,
+        get_logs=True,  # the step's stdout/stderr become the task log in the Airflow UI
+        log_events_on_failure=True,
+        startup_timeout_seconds=settings.startup_timeout_seconds,
+        # Succeeded pods are deleted (their logs are already in the task log); failed pods are
+        # kept so `kubectl logs/describe` can show what the task log cannot (OOMKilled, image
+        # pull errors, evictions). Retries create new pods, so a kept pod never blocks one.
+        on_finish_action="delete_succeeded_pod",
+    )
+
+
+with DAG(
+    dag_id="mlship_training",
+    description="Ingest, validate, featurize, train, evaluate and register a model",
+    schedule=settings.schedule,
+    catchup=False,
+    max_active_runs=1,  # two runs racing for the champion alias would compare stale scores
+    default_args={
+        "owner": "mlship",
+        "retries": settings.retries,
+        "retry_delay": settings.retry_delay,
+    },
+    params={
+        name: Param(p.pop("default"), **p)
+        for name, p in spec.params_schema(settings).items()
+    },
+    tags=["mlship", "training"],
+    doc_md=__doc__,
+    render_template_as_native_obj=False,
+) as dag:
+    chain(*[step_task(step) for step in spec.STEPS])

@@ -1,0 +1,161 @@
+"""Load the DAG folder the way the dag-processor does and inspect mlship_training.
+
+Airflow runs in a subprocess with its own AIRFLOW_HOME so its configuration never leaks into
+(or from) the test session; the subprocess reports what it found as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+STEPS = ["ingest", "validate", "featurize", "train", "evaluate", "register"]
+
+PROBE = r"""
+import json, sys
+from pathlib import Path
+from kubernetes.client import ApiClient
+from airflow.dag_processing.dagbag import BundleDagBag
+
+folder = Path(sys.argv[1])
+bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, include_examples=False)
+out = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
+       "dag_ids": sorted(bag.dags)}
+dag = bag.dags.get("mlship_training")
+if dag is not None:
+    out["schedule"] = str(dag.schedule)
+    out["catchup"] = dag.catchup
+    out["max_active_runs"] = dag.max_active_runs
+    out["params"] = {k: dag.params[k] for k in dag.params}
+    out["tasks"] = {}
+    for t in dag.tasks:
+        pod = ApiClient().sanitize_for_serialization(t.build_pod_request_obj())
+        out["tasks"][t.task_id] = {
+            "type": type(t).__name__,
+            "upstream": sorted(t.upstream_task_ids),
+            "image": t.image,
+            "retries": t.retries,
+            "retry_delay": t.retry_delay.total_seconds(),
+            "on_finish_action": str(getattr(t.on_finish_action, "value", t.on_finish_action)),
+            "do_xcom_push": t.do_xcom_push,
+            "get_logs": t.get_logs,
+            "pod": pod,
+        }
+print("PROBE-RESULT " + json.dumps(out, default=str))
+"""
+
+KUBECONFIG = """apiVersion: v1
+kind: Config
+clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
+users: [{name: none, user: {token: none}}]
+contexts: [{name: none, context: {cluster: none, user: none}}]
+current-context: none
+"""
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> dict:
+    home = tmp_path_factory.mktemp("airflow-home")
+    # building a pod spec loads a kube config; nothing is ever sent to this address
+    (home / "kubeconfig").write_text(KUBECONFIG)
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("AIRFLOW", "MLSHIP_", "KUBERNETES_SERVICE"))
+    }
+    env.update({
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
+        "KUBECONFIG": str(home / "kubeconfig"),
+        "MLSHIP_IMAGE_TRAIN": "registry.test/mlship/step-train:1.0",
+        "MLSHIP_NAMESPACE": "ml-pipelines",
+        "MLSHIP_SCHEDULE": "@hourly",
+    })
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, str(DAGS)],
+        capture_output=True, text=True, env=env, timeout=240, check=False,
+    )
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE-RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1].removeprefix("PROBE-RESULT "))
+
+
+def test_dag_folder_imports_without_errors(probe):
+    assert probe["import_errors"] == {}
+    assert probe["dag_ids"] == ["mlship_training"]
+
+
+def test_steps_run_in_order(probe):
+    tasks = probe["tasks"]
+    assert sorted(tasks) == sorted(STEPS)
+    for before, after in zip(STEPS, STEPS[1:], strict=False):
+        assert tasks[after]["upstream"] == [before]
+    assert tasks["ingest"]["upstream"] == []
+
+
+def test_every_step_has_its_own_image_from_configuration(probe):
+    images = {step: t["image"] for step, t in probe["tasks"].items()}
+    assert len(set(images.values())) == len(STEPS)
+    assert images["train"] == "registry.test/mlship/step-train:1.0"
+    assert images["ingest"] == "mlship-step-ingest:dev"
+    for step, t in probe["tasks"].items():
+        assert t["type"] == "KubernetesPodOperator"
+        container = t["pod"]["spec"]["containers"][0]
+        assert container["image"] == images[step]
+        assert container["command"] == ["python", "-m", f"mlship.steps.{step}"]
+        assert t["pod"]["metadata"]["namespace"] == "ml-pipelines"
+
+
+def test_schedule_retries_xcom_and_pod_lifecycle(probe):
+    assert probe["schedule"] == "@hourly"
+    assert probe["catchup"] is False
+    assert probe["max_active_runs"] == 1
+    for t in probe["tasks"].values():
+        assert t["retries"] == 2 and t["retry_delay"] == 60.0
+        assert t["do_xcom_push"] is True and t["get_logs"] is True
+        assert t["on_finish_action"] == "delete_succeeded_pod"
+
+
+def test_trigger_form_params(probe):
+    params = probe["params"]
+    assert params["dataset"] == "sklearn:iris"
+    assert params["auto_promote"] is True
+    assert params["threshold"] is None
+    for name in ("target", "task", "estimator", "hyperparameters", "model_name", "margin",
+                 "metric", "validation_rules", "seed"):
+        assert name in params
+
+
+def test_pods_meet_the_restricted_pod_security_profile(probe):
+    for step, t in probe["tasks"].items():
+        spec = t["pod"]["spec"]
+        pod_sc = spec.get("securityContext", {})
+        assert pod_sc.get("runAsNonRoot") is True, step
+        assert pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", step
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), step
+        assert all("hostPath" not in v for v in spec.get("volumes", [])), step
+        names = [c["name"] for c in spec["containers"]]
+        assert "airflow-xcom-sidecar" in names, step  # do_xcom_push adds it
+        for c in spec["containers"]:
+            sc = c.get("securityContext", {})
+            assert sc.get("allowPrivilegeEscalation") is False, (step, c["name"])
+            assert "ALL" in sc.get("capabilities", {}).get("drop", []), (step, c["name"])
+            assert not sc.get("capabilities", {}).get("add"), (step, c["name"])
+            assert sc.get("runAsUser", pod_sc.get("runAsUser")) == 10001, (step, c["name"])
+            assert not sc.get("privileged"), (step, c["name"])
+
+
+def test_resources_requests_and_limits(probe):
+    for step, t in probe["tasks"].items():
+        res = t["pod"]["spec"]["containers"][0]["resources"]
+        assert set(res) == {"requests", "limits"}, step
+        assert {"cpu", "memory"} <= set(res["requests"]) and "memory" in res["limits"], step
+    train = probe["tasks"]["train"]["pod"]["spec"]["containers"][0]["resources"]
+    assert train["limits"]["memory"] == "2Gi"

@@ -1,0 +1,74 @@
+"""Estimator registry, preprocessing and the skops allow-list."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+
+from mlship import estimators
+from mlship.estimators import EstimatorError, build_estimator, model_pipeline
+
+pytestmark = pytest.mark.unit
+
+
+def small(task: str) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame(
+        {"n1": rng.normal(size=40), "n2": rng.normal(size=40), "c": ["a", "b"] * 20}
+    )
+    X.loc[3, "n1"] = np.nan  # the imputer is part of the saved pipeline
+    y = (X["n2"] > 0).astype(int) if task == "classification" else X["n2"] * 3.0
+    return X, y
+
+
+ALL = [(t, n) for t, names in estimators.REGISTRY.items() for n in names]
+
+
+@pytest.mark.parametrize(("task", "name"), ALL)
+def test_every_estimator_fits_and_needs_only_the_trusted_types(task, name):
+    X, y = small(task)
+    hp = {"n_estimators": 5} if "forest" in name or "boosting" in name else {}
+    model = model_pipeline(["n1", "n2"], ["c"], build_estimator(task, name, hp, seed=1))
+    model.fit(X, y)
+    assert len(model.predict(X)) == len(X)
+    untrusted = set(sio.get_untrusted_types(data=sio.dumps(model)))
+    assert untrusted <= set(estimators.SKOPS_TRUSTED_TYPES), untrusted - set(
+        estimators.SKOPS_TRUSTED_TYPES
+    )
+
+
+def test_trusted_types_are_minimal():
+    needed: set[str] = set()
+    for task, name in ALL:
+        X, y = small(task)
+        model = model_pipeline(["n1", "n2"], ["c"], build_estimator(task, name, {}, seed=1))
+        needed |= set(sio.get_untrusted_types(data=sio.dumps(model.fit(X, y))))
+    assert needed == set(estimators.SKOPS_TRUSTED_TYPES)
+
+
+def test_seed_and_hyperparameters_are_applied():
+    est = build_estimator("classification", "random_forest", {"max_depth": 3}, seed=7)
+    assert est.get_params()["random_state"] == 7
+    assert est.get_params()["max_depth"] == 3
+    assert est.get_params()["n_estimators"] == 100
+    explicit = build_estimator("classification", "random_forest", {"random_state": 1}, seed=7)
+    assert explicit.get_params()["random_state"] == 1
+
+
+@pytest.mark.parametrize(
+    ("task", "name", "hp", "message"),
+    [
+        ("classification", "xgboost", {}, "unknown estimator 'xgboost' for classification; "
+         "choose one of: gradient_boosting, logistic_regression, random_forest"),
+        ("regression", "logistic_regression", {}, "unknown estimator 'logistic_regression'"),
+        ("clustering", "kmeans", {}, "unknown task 'clustering'"),
+        ("classification", "random_forest", {"depth": 3},
+         "estimator 'random_forest' has no hyperparameter(s) depth"),
+    ],
+)
+def test_bad_choices_are_named(task, name, hp, message):
+    with pytest.raises(EstimatorError) as err:
+        build_estimator(task, name, hp, seed=0)
+    assert message in str(err.value)
