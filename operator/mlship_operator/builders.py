@@ -1,0 +1,184 @@
+"""Pure builders for the children of a ModelDeployment: its Deployment and its Service."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from . import resource as r
+from .config import Config
+from .spec import serving_spec
+
+SERVING_UID = 10001
+# Seconds a terminating pod keeps answering before SIGTERM, so that endpoints and
+# kube-proxy stop sending it traffic first (no failed requests during a rollout).
+PRESTOP_SLEEP_SECONDS = 5
+
+
+def owner_reference(cr: Mapping[str, Any]) -> dict[str, Any]:
+    meta = cr["metadata"]
+    return {
+        "apiVersion": r.API_VERSION,
+        "kind": r.KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def selector_labels(name: str) -> dict[str, str]:
+    """The immutable Deployment selector: never put a version in here."""
+    return {r.LABEL_NAME: r.APP_NAME, r.LABEL_INSTANCE: name}
+
+
+def common_labels(name: str) -> dict[str, str]:
+    return {
+        **selector_labels(name),
+        r.LABEL_COMPONENT: "model-server",
+        r.LABEL_PART_OF: "mlship",
+        r.LABEL_MANAGED_BY: r.MANAGED_BY,
+    }
+
+
+def service_url(cr: Mapping[str, Any], config: Config) -> str:
+    meta = cr["metadata"]
+    return f"http://{meta['name']}.{meta['namespace']}.svc.{config.cluster_domain}"
+
+
+def _fingerprint(obj: Mapping[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _with_hash(obj: dict[str, Any], basis: Mapping[str, Any]) -> dict[str, Any]:
+    obj["metadata"].setdefault("annotations", {})[r.ANNOTATION_CONFIG_HASH] = _fingerprint(basis)
+    return obj
+
+
+def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
+    spec = serving_spec(cr, config)
+    return {
+        "name": r.CONTAINER_NAME,
+        "image": spec.image,
+        "imagePullPolicy": config.image_pull_policy,
+        "ports": [{"name": "http", "containerPort": r.CONTAINER_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "MLFLOW_TRACKING_URI", "value": spec.serving_tracking_uri},
+            {"name": "MLSHIP_MODEL_NAME", "value": spec.model},
+            {"name": "MLSHIP_MODEL_VERSION", "value": version},
+            {"name": "PORT", "value": str(r.CONTAINER_PORT)},
+            # The root filesystem is read-only: anything that wants a home or temp dir gets /tmp.
+            {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, see volumes
+        ],
+        "resources": copy.deepcopy(dict(spec.resources)),
+        # Ready only once the model is loaded and a self-test prediction succeeded.
+        "readinessProbe": {
+            "httpGet": {"path": "/health", "port": "http"},
+            "periodSeconds": 2,
+            "timeoutSeconds": 2,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            "httpGet": {"path": "/livez", "port": "http"},
+            "periodSeconds": 10,
+            "timeoutSeconds": 3,
+            "failureThreshold": 3,
+        },
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_SECONDS}}},
+        "securityContext": {
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "runAsUser": SERVING_UID,
+            "runAsGroup": SERVING_UID,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],  # noqa: S108
+    }
+
+
+def _deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
+    spec = serving_spec(cr, config)
+    labels = common_labels(spec.name)
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": dict(labels),
+            "annotations": {r.ANNOTATION_MODEL: spec.model},
+            "ownerReferences": [owner_reference(cr)],
+        },
+        "spec": {
+            "replicas": spec.replicas,
+            "revisionHistoryLimit": 3,
+            "progressDeadlineSeconds": spec.progress_deadline,
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+            },
+            "template": {
+                "metadata": {
+                    "labels": {**labels, r.LABEL_MODEL_VERSION: version},
+                    "annotations": {r.ANNOTATION_MODEL: spec.model},
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": 30 + PRESTOP_SLEEP_SECONDS,
+                    "securityContext": {
+                        "runAsNonRoot": True,
+                        "runAsUser": SERVING_UID,
+                        "runAsGroup": SERVING_UID,
+                        "fsGroup": SERVING_UID,
+                        "seccompProfile": {"type": "RuntimeDefault"},
+                    },
+                    "containers": [_container(cr, config, version)],
+                    "volumes": [{"name": "tmp", "emptyDir": {}}],
+                },
+            },
+        },
+    }
+    return deployment
+
+
+def deployment_config_hash(cr: Mapping[str, Any], config: Config) -> str:
+    """Fingerprint of everything in the Deployment except the model version.
+
+    The operator compares the version (pod-template label) and this hash (annotation)
+    separately, so a spec edit and a version change are each seen on their own.
+    """
+    return _fingerprint(_deployment(cr, config, version=""))
+
+
+def build_deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
+    """The serving Deployment for `version` of the CR's model: a complete object to apply."""
+    return _with_hash(_deployment(cr, config, version), _deployment(cr, config, version=""))
+
+
+def build_service(cr: Mapping[str, Any], config: Config) -> dict[str, Any]:
+    spec = serving_spec(cr, config)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": common_labels(spec.name),
+            "ownerReferences": [owner_reference(cr)],
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": selector_labels(spec.name),
+            "ports": [
+                {"name": "http", "port": r.SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
+            ],
+        },
+    }
+    return _with_hash(service, service)

@@ -1,0 +1,75 @@
+"""Status conditions in the metav1.Condition shape, as pure functions over plain lists."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+READY = "Ready"
+PROGRESSING = "Progressing"
+DEGRADED = "Degraded"
+TYPES = (READY, PROGRESSING, DEGRADED)
+
+MAX_MESSAGE = 32768
+_REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+
+
+def now_rfc3339(clock: dt.datetime | None = None) -> str:
+    moment = clock or dt.datetime.now(dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _status_word(status: bool | str) -> str:
+    if isinstance(status, bool):
+        return "True" if status else "False"
+    if status not in ("True", "False", "Unknown"):
+        raise ValueError(f"condition status must be True, False or Unknown, not {status!r}")
+    return status
+
+
+def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> dict | None:
+    for condition in conditions or ():
+        if condition.get("type") == type_:
+            return dict(condition)
+    return None
+
+
+def is_true(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> bool:
+    condition = get_condition(conditions, type_)
+    return condition is not None and condition.get("status") == "True"
+
+
+def set_condition(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    *,
+    type_: str,
+    status: bool | str,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """Return a new list with `type_` set; lastTransitionTime moves only when status changes."""
+    if not _REASON.match(reason):
+        raise ValueError(f"condition reason {reason!r} is not CamelCase ([A-Za-z][A-Za-z0-9_,:]*)")
+    word = _status_word(status)
+    result = [copy.deepcopy(dict(c)) for c in conditions or ()]
+    new = {
+        "type": type_,
+        "status": word,
+        "observedGeneration": generation,
+        "lastTransitionTime": now,
+        "reason": reason,
+        "message": message[:MAX_MESSAGE],
+    }
+    for index, old in enumerate(result):
+        if old.get("type") == type_:
+            if old.get("status") == word and old.get("lastTransitionTime"):
+                new["lastTransitionTime"] = old["lastTransitionTime"]
+            result[index] = new
+            return result
+    result.append(new)
+    return result

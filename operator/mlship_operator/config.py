@@ -1,0 +1,148 @@
+"""Operator configuration: read once from the environment, validated at start-up."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from urllib.parse import urlparse
+
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+
+
+class ConfigError(ValueError):
+    """A setting in the environment is missing or invalid; the message names it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    tracking_uri: str
+    """MLflow the operator asks (and the default for CRs that name none)."""
+    serving_tracking_uri: str
+    """MLflow URI handed to serving pods of CRs that name none (defaults to tracking_uri)."""
+    serving_image: str = "mlship-serving:dev"
+    image_pull_policy: str = "IfNotPresent"
+    poll_interval: float = 5.0
+    """Seconds between registry checks for CRs that set no spec.pollIntervalSeconds."""
+    max_backoff: float = 60.0
+    """Upper bound of the retry delay while MLflow fails or the model/alias is missing."""
+    registry_timeout: float = 5.0
+    progress_deadline: int = 180
+    """Seconds a rollout may make no progress before it is rolled back."""
+    crashloop_restarts: int = 2
+    """Restarts of a new-version container after which the rollout counts as failed."""
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means all namespaces."""
+    cluster_domain: str = "cluster.local"
+    liveness_endpoint: str = "http://0.0.0.0:8081/healthz"
+    watch_server_timeout: float = 300.0
+    log_level: str = "INFO"
+
+    @property
+    def clusterwide(self) -> bool:
+        return not self.namespaces
+
+
+def _http_url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+    value = env.get(name, "").strip() or default
+    if not value:
+        raise ConfigError(f"{name} is required: the MLflow tracking URI, e.g. http://mlflow:5000")
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise ConfigError(f"{name}={value!r} must be an http:// or https:// URL with a host")
+    return value.rstrip("/")
+
+
+def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name}={raw} is out of range: it must be between {low:g} and {high:g}")
+    return value
+
+
+def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    value = _number(env, name, default, low, high)
+    if value != int(value):
+        raise ConfigError(f"{name}={env[name]!r} must be a whole number")
+    return int(value)
+
+
+def _namespaces(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+    for item in items:
+        # kopf runs with scanning disabled (no cluster-wide namespace list), so no globs.
+        if not _DNS1123_LABEL.match(item) or len(item) > 63:
+            raise ConfigError(
+                f"{name} entry {item!r} is not a namespace name (lowercase letters, digits and"
+                " '-', at most 63 characters; patterns are not supported)"
+            )
+    return tuple(dict.fromkeys(items))
+
+
+def from_env(env: Mapping[str, str]) -> Config:
+    """Build the configuration from environment variables; raise ConfigError naming the culprit."""
+    tracking_uri = _http_url(env, "MLFLOW_TRACKING_URI")
+    serving_uri = _http_url(env, "MLSHIP_SERVING_TRACKING_URI", tracking_uri)
+
+    image = env.get("MLSHIP_SERVING_IMAGE", "").strip() or Config.serving_image
+    if any(c.isspace() for c in image):
+        raise ConfigError(f"MLSHIP_SERVING_IMAGE={image!r} must not contain whitespace")
+    pull_policy = env.get("MLSHIP_IMAGE_PULL_POLICY", "").strip() or Config.image_pull_policy
+    if pull_policy not in _PULL_POLICIES:
+        raise ConfigError(
+            f"MLSHIP_IMAGE_PULL_POLICY={pull_policy!r} must be one of {', '.join(_PULL_POLICIES)}"
+        )
+
+    poll = _number(env, "MLSHIP_POLL_INTERVAL_SECONDS", Config.poll_interval, 1, 3600)
+    backoff = _number(env, "MLSHIP_MAX_BACKOFF_SECONDS", Config.max_backoff, 1, 3600)
+    if backoff < poll:
+        raise ConfigError(
+            f"MLSHIP_MAX_BACKOFF_SECONDS={backoff:g} must not be shorter than"
+            f" MLSHIP_POLL_INTERVAL_SECONDS={poll:g}"
+        )
+
+    domain = env.get("MLSHIP_CLUSTER_DOMAIN", "").strip() or Config.cluster_domain
+    if not all(_DNS1123_LABEL.match(part) for part in domain.split(".")):
+        raise ConfigError(f"MLSHIP_CLUSTER_DOMAIN={domain!r} is not a DNS domain")
+
+    liveness = env.get("MLSHIP_LIVENESS_ENDPOINT", Config.liveness_endpoint).strip()
+    if liveness and urlparse(liveness).scheme not in ("http", "https"):
+        raise ConfigError(
+            f"MLSHIP_LIVENESS_ENDPOINT={liveness!r} must be an http(s) URL, or empty to disable"
+        )
+
+    level = (env.get("MLSHIP_LOG_LEVEL", "").strip() or Config.log_level).upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"MLSHIP_LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
+
+    return Config(
+        tracking_uri=tracking_uri,
+        serving_tracking_uri=serving_uri,
+        serving_image=image,
+        image_pull_policy=pull_policy,
+        poll_interval=poll,
+        max_backoff=backoff,
+        registry_timeout=_number(
+            env, "MLSHIP_REGISTRY_TIMEOUT_SECONDS", Config.registry_timeout, 1, 120
+        ),
+        progress_deadline=_integer(
+            env, "MLSHIP_PROGRESS_DEADLINE_SECONDS", Config.progress_deadline, 30, 3600
+        ),
+        crashloop_restarts=_integer(
+            env, "MLSHIP_CRASHLOOP_RESTARTS", Config.crashloop_restarts, 1, 20
+        ),
+        namespaces=_namespaces(env, "MLSHIP_WATCH_NAMESPACES"),
+        cluster_domain=domain,
+        liveness_endpoint=liveness,
+        watch_server_timeout=_number(
+            env, "MLSHIP_WATCH_TIMEOUT_SECONDS", Config.watch_server_timeout, 10, 3600
+        ),
+        log_level=level,
+    )

@@ -1,0 +1,172 @@
+"""One reconciliation pass for one ModelDeployment: read, decide (pure), act."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any
+
+from kubernetes.client.exceptions import ApiException
+
+from . import builders, conditions, polling, registry
+from .config import Config
+from .decide import Decision, EventSpec, decide, status_patch
+from .kube import Kube, api_error_message
+from .resource import ANNOTATION_CONFIG_HASH
+from .rollout import controlled_by, needs_pod_check, observe
+from .spec import serving_spec
+
+APPLY_FAILED = "ApplyFailed"
+_LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class TickResult:
+    status: dict[str, Any]
+    status_patch: dict[str, Any]
+    events: tuple[EventSpec, ...]
+
+
+def _config_hash(obj: Mapping[str, Any] | None) -> str | None:
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    return annotations.get(ANNOTATION_CONFIG_HASH)
+
+
+def _apply_failure(decision: Decision, message: str, generation: int, now: str) -> Decision:
+    """The same decision, but reporting that the API server refused the Deployment."""
+    conds = decision.status.get("conditions")
+    for type_, state in (
+        (conditions.READY, False), (conditions.PROGRESSING, False), (conditions.DEGRADED, True)
+    ):
+        conds = conditions.set_condition(
+            conds, type_=type_, status=state, reason=APPLY_FAILED, message=message,
+            generation=generation, now=now,
+        )
+    return dataclasses.replace(decision, status={**decision.status, "conditions": conds})
+
+
+def tick(
+    cr: Mapping[str, Any],
+    memo: MutableMapping[str, Any],
+    config: Config,
+    kube: Kube,
+    *,
+    resolve: Callable[..., registry.Resolution] = registry.resolve,
+    clock: Callable[[], float] = time.monotonic,
+    now: str | None = None,
+    logger: logging.Logger | logging.LoggerAdapter = _LOG,
+) -> TickResult:
+    cr = copy.deepcopy(dict(cr))
+    spec = serving_spec(cr, config)
+    now = now or conditions.now_rfc3339()
+    seen_status = cr.get("status") or {}
+    # Our own last write wins over a watch event that may not have arrived yet: deciding
+    # on a stale status could forget a rollback and retry the bad version.
+    previous = memo.get("status") or seen_status
+
+    state = memo.get("poll")
+    polled = polling.is_due(state, spec.registry_key, clock())
+    if polled:
+        answer = resolve(spec)
+        state = polling.after_poll(
+            state, spec.registry_key, answer,
+            now=clock(), interval=spec.poll_interval, max_backoff=config.max_backoff,
+        )
+        memo["poll"] = state
+        if not answer.ok:
+            logger.warning("registry: %s", state.resolution.message)
+    assert state is not None and state.resolution is not None  # noqa: S101 - set just above
+
+    deployment = kube.get_deployment(spec.namespace, spec.name)
+    pods = None
+    if needs_pod_check(deployment):
+        pods = kube.list_pods(spec.namespace, builders.selector_labels(spec.name))
+    observed = observe(
+        deployment, pods, owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts
+    )
+
+    service = builders.build_service(cr, config)
+    service_hash = service["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+    conflict = None
+    if observed.exists and not observed.owned:
+        conflict = (
+            f"a Deployment named {spec.name} already exists and is not controlled by this"
+            " ModelDeployment; delete that Deployment or rename the ModelDeployment"
+        )
+    check_service = polled or memo.get("service_hash") != service_hash
+    if check_service and not conflict:
+        existing = kube.get_service(spec.namespace, spec.name)
+        if existing is not None and not controlled_by(existing, spec.uid):
+            conflict = (
+                f"a Service named {spec.name} already exists and is not controlled by this"
+                " ModelDeployment; delete that Service or rename the ModelDeployment"
+            )
+        elif _config_hash(existing) != service_hash:
+            memo.pop("service_hash", None)
+        else:
+            memo["service_hash"] = service_hash
+
+    decision = decide(
+        spec=spec, status=previous, resolution=state.resolution, observed=observed,
+        config_hash=builders.deployment_config_hash(cr, config),
+        url=builders.service_url(cr, config), now=now, conflict=conflict,
+    )
+
+    if decision.apply_version is not None:
+        decision = _apply_deployment(cr, config, kube, memo, decision, spec.generation, now,
+                                     clock, logger)
+    deployed = decision.apply_version is not None or observed.exists
+    if deployed and not conflict and memo.get("service_hash") != service_hash:
+        kube.apply(service)
+        memo["service_hash"] = service_hash
+
+    memo["status"] = decision.status
+    return TickResult(
+        status=decision.status,
+        status_patch=status_patch(seen_status, decision.status),
+        events=decision.events,
+    )
+
+
+def _apply_deployment(
+    cr: Mapping[str, Any],
+    config: Config,
+    kube: Kube,
+    memo: MutableMapping[str, Any],
+    decision: Decision,
+    generation: int,
+    now: str,
+    clock: Callable[[], float],
+    logger: logging.Logger | logging.LoggerAdapter,
+) -> Decision:
+    """Write the Deployment; a refusal is reported in the status and retried with backoff."""
+    deployment = builders.build_deployment(cr, config, decision.apply_version or "")
+    key = (decision.apply_version, _config_hash(deployment))
+    refused = memo.get("apply_refused")
+    if refused and refused["key"] == key and clock() < refused["until"]:
+        return _apply_failure(decision, refused["message"], generation, now)
+    try:
+        kube.apply(deployment)
+    except ApiException as err:
+        if err.status == 409 or err.status is None or err.status >= 500:
+            raise  # transient (e.g. the object is being deleted): kopf retries the tick
+        attempts = refused["attempts"] + 1 if refused and refused["key"] == key else 1
+        delay = polling.backoff_delay(5.0, attempts, config.max_backoff)
+        message = (
+            f"the API server refused the Deployment for version {decision.apply_version}:"
+            f" {api_error_message(err)}; retrying in {delay:g}s"
+        )
+        memo["apply_refused"] = {
+            "key": key, "until": clock() + delay, "attempts": attempts, "message": message
+        }
+        logger.error("%s", message)
+        failed = _apply_failure(decision, message, generation, now)
+        return dataclasses.replace(
+            failed, events=(*failed.events, EventSpec("Warning", APPLY_FAILED, message))
+        )
+    memo.pop("apply_refused", None)
+    logger.info("applied Deployment with model version %s", decision.apply_version)
+    return decision

@@ -1,0 +1,70 @@
+"""A ModelDeployment's spec, with the operator's defaults filled in.
+
+The API server has already validated the object against the CRD schema; this only
+applies defaults and gives the fields types.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from .config import Config
+from .resource import DEFAULT_ALIAS
+
+DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "100m", "memory": "256Mi"},
+    "limits": {"memory": "1Gi"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServingSpec:
+    name: str
+    namespace: str
+    uid: str
+    generation: int
+    model: str
+    alias: str | None
+    """The alias followed, or None when a version is pinned."""
+    pinned_version: str | None
+    tracking_uri: str
+    """The URI the operator queries."""
+    serving_tracking_uri: str
+    """The URI handed to the serving pods."""
+    replicas: int
+    resources: Mapping[str, Any]
+    image: str
+    poll_interval: float
+    progress_deadline: int
+
+    @property
+    def registry_key(self) -> tuple[str, str, str | None, str | None]:
+        """What a registry answer depends on: a change here makes the operator ask again."""
+        return (self.tracking_uri, self.model, self.alias, self.pinned_version)
+
+
+def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
+    meta = cr.get("metadata") or {}
+    spec = cr.get("spec") or {}
+    pinned = spec.get("version")
+    pinned = str(pinned) if pinned not in (None, "") else None
+    alias = None if pinned else (spec.get("alias") or DEFAULT_ALIAS)
+    uri = (spec.get("trackingUri") or "").rstrip("/")
+    return ServingSpec(
+        name=meta["name"],
+        namespace=meta["namespace"],
+        uid=meta["uid"],
+        generation=int(meta.get("generation") or 1),
+        model=spec["model"],
+        alias=alias,
+        pinned_version=pinned,
+        tracking_uri=uri or config.tracking_uri,
+        serving_tracking_uri=uri or config.serving_tracking_uri,
+        replicas=int(spec.get("replicas", 1)),
+        resources=spec.get("resources") or DEFAULT_RESOURCES,
+        image=spec.get("image") or config.serving_image,
+        poll_interval=float(spec.get("pollIntervalSeconds") or config.poll_interval),
+        progress_deadline=int(spec.get("progressDeadlineSeconds") or config.progress_deadline),
+    )

@@ -1,0 +1,22 @@
+"""Plain-data helpers shared by the operator unit tests (no kopf, no cluster)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from mlship_operator.config import from_env
+
+CONFIG = from_env({"MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000"})
+UID = "0b5e3c1a-1111-2222-3333-444455556666"
+
+
+def make_cr(spec: dict[str, Any] | None = None, *, generation: int = 1, **meta: Any) -> dict:
+    return {
+        "apiVersion": "mlship.io/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {
+            "name": "iris", "namespace": "models", "uid": UID, "generation": generation, **meta
+        },
+        "spec": copy.deepcopy(spec) if spec is not None else {"model": "iris"},
+    }

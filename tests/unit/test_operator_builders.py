@@ -1,0 +1,158 @@
+"""Pure builders for the serving Deployment and Service."""
+
+from __future__ import annotations
+
+import pytest
+from _operator_fixtures import CONFIG, UID, make_cr
+from mlship_operator import builders
+from mlship_operator.resource import ANNOTATION_CONFIG_HASH, LABEL_MODEL_VERSION
+
+pytestmark = pytest.mark.unit
+
+
+def container(deployment: dict) -> dict:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    return only
+
+
+def env(deployment: dict) -> dict[str, str]:
+    return {e["name"]: e["value"] for e in container(deployment)["env"]}
+
+
+def test_deployment_runs_the_given_version_with_the_serving_contract() -> None:
+    dep = builders.build_deployment(make_cr(), CONFIG, "7")
+    assert (dep["apiVersion"], dep["kind"]) == ("apps/v1", "Deployment")
+    assert (dep["metadata"]["name"], dep["metadata"]["namespace"]) == ("iris", "models")
+    c = container(dep)
+    assert c["image"] == "mlship-serving:dev"
+    assert env(dep) == {
+        "MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000",
+        "MLSHIP_MODEL_NAME": "iris",
+        "MLSHIP_MODEL_VERSION": "7",
+        "PORT": "8080",
+        "HOME": "/tmp",
+    }
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "http"}
+    assert dep["spec"]["template"]["metadata"]["labels"][LABEL_MODEL_VERSION] == "7"
+
+
+def test_rolling_update_never_removes_a_ready_pod_first() -> None:
+    spec = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]
+    assert spec["strategy"] == {
+        "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}
+    }
+    assert spec["progressDeadlineSeconds"] == CONFIG.progress_deadline
+    # terminating pods keep serving during the preStop sleep, within the grace period
+    pod = spec["template"]["spec"]
+    sleep = container({"spec": spec})["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert 0 < sleep < pod["terminationGracePeriodSeconds"]
+
+
+def test_pod_meets_the_restricted_pod_security_standard() -> None:
+    pod = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == 10001
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    sc = pod["containers"][0]["securityContext"]
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["runAsNonRoot"] is True
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # read-only root filesystem, with a writable /tmp for model downloads
+    assert sc["readOnlyRootFilesystem"] is True
+    assert {"name": "tmp", "mountPath": "/tmp"} in pod["containers"][0]["volumeMounts"]
+    assert {"name": "tmp", "emptyDir": {}} in pod["volumes"]
+    assert not pod.get("hostNetwork") and not pod.get("hostPID")
+
+
+def test_children_are_owned_by_the_cr_and_labelled() -> None:
+    cr = make_cr()
+    for obj in (builders.build_deployment(cr, CONFIG, "1"), builders.build_service(cr, CONFIG)):
+        assert obj["metadata"]["ownerReferences"] == [{
+            "apiVersion": "mlship.io/v1alpha1", "kind": "ModelDeployment", "name": "iris",
+            "uid": UID, "controller": True, "blockOwnerDeletion": True,
+        }]
+        labels = obj["metadata"]["labels"]
+        assert labels["app.kubernetes.io/name"] == "mlship-serving"
+        assert labels["app.kubernetes.io/instance"] == "iris"
+        assert labels["app.kubernetes.io/managed-by"] == "mlship-operator"
+        assert labels["app.kubernetes.io/part-of"] == "mlship"
+        assert labels["app.kubernetes.io/component"] == "model-server"
+
+
+def test_selector_is_stable_across_versions_and_matches_the_pods_and_service() -> None:
+    cr = make_cr()
+    one, two = (builders.build_deployment(cr, CONFIG, v) for v in ("1", "2"))
+    assert one["spec"]["selector"] == two["spec"]["selector"]  # selectors are immutable
+    selector = one["spec"]["selector"]["matchLabels"]
+    assert LABEL_MODEL_VERSION not in selector
+    pod_labels = two["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    service = builders.build_service(cr, CONFIG)
+    assert service["spec"]["selector"] == selector
+    assert service["spec"]["ports"] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+
+
+def test_spec_overrides_replace_operator_defaults() -> None:
+    cr = make_cr({
+        "model": "fraud", "version": "4", "trackingUri": "https://mlflow.other/",
+        "image": "reg/serving:9", "replicas": 3, "progressDeadlineSeconds": 400,
+        "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": 2, "memory": "2Gi"}},
+    })
+    dep = builders.build_deployment(cr, CONFIG, "4")
+    assert dep["spec"]["replicas"] == 3
+    assert dep["spec"]["progressDeadlineSeconds"] == 400
+    assert container(dep)["image"] == "reg/serving:9"
+    assert container(dep)["resources"] == {
+        "requests": {"cpu": "1"}, "limits": {"cpu": 2, "memory": "2Gi"}
+    }
+    assert env(dep)["MLFLOW_TRACKING_URI"] == "https://mlflow.other"
+    assert env(dep)["MLSHIP_MODEL_NAME"] == "fraud"
+    assert dep["metadata"]["annotations"]["mlship.io/model"] == "fraud"
+
+
+def test_default_resources_when_the_spec_has_none() -> None:
+    resources = container(builders.build_deployment(make_cr(), CONFIG, "1"))["resources"]
+    assert resources == {
+        "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}
+    }
+
+
+def test_config_hash_ignores_the_version_but_sees_spec_changes() -> None:
+    cr = make_cr()
+    h = builders.deployment_config_hash(cr, CONFIG)
+    for version in ("1", "2", "15"):
+        annotations = builders.build_deployment(cr, CONFIG, version)["metadata"]["annotations"]
+        assert annotations[ANNOTATION_CONFIG_HASH] == h
+    assert builders.deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG) != h
+    assert builders.deployment_config_hash(make_cr({"model": "iris", "image": "x:1"}), CONFIG) != h
+
+
+def test_builders_are_deterministic_and_do_not_share_state() -> None:
+    cr = make_cr({"model": "iris", "resources": {"limits": {"memory": "1Gi"}}})
+    first = builders.build_deployment(cr, CONFIG, "1")
+    container(first)["resources"]["limits"]["memory"] = "9Gi"
+    assert cr["spec"]["resources"]["limits"]["memory"] == "1Gi"
+    assert builders.build_deployment(cr, CONFIG, "1") != first
+    assert builders.build_service(cr, CONFIG) == builders.build_service(cr, CONFIG)
+
+
+def test_serving_pods_get_the_serving_uri_not_the_operators() -> None:
+    from mlship_operator.config import from_env
+
+    config = from_env({
+        "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+        "MLSHIP_SERVING_TRACKING_URI": "http://mlflow.mlship.svc:5000",
+    })
+    assert env(builders.build_deployment(make_cr(), config, "1"))["MLFLOW_TRACKING_URI"] == (
+        "http://mlflow.mlship.svc:5000"
+    )
+
+
+def test_url_names_the_service() -> None:
+    assert builders.service_url(make_cr(), CONFIG) == "http://iris.models.svc.cluster.local"

@@ -1,0 +1,87 @@
+"""metav1.Condition handling: transitions, preserved timestamps, validation."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from mlship_operator import conditions as c
+
+pytestmark = pytest.mark.unit
+
+T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
+
+
+def test_adding_a_condition_sets_every_field() -> None:
+    conds = c.set_condition(
+        None, type_=c.READY, status=True, reason="Serving", message="ok", generation=3, now=T0
+    )
+    assert conds == [{
+        "type": "Ready", "status": "True", "observedGeneration": 3,
+        "lastTransitionTime": T0, "reason": "Serving", "message": "ok",
+    }]
+
+
+def test_same_status_keeps_the_transition_time_but_updates_the_rest() -> None:
+    first = c.set_condition(
+        [], type_=c.READY, status=False, reason="A", message="m1", generation=1, now=T0
+    )
+    second = c.set_condition(
+        first, type_=c.READY, status="False", reason="B", message="m2", generation=2, now=T1
+    )
+    assert second[0]["lastTransitionTime"] == T0
+    assert (second[0]["reason"], second[0]["message"], second[0]["observedGeneration"]) == (
+        "B", "m2", 2
+    )
+
+
+def test_changed_status_moves_the_transition_time() -> None:
+    first = c.set_condition(
+        [], type_=c.READY, status=False, reason="A", message="", generation=1, now=T0
+    )
+    second = c.set_condition(
+        first, type_=c.READY, status=True, reason="A", message="", generation=1, now=T1
+    )
+    assert second[0]["lastTransitionTime"] == T1
+
+
+def test_other_conditions_and_order_are_untouched_and_input_not_mutated() -> None:
+    conds = []
+    for type_ in c.TYPES:
+        conds = c.set_condition(
+            conds, type_=type_, status=False, reason="Init", message="", generation=1, now=T0
+        )
+    before = [dict(x) for x in conds]
+    after = c.set_condition(
+        conds, type_=c.PROGRESSING, status=True, reason="RollingOut", message="",
+        generation=1, now=T1,
+    )
+    assert conds == before
+    assert [x["type"] for x in after] == ["Ready", "Progressing", "Degraded"]
+    assert after[0] == before[0] and after[2] == before[2]
+    assert c.is_true(after, c.PROGRESSING) and not c.is_true(after, c.READY)
+    assert c.get_condition(after, "Nope") is None
+
+
+@pytest.mark.parametrize("reason", ["", "has space", "1Starts", "trailing,", "dash-ed"])
+def test_reasons_must_be_camel_case_tokens(reason: str) -> None:
+    with pytest.raises(ValueError, match="reason"):
+        c.set_condition([], type_=c.READY, status=True, reason=reason, message="",
+                        generation=1, now=T0)
+
+
+def test_status_must_be_a_condition_status() -> None:
+    with pytest.raises(ValueError, match="True, False or Unknown"):
+        c.set_condition([], type_=c.READY, status="yes", reason="R", message="",
+                        generation=1, now=T0)
+
+
+def test_long_messages_are_cut_to_the_api_limit() -> None:
+    conds = c.set_condition([], type_=c.READY, status=True, reason="R", message="x" * 40000,
+                            generation=1, now=T0)
+    assert len(conds[0]["message"]) == c.MAX_MESSAGE
+
+
+def test_timestamps_are_rfc3339_utc_seconds() -> None:
+    moment = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert c.now_rfc3339(moment) == "2026-03-04T03:06:07Z"

@@ -1,0 +1,97 @@
+"""Operator configuration from the environment: defaults, validation, messages naming it."""
+
+from __future__ import annotations
+
+import pytest
+from mlship_operator.config import Config, ConfigError, from_env
+
+pytestmark = pytest.mark.unit
+
+BASE = {"MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000/"}
+
+
+def test_defaults_with_only_the_tracking_uri() -> None:
+    config = from_env(BASE)
+    assert config.tracking_uri == "http://mlflow.mlship:5000"  # trailing slash dropped
+    assert config.serving_tracking_uri == config.tracking_uri
+    assert config.serving_image == "mlship-serving:dev"
+    assert config.poll_interval == 5.0
+    assert config.namespaces == ()
+    assert config.clusterwide
+
+
+def test_every_setting_is_read() -> None:
+    config = from_env({
+        **BASE,
+        "MLSHIP_SERVING_TRACKING_URI": "https://mlflow.internal",
+        "MLSHIP_SERVING_IMAGE": "reg.example/serving:1.2",
+        "MLSHIP_IMAGE_PULL_POLICY": "Always",
+        "MLSHIP_POLL_INTERVAL_SECONDS": "15",
+        "MLSHIP_MAX_BACKOFF_SECONDS": "120",
+        "MLSHIP_REGISTRY_TIMEOUT_SECONDS": "3",
+        "MLSHIP_PROGRESS_DEADLINE_SECONDS": "90",
+        "MLSHIP_CRASHLOOP_RESTARTS": "4",
+        "MLSHIP_WATCH_NAMESPACES": "models, staging,models",
+        "MLSHIP_CLUSTER_DOMAIN": "corp.local",
+        "MLSHIP_LIVENESS_ENDPOINT": "",
+        "MLSHIP_WATCH_TIMEOUT_SECONDS": "60",
+        "MLSHIP_LOG_LEVEL": "debug",
+    })
+    assert config == Config(
+        tracking_uri="http://mlflow.mlship:5000",
+        serving_tracking_uri="https://mlflow.internal",
+        serving_image="reg.example/serving:1.2",
+        image_pull_policy="Always",
+        poll_interval=15.0,
+        max_backoff=120.0,
+        registry_timeout=3.0,
+        progress_deadline=90,
+        crashloop_restarts=4,
+        namespaces=("models", "staging"),
+        cluster_domain="corp.local",
+        liveness_endpoint="",
+        watch_server_timeout=60.0,
+        log_level="DEBUG",
+    )
+    assert not config.clusterwide
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "MLFLOW_TRACKING_URI is required"),
+        ({"MLFLOW_TRACKING_URI": "mlflow:5000"}, "MLFLOW_TRACKING_URI='mlflow:5000'"),
+        ({"MLFLOW_TRACKING_URI": "sqlite:///x.db"}, "MLFLOW_TRACKING_URI"),
+        ({**BASE, "MLSHIP_SERVING_TRACKING_URI": "ftp://x"}, "MLSHIP_SERVING_TRACKING_URI"),
+        ({**BASE, "MLSHIP_SERVING_IMAGE": "a b"}, "MLSHIP_SERVING_IMAGE"),
+        ({**BASE, "MLSHIP_IMAGE_PULL_POLICY": "Sometimes"}, "MLSHIP_IMAGE_PULL_POLICY"),
+        ({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "soon"}, "MLSHIP_POLL_INTERVAL_SECONDS='soon'"),
+        ({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "0"}, "between 1 and 3600"),
+        ({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "30", "MLSHIP_MAX_BACKOFF_SECONDS": "10"},
+         "MLSHIP_MAX_BACKOFF_SECONDS=10 must not be shorter"),
+        ({**BASE, "MLSHIP_PROGRESS_DEADLINE_SECONDS": "60.5"}, "whole number"),
+        ({**BASE, "MLSHIP_CRASHLOOP_RESTARTS": "0"}, "MLSHIP_CRASHLOOP_RESTARTS"),
+        ({**BASE, "MLSHIP_WATCH_NAMESPACES": "models,Prod"}, "'Prod' is not a namespace"),
+        ({**BASE, "MLSHIP_WATCH_NAMESPACES": "team-*"}, "patterns are not supported"),
+        ({**BASE, "MLSHIP_CLUSTER_DOMAIN": "bad_domain"}, "MLSHIP_CLUSTER_DOMAIN"),
+        ({**BASE, "MLSHIP_LIVENESS_ENDPOINT": "0.0.0.0:8081"}, "MLSHIP_LIVENESS_ENDPOINT"),
+        ({**BASE, "MLSHIP_LOG_LEVEL": "loud"}, "MLSHIP_LOG_LEVEL"),
+    ],
+)
+def test_invalid_settings_are_rejected_naming_the_variable(env: dict, named: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_env(env)
+    assert named in str(info.value)
+
+
+def test_python_m_entry_exits_2_with_the_message(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlship_operator"],
+        env={"PATH": "/usr/bin:/bin", "MLFLOW_TRACKING_URI": "nope"},
+        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "invalid configuration: MLFLOW_TRACKING_URI='nope'" in proc.stderr

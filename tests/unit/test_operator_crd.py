@@ -1,0 +1,216 @@
+"""The ModelDeployment CRD: one source of truth, a complete structural schema, examples that
+validate, a status schema that holds everything the operator writes, least-privilege RBAC."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+from _operator_fixtures import CONFIG, make_cr
+from mlship_operator import builders, resource
+from mlship_operator.decide import decide
+from mlship_operator.registry import Resolution
+from mlship_operator.rollout import Observed, Phase
+from mlship_operator.spec import serving_spec
+
+pytestmark = pytest.mark.unit
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART_CRD = ROOT / "charts/mlship/crds/modeldeployments.mlship.io.yaml"
+MANIFEST_CRD = ROOT / "manifests/crd.yaml"
+EXAMPLES = sorted((ROOT / "manifests/examples").glob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def crd() -> dict[str, Any]:
+    return yaml.safe_load(CHART_CRD.read_text())
+
+
+@pytest.fixture(scope="module")
+def schema(crd) -> dict[str, Any]:
+    (version,) = crd["spec"]["versions"]
+    return version["schema"]["openAPIV3Schema"]
+
+
+def test_manifest_copy_does_not_drift_from_the_chart() -> None:
+    assert MANIFEST_CRD.read_bytes() == CHART_CRD.read_bytes(), (
+        "manifests/crd.yaml differs from the chart's CRD: copy "
+        "charts/mlship/crds/modeldeployments.mlship.io.yaml over it"
+    )
+
+
+def test_names_match_the_operator(crd) -> None:
+    spec = crd["spec"]
+    assert crd["metadata"]["name"] == f"{resource.PLURAL}.{resource.GROUP}"
+    assert spec["group"] == resource.GROUP and spec["scope"] == "Namespaced"
+    assert spec["names"]["kind"] == resource.KIND
+    assert spec["names"]["plural"] == resource.PLURAL
+    assert spec["names"]["categories"] == ["mlship"]
+    (version,) = spec["versions"]
+    assert version["name"] == resource.VERSION and version["served"] and version["storage"]
+    assert version["subresources"] == {"status": {}}
+
+
+# Short names of built-in kinds and of popular ML-serving CRDs (KServe, Seldon, ...).
+TAKEN = {"po", "svc", "deploy", "ds", "sts", "rs", "rc", "cm", "ns", "no", "pv", "pvc", "sa",
+         "ep", "ing", "netpol", "hpa", "pdb", "cj", "crd", "crds", "csr", "ev", "limits", "quota",
+         "sc", "pc", "psp", "md", "mds", "isvc", "sdep", "mlm", "ml", "mld", "dep", "deps"}
+
+
+def test_short_name_collides_with_nothing_common(crd) -> None:
+    names = crd["spec"]["names"]["shortNames"]
+    assert names and not set(names) & TAKEN
+
+
+def _walk(node: dict[str, Any], path: str):
+    yield path, node
+    for name, child in (node.get("properties") or {}).items():
+        yield from _walk(child, f"{path}.{name}")
+    if isinstance(node.get("items"), dict):
+        yield from _walk(node["items"], f"{path}[]")
+
+
+def test_every_field_has_a_description_and_a_type(schema) -> None:
+    missing = [p for p, node in _walk(schema, "") if not node.get("description")]
+    assert not missing, f"fields without a description: {missing}"
+    untyped = [p for p, node in _walk(schema, "")
+               if "type" not in node and not node.get("x-kubernetes-int-or-string")]
+    assert not untyped, f"fields without a type (not structural): {untyped}"
+
+
+def test_objects_are_closed_except_metadata(schema) -> None:
+    open_objects = [
+        p for p, node in _walk(schema, "")
+        if node.get("type") == "object" and not node.get("properties") and p != ".metadata"
+    ]
+    assert not open_objects
+    assert not any(n.get("x-kubernetes-preserve-unknown-fields") for _, n in _walk(schema, ""))
+
+
+def test_conditions_are_a_map_list_in_the_metav1_condition_shape(schema) -> None:
+    conds = schema["properties"]["status"]["properties"]["conditions"]
+    assert conds["x-kubernetes-list-type"] == "map"
+    assert conds["x-kubernetes-list-map-keys"] == ["type"]
+    item = conds["items"]
+    assert set(item["required"]) == {"type", "status", "lastTransitionTime", "reason", "message"}
+    assert item["properties"]["status"]["enum"] == ["True", "False", "Unknown"]
+    assert item["properties"]["lastTransitionTime"]["format"] == "date-time"
+
+
+def test_cross_field_rules_are_cel_with_messages(schema) -> None:
+    rules = [
+        rule for _, node in _walk(schema, "") for rule in node.get("x-kubernetes-validations", [])
+    ]
+    assert len(rules) >= 8
+    assert all(rule.get("message") for rule in rules)
+    spec_rules = schema["properties"]["spec"]["x-kubernetes-validations"]
+    assert any("has(self.alias) && has(self.version)" in r["rule"] for r in spec_rules)
+
+
+def _columns(crd) -> dict[str, dict]:
+    return {col["name"]: col for col in crd["spec"]["versions"][0]["additionalPrinterColumns"]}
+
+
+def test_printer_columns(crd, schema) -> None:
+    cols = _columns(crd)
+    default = [name for name, col in cols.items() if not col.get("priority")]
+    assert default == ["Model", "Alias", "Version", "Ready", "Age"]
+    assert [name for name, col in cols.items() if col.get("priority") == 1]
+    for name, col in cols.items():
+        path = col["jsonPath"].split("[")[0].lstrip(".").split(".")
+        if path[0] == "metadata":
+            continue
+        node = schema
+        for part in path:
+            assert part in node.get("properties", {}), f"column {name}: no field {col['jsonPath']}"
+            node = node["properties"][part]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
+def test_examples_validate_against_the_schema(path: Path, schema) -> None:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert docs
+    for doc in docs:
+        assert doc["apiVersion"] == resource.API_VERSION and doc["kind"] == resource.KIND
+        jsonschema.validate(doc, schema)
+        serving_spec({**doc, "metadata": {**doc["metadata"], "uid": "u"}}, CONFIG)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {},  # model is required
+        {"model": ""},
+        {"model": "iris", "replicas": 0},
+        {"model": "iris", "replicas": 51},
+        {"model": "iris", "alias": "has space"},
+        {"model": "iris", "version": 3},  # must be a string
+        {"model": "iris", "pollIntervalSeconds": 1},
+        {"model": "iris", "progressDeadlineSeconds": 5},
+        {"model": "iris", "resources": {"limits": {"memory": "lots"}}},
+    ],
+)
+def test_schema_rejects_out_of_bounds_values(spec: dict, schema) -> None:
+    doc = make_cr(spec)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, schema)
+
+
+def test_everything_the_operator_writes_fits_the_status_schema(schema) -> None:
+    """Unknown status fields would be pruned silently by the API server."""
+    status_schema = copy.deepcopy(schema["properties"]["status"])
+    # status written along a rollout that fails and is rolled back
+    cr = make_cr()
+    spec = serving_spec(cr, CONFIG)
+    h = builders.deployment_config_hash(cr, CONFIG)
+
+    def obs(v, phase, **kw):
+        return Observed(exists=True, version=v, config_hash=h, phase=phase, ready_replicas=1,
+                        replicas=1, **kw)
+
+    status: dict = {}
+    steps = [("1", obs("1", Phase.COMPLETE)), ("2", obs("1", Phase.COMPLETE)),
+             ("2", obs("2", Phase.FAILED, reason="CrashLoopBackOff", message="m"))]
+    for version, observed in steps:
+        status = decide(spec=spec, status=status, resolution=Resolution(version, "Resolved", ""),
+                        observed=observed, config_hash=h, url="http://x", now="2026-01-01T00:00:00Z"
+                        ).status
+    assert "lastFailure" in status
+    status_schema["additionalProperties"] = False
+    for sub in ("lastFailure",):
+        status_schema["properties"][sub]["additionalProperties"] = False
+    status_schema["properties"]["conditions"]["items"]["additionalProperties"] = False
+    jsonschema.validate(status, status_schema)
+
+
+RBAC = ROOT / "manifests/operator-rbac.yaml"
+NEEDED = {
+    ("mlship.io", "modeldeployments"): {"get", "list", "watch", "patch"},
+    ("mlship.io", "modeldeployments/status"): {"patch"},
+    ("mlship.io", "modeldeployments/finalizers"): {"update"},
+    ("apps", "deployments"): {"get", "create", "patch"},
+    ("", "services"): {"get", "create", "patch"},
+    ("", "pods"): {"list"},
+    ("", "events"): {"create"},
+}
+
+
+def test_rbac_grants_what_the_operator_uses_and_nothing_broad() -> None:
+    docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    granted: dict[tuple[str, str], set[str]] = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for res in rule["resources"]:
+                granted.setdefault((group, res), set()).update(rule["verbs"])
+    for key, verbs in NEEDED.items():
+        assert verbs <= granted.get(key, set()), f"missing {key}: {verbs - granted.get(key, set())}"
+    assert set(granted) == set(NEEDED), f"more than needed: {set(granted) - set(NEEDED)}"
+    flat = {v for verbs in granted.values() for v in verbs}
+    assert "*" not in flat and "delete" not in flat
+    bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+    assert bindings and all(b["roleRef"]["name"] == role["metadata"]["name"] for b in bindings)
