@@ -36,7 +36,8 @@ class Config:
     """Namespaces to watch; empty means all namespaces."""
     cluster_domain: str = "cluster.local"
     liveness_endpoint: str = "http://0.0.0.0:8081/healthz"
-    watch_server_timeout: float = 300.0
+    watch_server_timeout: int = 300
+    """Seconds one watch request may last (the API server wants a whole number)."""
     log_level: str = "INFO"
 
     @property
@@ -141,7 +142,7 @@ def from_env(env: Mapping[str, str]) -> Config:
         namespaces=_namespaces(env, "MLSHIP_WATCH_NAMESPACES"),
         cluster_domain=domain,
         liveness_endpoint=liveness,
-        watch_server_timeout=_number(
+        watch_server_timeout=_integer(
             env, "MLSHIP_WATCH_TIMEOUT_SECONDS", Config.watch_server_timeout, 10, 3600
         ),
         log_level=level,

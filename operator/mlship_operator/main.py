@@ -24,6 +24,16 @@ TICK_SECONDS = 2.0
 _EVENT_MESSAGE_MAX = 1000
 
 
+class _QuietTicks(logging.Filter):
+    """kopf logs each successful handler run at INFO: one line per CR every tick is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Timer 'reconcile_tick' succeeded")
+
+
+logging.getLogger("kopf.objects").addFilter(_QuietTicks())
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     try:

@@ -50,7 +50,7 @@ def test_every_setting_is_read() -> None:
         namespaces=("models", "staging"),
         cluster_domain="corp.local",
         liveness_endpoint="",
-        watch_server_timeout=60.0,
+        watch_server_timeout=60,
         log_level="DEBUG",
     )
     assert not config.clusterwide
