@@ -1,0 +1,76 @@
+# shellcheck shell=bash
+# Docker (to build images), the base images nobody can pull here, and moving images into the cluster.
+
+# Local stand-ins for the upstream images our Dockerfiles start FROM, under the same names.
+BASE_IMAGES=(debian:bookworm-slim python:3.11-slim-bookworm postgres:15-bookworm)
+
+ensure_docker() {
+  if docker info >/dev/null 2>&1; then return; fi
+  step "starting dockerd (to build images)"
+  mkdir -p "$PID_DIR" "$LOG_DIR"
+  save_host_state
+  # dockerd rewrites the firewall (FORWARD policy, DOCKER chains): keep the rules from before it.
+  iptables-save > "$STATE_DIR/iptables.before"
+  ip6tables-save > "$STATE_DIR/ip6tables.before"
+  start_daemon dockerd dockerd --host unix:///var/run/docker.sock
+  wait_for "dockerd" 60 docker info
+}
+
+have_image() { docker image inspect "$1" >/dev/null 2>&1; }
+
+build_base_images() {
+  local rootfs=$CACHE_DIR/rootfs/debian-bookworm start=$SECONDS
+  if ! have_image debian:bookworm-slim; then
+    if [ ! -f "$rootfs.tar" ]; then
+      step "debootstrap: a minimal Debian bookworm root filesystem (about a minute)"
+      rm -rf "$rootfs" && mkdir -p "$rootfs"
+      debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian >"$CACHE_DIR/debootstrap.log" 2>&1 \
+        || { tail -20 "$CACHE_DIR/debootstrap.log" >&2; die "debootstrap failed"; }
+      # pip and apt inside image builds verify TLS with the host's CA bundle.
+      mkdir -p "$rootfs/etc/ssl/certs"
+      cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
+      rm -rf "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/lib/apt/lists/*
+      tar -C "$rootfs" -cf "$rootfs.tar.tmp" . && mv "$rootfs.tar.tmp" "$rootfs.tar" && rm -rf "$rootfs"
+    fi
+    docker import --change 'CMD ["bash"]' "$rootfs.tar" debian:bookworm-slim >/dev/null
+    log "debian:bookworm-slim: imported"
+  fi
+  have_image python:3.11-slim-bookworm || docker_build python:3.11-slim-bookworm "$HACK_DIR/images/python.Dockerfile"
+  have_image postgres:15-bookworm || docker_build postgres:15-bookworm "$HACK_DIR/images/postgres.Dockerfile"
+  log "base images ready ($((SECONDS - start))s): ${BASE_IMAGES[*]}"
+}
+
+docker_build() {
+  local tag=$1 file=$2
+  log "building $tag"
+  docker build -q --network host -t "$tag" -f "$file" "$(dirname "$file")" >"$CACHE_DIR/build-image.log" 2>&1 \
+    || { tail -20 "$CACHE_DIR/build-image.log" >&2; die "building $tag failed"; }
+}
+
+# Images the cluster itself runs: the pod sandbox and CoreDNS, both from binaries built here.
+build_cluster_images() {
+  local dir
+  if ! have_image "$PAUSE_IMAGE"; then
+    dir=$(mktemp -d)
+    gcc -Os -static -o "$dir/pause" "$HACK_DIR/images/pause.c"
+    tar -C "$dir" -c pause | docker import --change 'ENTRYPOINT ["/pause"]' --change 'USER 65535' - "$PAUSE_IMAGE" >/dev/null
+    rm -rf "$dir"
+  fi
+  if ! have_image "$COREDNS_IMAGE"; then
+    dir=$(mktemp -d)
+    cp "$BIN_DIR/coredns" "$dir/coredns"
+    tar -C "$dir" -c coredns | docker import --change 'ENTRYPOINT ["/coredns"]' --change 'USER 65532' - "$COREDNS_IMAGE" >/dev/null
+    rm -rf "$dir"
+  fi
+}
+
+# Copies images from Docker into the cluster's containerd (its CRI namespace, k8s.io).
+load_images() {
+  [ $# -gt 0 ] || die "usage: hack/cluster load IMAGE..."
+  [ -S "$CONTAINERD_SOCK" ] || die "the cluster is not running (no $CONTAINERD_SOCK): run 'hack/cluster up' first"
+  local img
+  for img in "$@"; do have_image "$img" || die "no such image in Docker: $img"; done
+  log "loading into the cluster: $*"
+  docker save "$@" | ctr -a "$CONTAINERD_SOCK" -n k8s.io images import - >/dev/null \
+    || die "importing $* into the cluster's containerd failed"
+}
