@@ -76,9 +76,11 @@ def tick(
             now=clock(), interval=spec.poll_interval, max_backoff=config.max_backoff,
         )
         memo["poll"] = state
-        if not answer.ok:
-            logger.warning("registry: %s", state.resolution.message)
-    assert state is not None and state.resolution is not None  # noqa: S101 - set just above
+    resolution = state.resolution if state is not None else None
+    if resolution is None:
+        raise RuntimeError("no registry answer after polling: this is a bug")
+    if polled and not resolution.ok:
+        logger.warning("registry: %s", resolution.message)
 
     deployment = kube.get_deployment(spec.namespace, spec.name)
     pods = None
@@ -110,7 +112,7 @@ def tick(
             memo["service_hash"] = service_hash
 
     decision = decide(
-        spec=spec, status=previous, resolution=state.resolution, observed=observed,
+        spec=spec, status=previous, resolution=resolution, observed=observed,
         config_hash=builders.deployment_config_hash(cr, config),
         url=builders.service_url(cr, config), now=now, conflict=conflict,
     )

@@ -110,16 +110,18 @@ def observe(
     template_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
     version = template_labels.get(r.LABEL_MODEL_VERSION)
     desired = int(spec.get("replicas", 1))
-    base = {
-        "exists": True,
-        "version": version,
-        "config_hash": (meta.get("annotations") or {}).get(r.ANNOTATION_CONFIG_HASH),
-        "ready_replicas": int(status.get("readyReplicas") or 0),
-        "replicas": desired,
-    }
 
     def result(phase: Phase, reason: str, message: str) -> Observed:
-        return Observed(phase=phase, reason=reason, message=message, **base)
+        return Observed(
+            exists=True,
+            version=version,
+            config_hash=(meta.get("annotations") or {}).get(r.ANNOTATION_CONFIG_HASH),
+            phase=phase,
+            reason=reason,
+            message=message,
+            ready_replicas=int(status.get("readyReplicas") or 0),
+            replicas=desired,
+        )
 
     generation = int(meta.get("generation") or 0)
     if int(status.get("observedGeneration") or 0) < generation:
