@@ -1,0 +1,433 @@
+"""Serving benchmark: mlship's server vs `mlflow models serve` vs MLServer (adaptive batching).
+
+Same model (a 100-tree random forest on iris, in a Pipeline with a scaler), same CPU, single-row
+JSON requests, 1 / 8 / 64 concurrent clients, one run each; prints requests/s, p50 and p99.
+
+    .venv/bin/python benchmarks/serving.py [--duration 15] [--clients 1,8,64]
+
+Needs `wrk` (Debian: apt-get install -y wrk) and `uv`. MLServer 1.7.1 conflicts with the
+project's lock, so it is installed into its own venv under the cache dir (made on first run).
+Every server binds 127.0.0.1 only. This prints figures; it is not a test and asserts nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+MLSERVER_VERSION = "1.7.1"
+MODEL_NAME = "iris"
+TREES = 100
+SEED = 0
+
+# Trains the same pipeline in whichever interpreter runs it (ours, or MLServer's venv), so each
+# server gets a model made by its own scikit-learn.
+TRAIN = textwrap.dedent(
+    f"""
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def train(as_numpy=False):
+        X, y = load_iris(return_X_y=True, as_frame=True)
+        if as_numpy:
+            X = X.to_numpy()
+        steps = [("scale", StandardScaler()),
+                 ("rf", RandomForestClassifier(n_estimators={TREES}, random_state={SEED}))]
+        return Pipeline(steps).fit(X, y)
+    """
+)
+
+
+@dataclass
+class Result:
+    server: str
+    clients: int
+    requests: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.seconds
+
+
+@dataclass
+class Target:
+    name: str
+    url: str  # POST endpoint
+    ready_url: str
+    bodies: list[str]  # single-row JSON bodies, one per iris row
+    check: Callable[[dict], list[int]]  # response JSON -> predicted labels
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], **kw) -> None:
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True, **kw)
+
+
+def iris_rows() -> tuple[list[str], list[list[float]], list[int]]:
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True, as_frame=True)
+    return list(X.columns), X.to_numpy().tolist(), y.tolist()
+
+
+# --- the three servers ------------------------------------------------------------------------
+
+
+def prepare_mlflow_model(cache: Path) -> Path:
+    import mlflow.sklearn
+
+    namespace: dict = {}
+    exec(TRAIN, namespace)  # noqa: S102 - our own constant source
+    model = namespace["train"]()
+    path = cache / "mlflow-model"
+    shutil.rmtree(path, ignore_errors=True)
+    from sklearn.datasets import load_iris
+
+    X, _ = load_iris(return_X_y=True, as_frame=True)
+    mlflow.sklearn.save_model(
+        model, path, input_example=X.head(3), skops_trusted_types=["sklearn.tree._tree.Tree"]
+    )
+    return path
+
+
+def prepare_mlserver(cache: Path, port: int, grpc_port: int, metrics_port: int) -> tuple[Path, Path]:
+    venv = cache / f"mlserver-{MLSERVER_VERSION}-venv"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        run(["uv", "venv", "-q", "--python", sys.executable, str(venv)])
+        run(
+            [
+                "uv",
+                "pip",
+                "install",
+                "-q",
+                "--python",
+                str(python),
+                f"mlserver=={MLSERVER_VERSION}",
+                f"mlserver-sklearn=={MLSERVER_VERSION}",
+                # MLServer 1.7.1's inference workers call asyncio.get_event_loop() with no
+                # loop set, which uvloop >= 0.22 turned into an error: use the uvloop of its time.
+                "uvloop==0.21.0",
+            ]
+        )
+    models = cache / "mlserver-models"
+    model_dir = models / MODEL_NAME
+    shutil.rmtree(models, ignore_errors=True)
+    model_dir.mkdir(parents=True)
+    # Trained on a numpy array: MLServer's V2 tensors carry no column names, and a model fitted
+    # on a DataFrame would warn about missing feature names on every call.
+    dump = (
+        TRAIN + f"\nimport joblib\njoblib.dump(train(as_numpy=True), {str(model_dir / 'model.joblib')!r})\n"
+    )
+    subprocess.run([str(python), "-c", dump], check=True)
+    (model_dir / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": MODEL_NAME,
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib"},
+                "max_batch_size": 64,
+                "max_batch_time": 0.005,
+            }
+        )
+    )
+    (models / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": "127.0.0.1",
+                "http_port": port,
+                "grpc_port": grpc_port,
+                "metrics_port": metrics_port,
+                "debug": False,
+            }
+        )
+    )
+    return venv, models
+
+
+def mlflow_bodies(columns: list[str], rows: list[list[float]]) -> list[str]:
+    return [json.dumps({"dataframe_split": {"columns": columns, "data": [row]}}) for row in rows]
+
+
+def v2_bodies(rows: list[list[float]]) -> list[str]:
+    return [
+        json.dumps({"inputs": [{"name": "x", "shape": [1, 4], "datatype": "FP64", "data": row}]})
+        for row in rows
+    ]
+
+
+@contextmanager
+def started(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+    with open(log, "wb") as out:
+        # Own session: the servers fork workers; the whole group is stopped by its id below.
+        proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 300
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{cmd[:3]} exited {proc.returncode}; see {log}")
+                try:
+                    if requests.get(ready_url, timeout=2).status_code == 200:
+                        break
+                except requests.RequestException:
+                    pass
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{ready_url} not ready; see {log}")
+                time.sleep(0.5)
+            yield
+        finally:
+            with_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with_group(proc, signal.SIGKILL)
+                proc.wait()
+
+
+def with_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)  # the group this script created for the server
+    except ProcessLookupError:
+        pass
+
+
+# --- load generation --------------------------------------------------------------------------
+
+LUA = """
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local bodies = {{
+{bodies}
+}}
+local i = 0
+request = function()
+  i = i % #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("RESULT %d %d %.0f %.0f %d\\n", summary.requests, summary.duration,
+    latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def wrk(target: Target, clients: int, seconds: float, script: Path) -> Result:
+    cmd = [
+        "wrk",
+        f"-t{min(clients, 2)}",
+        f"-c{clients}",
+        f"-d{seconds:g}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        target.url,
+    ]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    match = re.search(r"^RESULT (\d+) (\d+) (\d+) (\d+) (\d+)$", out, re.MULTILINE)
+    if match is None:
+        raise RuntimeError(f"unexpected wrk output:\n{out}")
+    n, duration_us, p50, p99, errors = map(int, match.groups())
+    return Result(target.name, clients, n, duration_us / 1e6, p50 / 1000, p99 / 1000, errors)
+
+
+def measure(target: Target, clients: list[int], seconds: float, warmup: float, cache: Path) -> list[Result]:
+    script = cache / f"{target.name}.lua"
+    bodies = ",\n".join(f"[==[{b}]==]" for b in target.bodies)
+    script.write_text(LUA.format(bodies=bodies))
+    results = []
+    for n in clients:
+        wrk(target, n, warmup, script)
+        result = wrk(target, n, seconds, script)
+        print(
+            f"  {target.name:<8} {n:>3} clients: {result.rps:8.1f} req/s  "
+            f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}",
+            flush=True,
+        )
+        results.append(result)
+    return results
+
+
+def verify(target: Target, labels: list[int]) -> None:
+    """Every server must answer the model's predictions before its speed counts."""
+    wrong = 0
+    for body, want in zip(target.bodies[::10], labels[::10], strict=True):
+        response = requests.post(
+            target.url, data=body, headers={"Content-Type": "application/json"}, timeout=30
+        )
+        response.raise_for_status()
+        wrong += target.check(response.json()) != [want]
+    if wrong > 2:  # a forest may disagree with the labels on a row or two, never more here
+        raise RuntimeError(f"{target.name} answered {wrong} of 15 rows wrongly")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
+    parser.add_argument("--clients", default="1,8,64")
+    parser.add_argument("--servers", default="mlship,mlflow,mlserver")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlship" / "bench",
+    )
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed (Debian: apt-get install -y wrk)")
+    clients = [int(c) for c in args.clients.split(",")]
+    servers = args.servers.split(",")
+    cache: Path = args.cache_dir
+    cache.mkdir(parents=True, exist_ok=True)
+
+    columns, rows, labels = iris_rows()
+    model_path = prepare_mlflow_model(cache)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    results: list[Result] = []
+    py = str(REPO / ".venv" / "bin" / "python") if (REPO / ".venv").exists() else sys.executable
+
+    def from_predictions(doc: dict) -> list[int]:
+        return doc["predictions"]
+
+    if "mlship" in servers:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        target = Target(
+            "mlship", f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows), from_predictions
+        )
+        server_env = {
+            **env,
+            "MLSHIP_MODEL_URI": str(model_path),
+            "PORT": str(port),
+            "MLSHIP_HOST": "127.0.0.1",
+            "MLSHIP_MAX_BATCH_SIZE": "64",
+            "MLSHIP_LOG_LEVEL": "WARNING",
+        }
+        with started([py, "-m", "mlship.serving"], server_env, target.ready_url, cache / "mlship.log"):
+            verify(target, labels)
+            results += measure(target, clients, args.duration, args.warmup, cache)
+
+    if "mlflow" in servers:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        target = Target(
+            "mlflow", f"{base}/invocations", f"{base}/ping", mlflow_bodies(columns, rows), from_predictions
+        )
+        cmd = [
+            py,
+            "-m",
+            "mlflow",
+            "models",
+            "serve",
+            "-m",
+            str(model_path),
+            "--env-manager",
+            "local",
+            "--workers",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ]
+        # mlflow execs `uvicorn` from PATH: put the venv's bin first.
+        mlflow_env = {**env, "PATH": f"{Path(py).parent}{os.pathsep}{env.get('PATH', '')}"}
+        with started(cmd, mlflow_env, target.ready_url, cache / "mlflow.log"):
+            verify(target, labels)
+            results += measure(target, clients, args.duration, args.warmup, cache)
+
+    if "mlserver" in servers:
+        port = free_port()
+        venv, models = prepare_mlserver(cache, port, free_port(), free_port())
+        base = f"http://127.0.0.1:{port}/v2/models/{MODEL_NAME}"
+        target = Target(
+            "mlserver",
+            f"{base}/infer",
+            f"{base}/ready",
+            v2_bodies(rows),
+            lambda doc: [int(v) for v in doc["outputs"][0]["data"]],
+        )
+        cmd = [str(venv / "bin" / "mlserver"), "start", str(models)]
+        with started(cmd, env, target.ready_url, cache / "mlserver.log"):
+            verify(target, labels)
+            results += measure(target, clients, args.duration, args.warmup, cache)
+
+    report(results, clients, servers)
+
+
+def report(results: list[Result], clients: list[int], servers: list[str]) -> None:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    print(f"\n{os.cpu_count()} CPUs ({cpu}); single-row JSON over loopback; wrk; one run\n")
+    by = {(r.server, r.clients): r for r in results}
+    head = "| clients | " + " | ".join(f"{s} req/s | p50 ms | p99 ms" for s in servers) + " |"
+    print(head)
+    print("|" + "---|" * (1 + 3 * len(servers)))
+    for n in clients:
+        cells = []
+        for s in servers:
+            r = by.get((s, n))
+            cells.append(
+                f"{r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f}" + (f" ({r.errors} err)" if r.errors else "")
+                if r
+                else "- | - | -"
+            )
+        print(f"| {n} | " + " | ".join(cells) + " |")
+    ours_hi, ms_hi = by.get(("mlship", max(clients))), by.get(("mlserver", max(clients)))
+    if ours_hi and ms_hi:
+        print(
+            f"\nat {max(clients)} clients: mlship/MLServer = {ours_hi.rps / ms_hi.rps:.2f}x "
+            f"(target >= 1.5x), mlship p99 {ours_hi.p99_ms:.0f} ms (target <= 100 ms)"
+        )
+    ours_lo = by.get(("mlship", min(clients)))
+    others = [by[(s, min(clients))] for s in servers if s != "mlship" and (s, min(clients)) in by]
+    if ours_lo and others:
+        best = max(others, key=lambda r: r.rps)
+        print(
+            f"at {min(clients)} client: mlship {ours_lo.rps:.0f} req/s vs best other "
+            f"{best.server} {best.rps:.0f} req/s (target: no worse)"
+        )
+
+
+if __name__ == "__main__":
+    main()
