@@ -1,0 +1,84 @@
+"""Fixtures for the pipeline's integration tests: step CLIs and `mlship run` as processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+MLSHIP = Path(sys.executable).with_name("mlship")  # the console script from pyproject
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLSHIP_"))}
+    env["MLSHIP_MLFLOW_WAIT_SECONDS"] = "2"
+    env.update(extra)
+    return env
+
+
+class Steps:
+    """Runs `python -m mlship.steps.<step>` the way a pod does, result in the XCom file."""
+
+    def __init__(self, uri: str, workdir: Path) -> None:
+        self.uri = uri
+        self.workdir = workdir
+
+    def run(
+        self, step: str, *flags: str, key: str, uri: str | None = None, expect_ok: bool = True
+    ) -> tuple[dict[str, Any] | None, str]:
+        xcom = self.workdir / f"{key}-{step}-{uuid.uuid4().hex[:6]}.json"
+        proc = subprocess.run(
+            [sys.executable, "-m", f"mlship.steps.{step}", "--tracking-uri", uri or self.uri,
+             "--pipeline-run-key", key, "--xcom-path", str(xcom), *flags],
+            capture_output=True, text=True, env=clean_env(), timeout=300, check=False,
+        )
+        result = json.loads(xcom.read_text()) if xcom.exists() else None
+        if expect_ok:
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            assert result is not None
+        else:
+            assert proc.returncode == 1, proc.stderr[-3000:]
+            assert result is None  # a failed step leaves nothing for the next one to pull
+        return result, proc.stderr
+
+
+@pytest.fixture(scope="session")
+def steps(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Steps:
+    return Steps(mlflow_server, tmp_path_factory.mktemp("steps"))
+
+
+@pytest.fixture(scope="session")
+def run_mlship() -> Callable[..., subprocess.CompletedProcess[str]]:
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MLSHIP), *args], cwd=cwd, capture_output=True, text=True, env=clean_env(),
+            timeout=600, check=False,
+        )
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def iris_pipeline(
+    mlflow_server: str, run_mlship, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Any]:
+    """A first `mlship run --dataset sklearn:iris` against the real MLflow server, plus each
+    step's result as the runner recorded it."""
+    home = tmp_path_factory.mktemp("iris-pipeline")
+    model = f"iris-{uuid.uuid4().hex[:8]}"
+    args = ("run", "--dataset", "sklearn:iris", "--model-name", model,
+            "--tracking-uri", mlflow_server, "--threshold", "0.8")
+    proc = run_mlship(*args, cwd=home)
+    assert proc.returncode == 0, proc.stdout + proc.stderr[-3000:]
+    key = re.search(r"^pipeline run (\S+) ->", proc.stdout, re.MULTILINE).group(1)
+    logdir = home / ".mlship" / "runs" / key
+    results = {p.stem: json.loads(p.read_text()) for p in logdir.glob("*.json")}
+    return {"proc": proc, "args": args, "home": home, "key": key, "model": model, **results}
