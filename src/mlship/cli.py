@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,8 +161,9 @@ def run(a: argparse.Namespace) -> int:
     try:
         for step in STEPS:
             print(f"  {step:<10}", end="", flush=True)
+            started = time.monotonic()
             out[step] = run_step(step, step_commands(a, out)[step], common, logdir)
-            print("ok", flush=True)
+            print(f"ok  {time.monotonic() - started:.1f}s", flush=True)
     except PipelineFailed as exc:
         print("FAILED", flush=True)
         print(f"mlship run: {exc}", file=sys.stderr)

@@ -7,6 +7,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,8 +18,18 @@ import pytest
 MLSHIP = Path(sys.executable).with_name("mlship")  # the console script from pyproject
 
 
+# Every step is a fresh interpreter importing mlflow, pandas and scikit-learn. With
+# PYTHONDONTWRITEBYTECODE set (as on this machine) each one would recompile thousands of
+# modules; a bytecode cache outside the venv makes that a one-time cost.
+PYCACHE = Path(tempfile.gettempdir()) / "mlship-test-pycache"
+
+
 def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLSHIP_"))}
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "MLSHIP_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
     env["MLSHIP_MLFLOW_WAIT_SECONDS"] = "2"
     env.update(extra)
     return env
@@ -82,3 +93,9 @@ def iris_pipeline(
     logdir = home / ".mlship" / "runs" / key
     results = {p.stem: json.loads(p.read_text()) for p in logdir.glob("*.json")}
     return {"proc": proc, "args": args, "home": home, "key": key, "model": model, **results}
+
+
+@pytest.fixture(scope="session")
+def child_env() -> Callable[..., dict[str, str]]:
+    """The environment for a child Python process (see clean_env)."""
+    return clean_env

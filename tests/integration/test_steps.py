@@ -7,7 +7,6 @@ it recorded and run single steps again on its artifacts, as a retried Airflow ta
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -76,7 +75,7 @@ def test_first_model_is_champion_with_lineage_back_to_the_data(chain, mlflow_ser
     assert ing["dataset_digest"] == datasets.load("sklearn:iris").digest
 
 
-def test_registered_model_loads_with_pyfunc_in_a_fresh_process(chain, mlflow_server):
+def test_registered_model_loads_with_pyfunc_in_a_fresh_process(chain, mlflow_server, child_env):
     code = (
         "import sys, mlflow.pyfunc\n"
         "from sklearn.datasets import load_iris\n"
@@ -85,7 +84,7 @@ def test_registered_model_loads_with_pyfunc_in_a_fresh_process(chain, mlflow_ser
         "print(m.metadata.get_input_schema().input_names())\n"
         "print([int(p) for p in m.predict(X)])\n"
     )
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
+    env = child_env(MLFLOW_TRACKING_URI=mlflow_server)
     proc = subprocess.run(
         [sys.executable, "-c", code, f"models:/{chain['model']}@champion"],
         capture_output=True, text=True, env=env, timeout=180, check=False,
