@@ -8,6 +8,7 @@ between steps exactly as in the cluster: each step writes its result JSON to its
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import subprocess
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def local_store(home: Path, experiment: str) -> str:
     """A SQLite tracking URI under `home`, with the experiment's artifacts beside it."""
+    if importlib.util.find_spec("sqlalchemy") is None:  # mlflow-skinny alone has no SQL store
+        raise SystemExit(
+            "mlship run: the local SQLite store needs the full mlflow package "
+            "(pip install 'mlship[tracking-server]'), or pass --tracking-uri of an MLflow server"
+        )
     home.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
     from mlflow.tracking import MlflowClient
