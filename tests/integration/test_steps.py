@@ -106,6 +106,27 @@ def test_rerunning_register_for_the_same_pipeline_run_is_a_noop(chain, steps, ml
     assert len(versions(mlflow_server, chain["model"])) == before
 
 
+def test_register_finishes_a_version_an_interrupted_attempt_left_behind(
+    chain, steps, mlflow_server
+):
+    """An attempt that registered the version but died before the gate: the retry adopts it."""
+    client = MlflowClient(mlflow_server)
+    key, model = f"it-resume-{uuid.uuid4().hex[:6]}", f"resume-{uuid.uuid4().hex[:6]}"
+    client.create_registered_model(model)
+    orphan = client.create_model_version(
+        model, source=chain["train"]["model_uri"], run_id=chain["train"]["run_id"],
+        tags={"mlship.pipeline_run_key": key},
+        model_id=chain["train"]["model_uri"].removeprefix("models:/"),
+    )
+    reg, _ = steps.run(
+        *register_args(model, chain["ingest"], chain["train"], chain["evaluate"]), key=key
+    )
+    assert reg["version"] == str(orphan.version)
+    assert reg["already_registered"] is False and reg["decision"] == "champion"
+    assert len(versions(mlflow_server, model)) == 1
+    assert client.get_model_version(model, orphan.version).tags["mlship.gate"] == "champion"
+
+
 def test_better_challenger_moves_champion_and_is_compared_on_the_same_holdout(
     chain, steps, mlflow_server
 ):

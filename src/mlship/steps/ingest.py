@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import mlflow.data
 from mlflow.data.code_dataset_source import CodeDatasetSource
 from mlflow.data.dataset_source import DatasetSource
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
@@ -67,7 +67,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
     client = tracking.connect(args.tracking_uri)
     with tracking.step_run(client, args.experiment, args.pipeline_run_key, STEP) as (parent, run):
         run_id = run.info.run_id
-        ds = mlflow.data.from_pandas(
+        ds = from_pandas(
             frame, source=mlflow_source(args.source), targets=args.target,
             name=loaded.name, digest=loaded.digest,
         )
