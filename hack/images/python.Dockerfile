@@ -6,5 +6,11 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/* \
  && ln -s /usr/bin/python3 /usr/local/bin/python \
  && ln -s /usr/bin/pip3 /usr/local/bin/pip
-ENV LANG=C.UTF-8
+# This machine reaches PyPI through a TLS proxy whose CA only the host's bundle holds: keep that
+# bundle (installing ca-certificates above regenerated Debian's) and point pip and uv at it.
+COPY host-ca-certificates.crt /etc/ssl/certs/ca-certificates.crt
+ENV LANG=C.UTF-8 \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt \
+    PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
+    REQUESTS_CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 CMD ["python3"]

@@ -41,10 +41,14 @@ build_base_images() {
 }
 
 docker_build() {
-  local tag=$1 file=$2
+  local tag=$1 file=$2 ctx
   log "building $tag"
-  docker build -q --network host -t "$tag" -f "$file" "$(dirname "$file")" >"$CACHE_DIR/build-image.log" 2>&1 \
-    || { tail -20 "$CACHE_DIR/build-image.log" >&2; die "building $tag failed"; }
+  ctx=$(mktemp -d)
+  cp "$(dirname "$file")"/* "$ctx"/
+  cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca-certificates.crt"
+  docker build -q --network host -t "$tag" -f "$ctx/$(basename "$file")" "$ctx" >"$CACHE_DIR/build-image.log" 2>&1 \
+    || { tail -20 "$CACHE_DIR/build-image.log" >&2; rm -rf "$ctx"; die "building $tag failed"; }
+  rm -rf "$ctx"
 }
 
 # Images the cluster itself runs: the pod sandbox and CoreDNS, both from binaries built here.
