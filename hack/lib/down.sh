@@ -41,6 +41,7 @@ unmount_all() {
 clean_iptables() {
   local save rules
   for save in iptables-save ip6tables-save; do
+    command -v "$save" >/dev/null || continue
     rules=$("$save")
     grep -qE 'KUBE-|CNI-' <<<"$rules" || continue
     grep -vE 'KUBE-|CNI-' <<<"$rules" | "${save/-save/-restore}" || log "  ${save/-save/-restore} failed: some rules may remain"
