@@ -69,6 +69,12 @@ class TcpProxy:
 
     def stop(self) -> None:
         if self._listener:
+            # close() alone does not wake a thread blocked in accept(), and the kernel would
+            # keep accepting; shutdown() stops listening at once.
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             self._listener.close()
             self._listener = None
         for conn in self._conns:
@@ -461,6 +467,34 @@ def test_a_foreign_deployment_of_the_same_name_is_left_alone(
     assert dep.metadata.labels == {"app": "theirs"} and not dep.metadata.owner_references
 
 
+def test_a_crash_looping_first_version_is_reported_degraded(
+    operator, registered, objects, apps, core, namespace
+) -> None:
+    """Real pods on the real kubelet: a container that keeps exiting is detected, and with no
+    earlier good version there is nothing to roll back to, so nothing else changes."""
+    from cluster_helpers import SMOKE_IMAGE  # its default command exits at once, no TTY
+
+    op = operator(MLSHIP_CRASHLOOP_RESTARTS="1")
+    model, versions = registered(1)
+    create_cr(objects, namespace, "iris", {
+        "model": model, "image": SMOKE_IMAGE,
+        "resources": {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"memory": "64Mi"}},
+    })
+
+    def degraded() -> dict | None:
+        got = get_cr(objects, namespace, "iris")
+        return got if condition(got, "Degraded").get("reason") == "RolloutFailed" else None
+
+    got = wait_until(f"Degraded=RolloutFailed\n{op.log()}", degraded, 120, 2)
+    assert condition(got, "Ready") == {**condition(got, "Ready"), "status": "False",
+                                       "reason": "CrashLoopBackOff"}
+    assert "restarted" in condition(got, "Degraded")["message"]
+    assert "nothing to roll back to" in condition(got, "Degraded")["message"]
+    assert "lastGoodVersion" not in got["status"] and "lastFailure" not in got["status"]
+    assert template_version(deployment(apps, namespace, "iris")) == versions[0]
+    assert "RolloutFailed" in event_reasons(core, namespace, "iris")
+
+
 # --------------------------------------------------------------------------- RBAC
 
 
@@ -514,6 +548,11 @@ def test_the_rbac_manifest_is_enough(
                 "status", {}).get("desiredVersion") == versions[0], 30)
             wait_until("events posted", lambda: "RolloutStarted" in event_reasons(
                 core, namespace, "iris"), 30)
+            # deletion: the ServiceAccount must be able to release its finalizer
+            objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris")
+            wait_until(f"the CR to be gone\n{op.log()}", lambda: not objects.
+                       list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"],
+                       30)
             log = op.log()
             assert "403" not in log and "Forbidden" not in log, log
         finally:
