@@ -25,7 +25,7 @@ import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -262,21 +262,22 @@ def wrk(target: Target, clients: int, seconds: float, script: Path) -> Result:
     return Result(target.name, clients, n, duration_us / 1e6, p50 / 1000, p99 / 1000, errors)
 
 
-def measure(target: Target, clients: list[int], seconds: float, warmup: float, cache: Path) -> list[Result]:
+def lua_script(target: Target, cache: Path) -> Path:
     script = cache / f"{target.name}.lua"
     bodies = ",\n".join(f"[==[{b}]==]" for b in target.bodies)
     script.write_text(LUA.format(bodies=bodies))
-    results = []
-    for n in clients:
-        wrk(target, n, warmup, script)
-        result = wrk(target, n, seconds, script)
-        print(
-            f"  {target.name:<8} {n:>3} clients: {result.rps:8.1f} req/s  "
-            f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}",
-            flush=True,
-        )
-        results.append(result)
-    return results
+    return script
+
+
+def measure(target: Target, clients: int, seconds: float, warmup: float, script: Path) -> Result:
+    wrk(target, clients, warmup, script)
+    result = wrk(target, clients, seconds, script)
+    print(
+        f"  {target.name:<8} {clients:>3} clients: {result.rps:8.1f} req/s  "
+        f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}",
+        flush=True,
+    )
+    return result
 
 
 def verify(target: Target, labels: list[int]) -> None:
@@ -323,6 +324,7 @@ def main() -> None:
     def from_predictions(doc: dict) -> list[int]:
         return doc["predictions"]
 
+    launches: list[tuple[Target, list[str], dict[str, str]]] = []
     if "mlship" in servers:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -337,9 +339,7 @@ def main() -> None:
             "MLSHIP_MAX_BATCH_SIZE": "64",
             "MLSHIP_LOG_LEVEL": "WARNING",
         }
-        with started([py, "-m", "mlship.serving"], server_env, target.ready_url, cache / "mlship.log"):
-            verify(target, labels)
-            results += measure(target, clients, args.duration, args.warmup, cache)
+        launches.append((target, [py, "-m", "mlship.serving"], server_env))
 
     if "mlflow" in servers:
         port = free_port()
@@ -347,28 +347,10 @@ def main() -> None:
         target = Target(
             "mlflow", f"{base}/invocations", f"{base}/ping", mlflow_bodies(columns, rows), from_predictions
         )
-        cmd = [
-            py,
-            "-m",
-            "mlflow",
-            "models",
-            "serve",
-            "-m",
-            str(model_path),
-            "--env-manager",
-            "local",
-            "--workers",
-            "1",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            str(port),
-        ]
+        cmd = [py, "-m", "mlflow", "models", "serve", "-m", str(model_path), "--env-manager", "local"]
+        cmd += ["--workers", "1", "-h", "127.0.0.1", "-p", str(port)]
         # mlflow execs `uvicorn` from PATH: put the venv's bin first.
-        mlflow_env = {**env, "PATH": f"{Path(py).parent}{os.pathsep}{env.get('PATH', '')}"}
-        with started(cmd, mlflow_env, target.ready_url, cache / "mlflow.log"):
-            verify(target, labels)
-            results += measure(target, clients, args.duration, args.warmup, cache)
+        launches.append((target, cmd, {**env, "PATH": f"{Path(py).parent}{os.pathsep}{env['PATH']}"}))
 
     if "mlserver" in servers:
         port = free_port()
@@ -381,10 +363,18 @@ def main() -> None:
             v2_bodies(rows),
             lambda doc: [int(v) for v in doc["outputs"][0]["data"]],
         )
-        cmd = [str(venv / "bin" / "mlserver"), "start", str(models)]
-        with started(cmd, env, target.ready_url, cache / "mlserver.log"):
+        launches.append((target, [str(venv / "bin" / "mlserver"), "start", str(models)], env))
+
+    # All servers run at once and are measured in turn at each concurrency, so load from
+    # anything else on the machine drifts over all of them alike. Idle, they cost next to nothing.
+    with ExitStack() as stack:
+        for target, cmd, server_env in launches:
+            stack.enter_context(started(cmd, server_env, target.ready_url, cache / f"{target.name}.log"))
             verify(target, labels)
-            results += measure(target, clients, args.duration, args.warmup, cache)
+        scripts = {target.name: lua_script(target, cache) for target, _, _ in launches}
+        for n in clients:
+            for target, _, _ in launches:
+                results.append(measure(target, n, args.duration, args.warmup, scripts[target.name]))
 
     report(results, clients, servers)
 
