@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -71,9 +72,7 @@ def versions(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
             tensor = _register(numeric, X.head(2).to_numpy(), skops_trusted_types=TRUSTED)
             # A broken artifact: a valid model whose serialized estimator was overwritten.
             saved = tmp_path_factory.mktemp("broken") / "model"
-            mlflow.sklearn.save_model(
-                pipeline, saved, input_example=X.head(1), skops_trusted_types=TRUSTED
-            )
+            mlflow.sklearn.save_model(pipeline, saved, input_example=X.head(1), skops_trusted_types=TRUSTED)
             (saved / "model.skops").write_bytes(b"this is not a zip file")
             mlflow.log_artifacts(str(saved), artifact_path="broken")
             run_id = mlflow.active_run().info.run_id
@@ -170,9 +169,7 @@ def start(mlflow_server: str, tmp_path: Path) -> Iterator:
     servers: list[Server] = []
 
     def _start(**env: str) -> Server:
-        server = Server(
-            {"MLFLOW_TRACKING_URI": mlflow_server, **env}, tmp_path / f"server{len(servers)}.log"
-        )
+        server = Server({"MLFLOW_TRACKING_URI": mlflow_server, **env}, tmp_path / f"server{len(servers)}.log")
         servers.append(server)
         return server
 
@@ -255,8 +252,7 @@ def test_every_json_format_and_csv_give_the_pipelines_predictions(
             b'{"dataframe_records": [{"sepal length (cm)": 5.1}]}',
             "application/json",
             400,
-            "row 0 is missing required column(s) 'sepal width (cm)', 'petal length (cm)', "
-            "'petal width (cm)'",
+            "row 0 is missing required column(s) 'sepal width (cm)', 'petal length (cm)', 'petal width (cm)'",
         ),
         (
             b'{"dataframe_split": {"columns": ["sepal length (cm)", "sepal width (cm)", '
@@ -339,9 +335,7 @@ def test_concurrent_requests_get_their_own_answers_from_shared_batches(
         session = getattr(session_local, "s", None) or requests.Session()
         session_local.s = session
         row = X.iloc[[picks[i]]].to_dict(orient="records")
-        response = session.post(
-            server.url + "/invocations", json={"dataframe_records": row}, timeout=30
-        )
+        response = session.post(server.url + "/invocations", json={"dataframe_records": row}, timeout=30)
         assert response.status_code == 200, response.text
         (prediction,) = response.json()["predictions"]
         return prediction
@@ -365,12 +359,10 @@ def test_metrics_count_requests_by_version(
     server.post(data=b"[", content_type="application/json")
     after = _metrics(server)
     assert (
-        after[("mlship_requests_total", _key(ok))]
-        == before.get(("mlship_requests_total", _key(ok)), 0) + 1
+        after[("mlship_requests_total", _key(ok))] == before.get(("mlship_requests_total", _key(ok)), 0) + 1
     )
     assert (
-        after[("mlship_requests_total", _key(bad))]
-        == before.get(("mlship_requests_total", _key(bad)), 0) + 1
+        after[("mlship_requests_total", _key(bad))] == before.get(("mlship_requests_total", _key(bad)), 0) + 1
     )
     latency = {**model, "endpoint": "/invocations"}
     assert after[("mlship_request_duration_seconds_count", _key(latency))] >= 2
@@ -391,9 +383,7 @@ def _metrics(server: Server) -> dict[tuple[str, frozenset[tuple[str, str]]], flo
 
 
 def _batch_calls(server: Server) -> float:
-    return sum(
-        value for (name, _), value in _metrics(server).items() if name == "mlship_batch_rows_count"
-    )
+    return sum(value for (name, _), value in _metrics(server).items() if name == "mlship_batch_rows_count")
 
 
 # --- other versions and start-up failures -----------------------------------------------------
@@ -425,9 +415,7 @@ def test_an_unloadable_version_exits_3_with_the_reason(start, versions: Versions
     assert f"cannot load models:/{MODEL}/{versions.broken}" in server.log()
 
 
-def test_a_version_failing_its_self_test_exits_4_without_becoming_ready(
-    start, versions: Versions
-) -> None:
+def test_a_version_failing_its_self_test_exits_4_without_becoming_ready(start, versions: Versions) -> None:
     server = start(MLSHIP_MODEL_NAME=MODEL, MLSHIP_MODEL_VERSION=versions.wrong_example)
     ready_seen = False
     while server.proc.poll() is None:
@@ -462,9 +450,9 @@ def test_sigterm_finishes_the_request_in_flight_then_exits_0(start, versions: Ve
     server.wait_ready()
     # Big enough to take a second or more to parse and predict.
     rows = X.sample(300_000, replace=True, random_state=1)
-    body = {"dataframe_split": rows.to_dict(orient="split")}
+    body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()  # before the clock
     result: dict[str, requests.Response] = {}
-    sender = threading.Thread(target=lambda: result.update(r=server.post(body)))
+    sender = threading.Thread(target=lambda: result.update(r=server.post(data=body)))
     sender.start()
     time.sleep(0.6)
     assert sender.is_alive(), "the request finished before SIGTERM: make it bigger"
