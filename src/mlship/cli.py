@@ -1,8 +1,14 @@
 """`mlship run`: the whole pipeline without a cluster.
 
-The same step CLIs the Airflow DAG runs in pods, run here in sequence as local processes against
-a local MLflow (SQLite + local artifacts under ./.mlship/) or any --tracking-uri. Results pass
-between steps exactly as in the cluster: each step writes its result JSON to its --xcom-path.
+The same step CLIs the Airflow DAG runs in pods, run here in sequence against a local MLflow
+(SQLite + local artifacts under ./.mlship/) or any --tracking-uri. Results pass between steps
+exactly as in the cluster: each step writes its result JSON to its --xcom-path.
+
+Launchers: `process` (default) runs each step as a local Python process; `docker` runs each step
+from its own image (mlship-step-<step>:<tag>) as a container locked down like the cluster's pods:
+uid 10001, read-only root filesystem, a tmpfs /tmp, no capabilities; the run's log directory is
+mounted at /airflow/xcom for the result. The step images carry only the MLflow client, so the
+docker launcher needs an MLflow server (--tracking-uri http://...), reached over host networking.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import argparse
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,11 +25,25 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from mlship import datasets
 from mlship.tracking import DEFAULT_EXPERIMENT
 
 STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+LAUNCHERS = ("process", "docker")
+JSON_FILE_FLAGS = ("--rules", "--hyperparameters")  # accept @file.json (steps.common.json_arg)
+UID = 10001  # the non-root user of every mlship image (images/base/Dockerfile)
+CONTAINER_XCOM_DIR = "/airflow/xcom"  # where the pods' XCom volume is mounted
+# Passed by name (`--env NAME`, value from this process) so secrets never appear in argv.
+PASSTHROUGH_ENV = (
+    "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS", "MLSHIP_MLFLOW_WAIT_SECONDS", "MLSHIP_DEBUG",
+)
+
+
+class LauncherError(ValueError):
+    """A step cannot be launched as asked; the message says why."""
 
 
 class PipelineFailed(RuntimeError):
@@ -57,6 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--run-key", help="pipeline run key; reuse one to resume a failed run (default: new)",
     )
+    r.add_argument(
+        "--launcher", default="process", choices=LAUNCHERS,
+        help="run each step as a local process, or as a container from its own image "
+        "(needs --tracking-uri of an MLflow server) (default: %(default)s)",
+    )
+    r.add_argument("--image-prefix", default="mlship-step-",
+                   help="docker launcher: step image = PREFIX<step>:TAG (default: %(default)s)")
+    r.add_argument("--image-tag", default="dev", help="docker launcher (default: %(default)s)")
     return p
 
 
@@ -117,12 +146,81 @@ def step_commands(a: argparse.Namespace, out: dict[str, dict[str, Any]]) -> dict
     }
 
 
-def run_step(step: str, flags: list[str], common: list[str], logdir: Path) -> dict[str, Any]:
+def step_image(step: str, prefix: str, tag: str) -> str:
+    return f"{prefix}{step}:{tag}"
+
+
+def process_command(step: str, flags: list[str], common: list[str], logdir: Path) -> list[str]:
+    """The step as a local process; its result goes to logdir/<step>.json (pure)."""
+    return [
+        sys.executable, "-m", f"mlship.steps.{step}", *common,
+        "--xcom-path", str(logdir / f"{step}.json"), *flags,
+    ]
+
+
+def _bind(source: Path, target: str, readonly: bool) -> list[str]:
+    # --mount, not -v: -v splits on ':', which run keys (Airflow run ids) and paths may contain
+    if "," in str(source) or "," in target:
+        raise LauncherError(f"docker launcher: cannot mount a path containing ',': {source}")
+    return ["--mount", f"type=bind,source={source},target={target}" + (",readonly" if readonly else "")]
+
+
+def container_inputs(flags: list[str], cwd: Path) -> tuple[list[str], list[str]]:
+    """Local files a step reads (a --source path, @file.json values) as absolute paths, each
+    bind-mounted read-only at the same path, so the flags mean the same inside (pure)."""
+    out: list[str] = []
+    mounts: list[str] = []
+    for i, value in enumerate(flags):
+        previous = flags[i - 1] if i else ""
+        if previous == "--source" and datasets.source_kind(value) == "file":
+            path = cwd / value
+            out.append(str(path))
+        elif previous in JSON_FILE_FLAGS and value.startswith("@"):
+            path = cwd / value[1:]
+            out.append(f"@{path}")
+        else:
+            out.append(value)
+            continue
+        mounts += _bind(path, str(path), readonly=True)
+    return out, mounts
+
+
+def docker_command(
+    step: str,
+    flags: list[str],
+    common: list[str],
+    *,
+    image: str,
+    logdir: Path,
+    cwd: Path,
+    env_names: tuple[str, ...] = (),
+) -> list[str]:
+    """The step as a container from its own image, with the restrictions of the cluster's pods
+    (PodSecurity "restricted", read-only root filesystem, /tmp an emptyDir); the image's
+    entrypoint is the step. `logdir` and `cwd` must be absolute (pure)."""
+    flags, input_mounts = container_inputs(flags, cwd)
+    env = ["HOME=/tmp", "TMPDIR=/tmp", "PYTHONUNBUFFERED=1", *env_names]  # noqa: S108
+    return [
+        "docker", "run", "--rm",
+        "--network", "host",  # a tracking URI on 127.0.0.1 means the same inside
+        "--user", f"{UID}:{UID}",
+        "--read-only", "--tmpfs", "/tmp:rw,size=1g",  # noqa: S108
+        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+        "--label", f"mlship.io/step={step}",
+        *[x for e in env for x in ("--env", e)],
+        *_bind(logdir, CONTAINER_XCOM_DIR, readonly=False),
+        *input_mounts,
+        image,
+        *common, "--xcom-path", f"{CONTAINER_XCOM_DIR}/{step}.json", *flags,
+    ]
+
+
+def run_step(step: str, cmd: list[str], logdir: Path) -> dict[str, Any]:
     result = logdir / f"{step}.json"
     log = logdir / f"{step}.log"
-    cmd = [sys.executable, "-m", f"mlship.steps.{step}", *common, "--xcom-path", str(result)]
+    result.unlink(missing_ok=True)  # a resumed run key must not read an earlier attempt's result
     with open(log, "wb") as fh:
-        proc = subprocess.run([*cmd, *flags], stdout=fh, stderr=subprocess.STDOUT, check=False)  # noqa: S603
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)  # noqa: S603
     if proc.returncode != 0:
         lines = log.read_text(errors="replace").strip().splitlines()
         errors = [ln for ln in lines if ln.startswith(f"mlship {step} failed:")]
@@ -154,23 +252,50 @@ def summary(tracking_uri: str, reg: dict[str, Any], ing: dict[str, Any]) -> str:
     )
 
 
+def docker_preflight(a: argparse.Namespace) -> None:
+    """The docker launcher's requirements, checked before anything is recorded."""
+    if urlparse(a.tracking_uri or "").scheme not in ("http", "https"):
+        raise SystemExit(
+            "mlship run --launcher docker: the step images carry only the MLflow client, not "
+            "the SQLite store; pass --tracking-uri http://HOST:PORT of an MLflow server"
+        )
+    if shutil.which("docker") is None:
+        raise SystemExit("mlship run --launcher docker: no `docker` command on PATH")
+
+
 def run(a: argparse.Namespace) -> int:
+    if a.launcher == "docker":
+        docker_preflight(a)
     key = a.run_key or f"local-{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     tracking_uri = a.tracking_uri or local_store(a.home, a.experiment)
-    logdir = a.home / "runs" / key
+    logdir = (a.home / "runs" / key).resolve()
     logdir.mkdir(parents=True, exist_ok=True)
+    if a.launcher == "docker":
+        # the containers run as uid 10001 and write their results here
+        logdir.chmod(0o777)
     common = [
         "--tracking-uri", tracking_uri, "--experiment", a.experiment, "--pipeline-run-key", key,
     ]
+    env_names = tuple(n for n in PASSTHROUGH_ENV if n in os.environ)
+
+    def command(step: str, flags: list[str]) -> list[str]:
+        if a.launcher == "docker":
+            image = step_image(step, a.image_prefix, a.image_tag)
+            return docker_command(step, flags, common, image=image, logdir=logdir,
+                                  cwd=Path.cwd(), env_names=env_names)
+        return process_command(step, flags, common, logdir)
+
     out: dict[str, dict[str, Any]] = {}
     print(f"pipeline run {key} -> {tracking_uri}", flush=True)
+    if a.launcher == "docker":
+        print(f"  images    {step_image('<step>', a.image_prefix, a.image_tag)}", flush=True)
     try:
         for step in STEPS:
             print(f"  {step:<10}", end="", flush=True)
             started = time.monotonic()
-            out[step] = run_step(step, step_commands(a, out)[step], common, logdir)
+            out[step] = run_step(step, command(step, step_commands(a, out)[step]), logdir)
             print(f"ok  {time.monotonic() - started:.1f}s", flush=True)
-    except PipelineFailed as exc:
+    except (PipelineFailed, LauncherError) as exc:
         print("FAILED", flush=True)
         print(f"mlship run: {exc}", file=sys.stderr)
         return 1
