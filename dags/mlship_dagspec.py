@@ -2,7 +2,24 @@
 pod security and resources. No scheduler imports here, so it is unit-testable on its own.
 
 The chart provides the configuration as environment variables of the scheduler/worker/
-dag-processor; every one has a default that works for a local image build (`:dev` tags).
+dag-processor; every one has a default that works for a local image build (`:dev` tags):
+
+  MLSHIP_IMAGE_<STEP>              image of one step, e.g. MLSHIP_IMAGE_TRAIN (mlship-step-train:dev)
+  MLSHIP_XCOM_SIDECAR_IMAGE        image of the XCom sidecar each step pod gets (mlship-base:dev):
+                                   needs sh, sleep and cat; runs as uid 10001. It replaces the
+                                   provider's alpine default, which an offline cluster cannot pull,
+                                   and takes precedence over the Kubernetes connection's
+                                   `xcom_sidecar_container_image` extra.
+  MLSHIP_IMAGE_PULL_POLICY         Always|IfNotPresent|Never, for steps and sidecar (IfNotPresent)
+  MLSHIP_IMAGE_PULL_SECRETS        comma-separated Secret names ("")
+  MLSHIP_NAMESPACE                 where the step pods run (mlship)
+  MLSHIP_SERVICE_ACCOUNT           the step pods' service account (the namespace default)
+  MLSHIP_MLFLOW_TRACKING_URI       MLflow as the pods reach it (http://mlship-mlflow:5000)
+  MLSHIP_EXPERIMENT                MLflow experiment (mlship)
+  MLSHIP_SCHEDULE                  cron or preset; none = manual only (@daily)
+  MLSHIP_TASK_RETRIES, MLSHIP_RETRY_DELAY_SECONDS, MLSHIP_POD_STARTUP_TIMEOUT_SECONDS (2, 60, 600)
+  MLSHIP_STEP_RESOURCES            JSON {step: {requests: ..., limits: ...}} overriding the defaults
+  MLSHIP_DEFAULT_DATASET, MLSHIP_DEFAULT_MODEL_NAME   trigger-form defaults (sklearn:iris, iris)
 """
 
 from __future__ import annotations
@@ -16,6 +33,11 @@ from typing import Any
 STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
 UID = 10001  # the non-root user every step image runs as
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
+# The sidecar only sleeps, then `cat`s the result when the operator execs into it.
+XCOM_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {
+    "requests": {"cpu": "10m", "memory": "16Mi"},
+    "limits": {"cpu": "100m", "memory": "64Mi"},  # limits too, for namespaces with a quota
+}
 
 # Requests/limits per step; training gets the most. Override with MLSHIP_STEP_RESOURCES (JSON).
 _SMALL = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
@@ -36,6 +58,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     images: dict[str, str]
+    xcom_sidecar_image: str = "mlship-base:dev"
     namespace: str = "mlship"
     tracking_uri: str = "http://mlship-mlflow:5000"
     experiment: str = "mlship"
@@ -89,6 +112,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     secrets = tuple(s.strip() for s in raw_secrets if s.strip())
     return Settings(
         images=images,
+        xcom_sidecar_image=env.get("MLSHIP_XCOM_SIDECAR_IMAGE", "").strip() or "mlship-base:dev",
         namespace=env.get("MLSHIP_NAMESPACE") or "mlship",
         tracking_uri=env.get("MLSHIP_MLFLOW_TRACKING_URI") or "http://mlship-mlflow:5000",
         experiment=env.get("MLSHIP_EXPERIMENT") or "mlship",
@@ -198,6 +222,17 @@ def container_security_context() -> dict[str, Any]:
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
         "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def xcom_sidecar(settings: Settings) -> dict[str, Any]:
+    """What mlship sets on the provider's XCom sidecar container (snake_case: V1Container
+    attributes); its command, volume and name stay the provider's."""
+    return {
+        "image": settings.xcom_sidecar_image,
+        "image_pull_policy": settings.image_pull_policy,
+        "resources": json.loads(json.dumps(XCOM_SIDECAR_RESOURCES)),
+        "security_context": container_security_context(),
     }
 
 

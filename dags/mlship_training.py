@@ -12,15 +12,37 @@ import os
 
 import mlship_dagspec as spec
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
-from airflow.sdk import DAG, Param, chain
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
+from airflow.sdk import DAG, Context, Param, chain
 from kubernetes.client import models as k8s
 
 settings = spec.settings_from_env(os.environ)
 
 
+class StepPodOperator(KubernetesPodOperator):
+    """A KubernetesPodOperator whose XCom sidecar runs from an image of ours.
+
+    The provider takes the sidecar image only from the Kubernetes connection's extras (default
+    alpine, which an offline cluster cannot pull), and appends the sidecar after any pod
+    template is merged, so the built pod is adjusted here (after pod_mutation_hook has run).
+    """
+
+    def build_pod_request_obj(
+        self, context: Context | None = None, *, dry_run: bool = False
+    ) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        overrides = spec.xcom_sidecar(settings)
+        for container in pod.spec.containers:
+            if container.name == PodDefaults.SIDECAR_CONTAINER_NAME:
+                container.image = overrides["image"]
+                container.image_pull_policy = overrides["image_pull_policy"]
+                container.resources = k8s.V1ResourceRequirements(**overrides["resources"])
+        return pod
+
+
 def step_task(step: str) -> KubernetesPodOperator:
     res = settings.resources[step]
-    return KubernetesPodOperator(
+    return StepPodOperator(
         task_id=step,
         name=f"mlship-{step}",
         namespace=settings.namespace,
@@ -39,7 +61,7 @@ def step_task(step: str) -> KubernetesPodOperator:
         security_context=spec.pod_security_context(),
         container_security_context=spec.container_security_context(),
         # the sidecar that reads /airflow/xcom must pass the "restricted" profile too
-        xcom_sidecar_container_security_context=spec.container_security_context(),
+        xcom_sidecar_container_security_context=spec.xcom_sidecar(settings)["security_context"],
         volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
         volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108
         service_account_name=settings.service_account,

@@ -24,6 +24,7 @@ import json, sys
 from pathlib import Path
 from kubernetes.client import ApiClient
 from airflow.dag_processing.dagbag import BundleDagBag
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
 folder = Path(sys.argv[1])
 bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, include_examples=False)
@@ -40,6 +41,7 @@ if dag is not None:
         pod = ApiClient().sanitize_for_serialization(t.build_pod_request_obj())
         out["tasks"][t.task_id] = {
             "type": type(t).__name__,
+            "is_kpo": isinstance(t, KubernetesPodOperator),
             "upstream": sorted(t.upstream_task_ids),
             "image": t.image,
             "retries": t.retries,
@@ -77,6 +79,8 @@ def probe(tmp_path_factory) -> dict:
         "MLSHIP_IMAGE_TRAIN": "registry.test/mlship/step-train:1.0",
         "MLSHIP_NAMESPACE": "ml-pipelines",
         "MLSHIP_SCHEDULE": "@hourly",
+        "MLSHIP_XCOM_SIDECAR_IMAGE": "registry.test/mlship/base:1.0",
+        "MLSHIP_IMAGE_PULL_POLICY": "Never",
     })
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(DAGS)],
@@ -106,7 +110,7 @@ def test_every_step_has_its_own_image_from_configuration(probe):
     assert images["train"] == "registry.test/mlship/step-train:1.0"
     assert images["ingest"] == "mlship-step-ingest:dev"
     for step, t in probe["tasks"].items():
-        assert t["type"] == "KubernetesPodOperator"
+        assert t["is_kpo"], t["type"]
         container = t["pod"]["spec"]["containers"][0]
         assert container["image"] == images[step]
         assert container["command"] == ["python", "-m", f"mlship.steps.{step}"]
@@ -159,3 +163,22 @@ def test_resources_requests_and_limits(probe):
         assert {"cpu", "memory"} <= set(res["requests"]) and "memory" in res["limits"], step
     train = probe["tasks"]["train"]["pod"]["spec"]["containers"][0]["resources"]
     assert train["limits"]["memory"] == "2Gi"
+
+
+def test_xcom_sidecar_runs_from_the_configured_image_not_alpine(probe):
+    for step, t in probe["tasks"].items():
+        containers = {c["name"]: c for c in t["pod"]["spec"]["containers"]}
+        sidecar = containers["airflow-xcom-sidecar"]
+        assert sidecar["image"] == "registry.test/mlship/base:1.0", step
+        assert sidecar["imagePullPolicy"] == "Never", step
+        assert containers["base"]["imagePullPolicy"] == "Never", step
+        assert not any(c["image"].startswith("alpine") for c in containers.values()), step
+        # still the provider's sidecar: its command and the shared XCom volume
+        assert sidecar["command"][:2] == ["sh", "-c"], step
+        assert {"name": "xcom", "mountPath": "/airflow/xcom"} in sidecar["volumeMounts"], step
+        assert sidecar["resources"] == {"requests": {"cpu": "10m", "memory": "16Mi"},
+                                        "limits": {"cpu": "100m", "memory": "64Mi"}}, step
+        sc = sidecar["securityContext"]
+        assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001, step
+        assert sc["readOnlyRootFilesystem"] is True, step
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, step

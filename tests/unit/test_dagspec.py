@@ -50,6 +50,7 @@ def test_defaults_without_configuration():
     assert s.schedule == "@daily"
     assert s.namespace == "mlship"
     assert s.retries == 2 and s.retry_delay == timedelta(minutes=1)
+    assert s.xcom_sidecar_image == "mlship-base:dev"
 
 
 def test_configuration_from_the_chart():
@@ -74,6 +75,16 @@ def test_configuration_from_the_chart():
     assert s.resources["train"] == {"requests": {"cpu": "3"}}
     assert s.resources["ingest"] == spec.DEFAULT_RESOURCES["ingest"]
     assert spec.step_env(s)["MLFLOW_TRACKING_URI"] == "http://mlflow.ml:5000"
+
+
+def test_xcom_sidecar_image_from_configuration():
+    s = spec.settings_from_env({"MLSHIP_XCOM_SIDECAR_IMAGE": " reg.local/mlship/base:1.2.3 ",
+                                "MLSHIP_IMAGE_PULL_POLICY": "Never"})
+    sidecar = spec.xcom_sidecar(s)
+    assert (sidecar["image"], sidecar["image_pull_policy"]) == ("reg.local/mlship/base:1.2.3", "Never")
+    assert sidecar["security_context"] == spec.container_security_context()
+    assert spec.xcom_sidecar(spec.settings_from_env({"MLSHIP_XCOM_SIDECAR_IMAGE": ""}))[
+        "image"] == "mlship-base:dev"
 
 
 @pytest.mark.parametrize(("env", "message"), [
