@@ -1,0 +1,73 @@
+"""The DAG's default XCom sidecar image (mlship-base:dev) does the sidecar's job under the pods'
+restrictions: it runs the provider's sidecar command as uid 10001 on a read-only root
+filesystem, returns the step's result when the operator execs in, and exits 0 when told to.
+
+The commands are those of apache-airflow-providers-cncf-kubernetes 10.25
+(utils/xcom_sidecar.py PodDefaults, utils/pod_manager.py extract_xcom/extract_xcom_kill).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import time
+
+import pytest
+
+pytestmark = pytest.mark.images
+
+IMAGE = "mlship-base:dev"
+SIDECAR_COMMAND = ["sh", "-c", 'trap "exit 0" INT; while true; do sleep 1; done;']
+READ = (
+    "if [ -s /airflow/xcom/return.json ]; then cat /airflow/xcom/return.json; "
+    "else echo __airflow_xcom_result_empty__; fi"
+)
+KILL = "kill -2 $(pgrep -u $(id -u) -f 'sh')"
+KILL_FALLBACK = (
+    "for f in /proc/[0-9]*/comm; do "
+    '[ -O $f ] && read c < $f && [ "$c" = "sh" ] && pid=${f%/comm} && kill -2 ${pid##*/}; '
+    "done"
+)
+
+
+def docker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["docker", *args], input=stdin, capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def sidecar(tmp_path):
+    if shutil.which("docker") is None:
+        pytest.skip("no `docker` command on PATH")
+    if docker("image", "inspect", IMAGE).returncode != 0:
+        pytest.skip(f"{IMAGE} not built (or docker not usable): run hack/build-images base")
+    xcom = tmp_path / "xcom"
+    xcom.mkdir()
+    xcom.chmod(0o777)
+    (xcom / "return.json").write_text(json.dumps({"model_uri": "models:/m-1"}))
+    run = docker("run", "-d", "--user", "10001:10001", "--read-only", "--cap-drop", "ALL",
+                 "--security-opt", "no-new-privileges",
+                 "--mount", f"type=bind,source={xcom},target=/airflow/xcom", IMAGE, *SIDECAR_COMMAND)
+    assert run.returncode == 0, run.stderr
+    cid = run.stdout.strip()
+    try:
+        deadline = time.monotonic() + 60
+        while docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() != "true":
+            assert time.monotonic() < deadline, docker("logs", cid).stderr
+            time.sleep(0.2)
+        yield cid
+    finally:
+        docker("rm", "-f", cid)
+
+
+def test_base_image_serves_as_the_xcom_sidecar(sidecar):
+    who = docker("exec", sidecar, "id", "-u")
+    assert who.stdout.strip() == "10001"
+    read = docker("exec", "-i", sidecar, "/bin/sh", stdin=READ + "\n")
+    assert json.loads(read.stdout) == {"model_uri": "models:/m-1"}, read.stderr
+    # the provider tries pgrep first (not in this image) and falls back to /proc
+    if docker("exec", "-i", sidecar, "/bin/sh", stdin=KILL + "\n").returncode != 0:
+        docker("exec", "-i", sidecar, "/bin/sh", stdin=KILL_FALLBACK + "\n")
+    waited = docker("wait", sidecar)
+    assert waited.stdout.strip() == "0", waited.stderr  # the trap's `exit 0`: the pod succeeds
