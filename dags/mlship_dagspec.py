@@ -5,11 +5,11 @@ The chart provides the configuration as environment variables of the scheduler/w
 dag-processor; every one has a default that works for a local image build (`:dev` tags):
 
   MLSHIP_IMAGE_<STEP>              image of one step, e.g. MLSHIP_IMAGE_TRAIN (mlship-step-train:dev)
-  MLSHIP_XCOM_SIDECAR_IMAGE        image of the XCom sidecar each step pod gets (mlship-base:dev):
-                                   needs sh, sleep and cat; runs as uid 10001. It replaces the
-                                   provider's alpine default, which an offline cluster cannot pull,
-                                   and takes precedence over the Kubernetes connection's
-                                   `xcom_sidecar_container_image` extra.
+  MLSHIP_XCOM_SIDECAR_IMAGE        image of the XCom sidecar each step pod gets: needs sh, sleep
+                                   and cat; runs as uid 10001. Unset: the Kubernetes connection's
+                                   `xcom_sidecar_container_image` extra, else mlship-base:dev,
+                                   never the provider's alpine default (an offline cluster cannot
+                                   pull it).
   MLSHIP_IMAGE_PULL_POLICY         Always|IfNotPresent|Never, for steps and sidecar (IfNotPresent)
   MLSHIP_IMAGE_PULL_SECRETS        comma-separated Secret names ("")
   MLSHIP_NAMESPACE                 where the step pods run (mlship)
@@ -33,6 +33,7 @@ from typing import Any
 STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
 UID = 10001  # the non-root user every step image runs as
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
+DEFAULT_XCOM_SIDECAR_IMAGE = "mlship-base:dev"  # the step images are built FROM it
 # The sidecar only sleeps, then `cat`s the result when the operator execs into it.
 XCOM_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -58,7 +59,7 @@ class SettingsError(ValueError):
 @dataclass(frozen=True)
 class Settings:
     images: dict[str, str]
-    xcom_sidecar_image: str = "mlship-base:dev"
+    xcom_sidecar_image: str | None = None  # None: the connection's, else the default
     namespace: str = "mlship"
     tracking_uri: str = "http://mlship-mlflow:5000"
     experiment: str = "mlship"
@@ -112,7 +113,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     secrets = tuple(s.strip() for s in raw_secrets if s.strip())
     return Settings(
         images=images,
-        xcom_sidecar_image=env.get("MLSHIP_XCOM_SIDECAR_IMAGE", "").strip() or "mlship-base:dev",
+        xcom_sidecar_image=env.get("MLSHIP_XCOM_SIDECAR_IMAGE", "").strip() or None,
         namespace=env.get("MLSHIP_NAMESPACE") or "mlship",
         tracking_uri=env.get("MLSHIP_MLFLOW_TRACKING_URI") or "http://mlship-mlflow:5000",
         experiment=env.get("MLSHIP_EXPERIMENT") or "mlship",
@@ -225,11 +226,12 @@ def container_security_context() -> dict[str, Any]:
     }
 
 
-def xcom_sidecar(settings: Settings) -> dict[str, Any]:
+def xcom_sidecar(settings: Settings, connection_image: str | None = None) -> dict[str, Any]:
     """What mlship sets on the provider's XCom sidecar container (snake_case: V1Container
-    attributes); its command, volume and name stay the provider's."""
+    attributes); its command, volume and name stay the provider's. `connection_image` is the
+    Kubernetes connection's `xcom_sidecar_container_image` extra, if any."""
     return {
-        "image": settings.xcom_sidecar_image,
+        "image": settings.xcom_sidecar_image or connection_image or DEFAULT_XCOM_SIDECAR_IMAGE,
         "image_pull_policy": settings.image_pull_policy,
         "resources": json.loads(json.dumps(XCOM_SIDECAR_RESOURCES)),
         "security_context": container_security_context(),

@@ -20,9 +20,9 @@ settings = spec.settings_from_env(os.environ)
 
 
 class StepPodOperator(KubernetesPodOperator):
-    """A KubernetesPodOperator whose XCom sidecar runs from an image of ours.
+    """A KubernetesPodOperator whose XCom sidecar runs from a configured image.
 
-    The provider takes the sidecar image only from the Kubernetes connection's extras (default
+    The provider takes the sidecar image only from the Kubernetes connection's extras (else
     alpine, which an offline cluster cannot pull), and appends the sidecar after any pod
     template is merged, so the built pod is adjusted here (after pod_mutation_hook has run).
     """
@@ -31,7 +31,7 @@ class StepPodOperator(KubernetesPodOperator):
         self, context: Context | None = None, *, dry_run: bool = False
     ) -> k8s.V1Pod:
         pod = super().build_pod_request_obj(context, dry_run=dry_run)
-        overrides = spec.xcom_sidecar(settings)
+        overrides = spec.xcom_sidecar(settings, self.hook.get_xcom_sidecar_container_image())
         for container in pod.spec.containers:
             if container.name == PodDefaults.SIDECAR_CONTAINER_NAME:
                 container.image = overrides["image"]

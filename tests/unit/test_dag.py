@@ -63,9 +63,14 @@ current-context: none
 """
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory) -> dict:
-    home = tmp_path_factory.mktemp("airflow-home")
+CONNECTION_WITH_SIDECAR = json.dumps(
+    {"conn_type": "kubernetes", "extra": {"xcom_sidecar_container_image": "python:3.11-slim"}}
+)
+
+
+def run_probe(home: Path, **settings: str) -> dict:
+    """Loads the DAG folder in a fresh interpreter with only `settings` as configuration."""
+    home.mkdir(parents=True, exist_ok=True)
     # building a pod spec loads a kube config; nothing is ever sent to this address
     (home / "kubeconfig").write_text(KUBECONFIG)
     env = {
@@ -76,11 +81,7 @@ def probe(tmp_path_factory) -> dict:
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "false",
         "KUBECONFIG": str(home / "kubeconfig"),
-        "MLSHIP_IMAGE_TRAIN": "registry.test/mlship/step-train:1.0",
-        "MLSHIP_NAMESPACE": "ml-pipelines",
-        "MLSHIP_SCHEDULE": "@hourly",
-        "MLSHIP_XCOM_SIDECAR_IMAGE": "registry.test/mlship/base:1.0",
-        "MLSHIP_IMAGE_PULL_POLICY": "Never",
+        **settings,
     })
     proc = subprocess.run(
         [sys.executable, "-c", PROBE, str(DAGS)],
@@ -89,6 +90,27 @@ def probe(tmp_path_factory) -> dict:
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE-RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     return json.loads(lines[-1].removeprefix("PROBE-RESULT "))
+
+
+def sidecars(probe: dict) -> dict[str, dict]:
+    return {
+        step: next(c for c in t["pod"]["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar")
+        for step, t in probe["tasks"].items()
+    }
+
+
+@pytest.fixture(scope="module")
+def probe(tmp_path_factory) -> dict:
+    return run_probe(
+        tmp_path_factory.mktemp("airflow-home"),
+        MLSHIP_IMAGE_TRAIN="registry.test/mlship/step-train:1.0",
+        MLSHIP_NAMESPACE="ml-pipelines",
+        MLSHIP_SCHEDULE="@hourly",
+        MLSHIP_XCOM_SIDECAR_IMAGE="registry.test/mlship/base:1.0",
+        MLSHIP_IMAGE_PULL_POLICY="Never",
+        # set too, and overridden by MLSHIP_XCOM_SIDECAR_IMAGE
+        AIRFLOW_CONN_KUBERNETES_DEFAULT=CONNECTION_WITH_SIDECAR,
+    )
 
 
 def test_dag_folder_imports_without_errors(probe):
@@ -169,7 +191,7 @@ def test_xcom_sidecar_runs_from_the_configured_image_not_alpine(probe):
     for step, t in probe["tasks"].items():
         containers = {c["name"]: c for c in t["pod"]["spec"]["containers"]}
         sidecar = containers["airflow-xcom-sidecar"]
-        assert sidecar["image"] == "registry.test/mlship/base:1.0", step
+        assert sidecar["image"] == "registry.test/mlship/base:1.0", step  # not the connection's
         assert sidecar["imagePullPolicy"] == "Never", step
         assert containers["base"]["imagePullPolicy"] == "Never", step
         assert not any(c["image"].startswith("alpine") for c in containers.values()), step
@@ -182,3 +204,11 @@ def test_xcom_sidecar_runs_from_the_configured_image_not_alpine(probe):
         assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001, step
         assert sc["readOnlyRootFilesystem"] is True, step
         assert sc["seccompProfile"] == {"type": "RuntimeDefault"}, step
+
+
+def test_xcom_sidecar_image_falls_back_to_the_connection_then_to_mlship_base(tmp_path):
+    with_connection = run_probe(tmp_path / "a", AIRFLOW_CONN_KUBERNETES_DEFAULT=CONNECTION_WITH_SIDECAR)
+    assert {c["image"] for c in sidecars(with_connection).values()} == {"python:3.11-slim"}
+    unconfigured = run_probe(tmp_path / "b")
+    assert {c["image"] for c in sidecars(unconfigured).values()} == {"mlship-base:dev"}
+    assert {c["imagePullPolicy"] for c in sidecars(unconfigured).values()} == {"IfNotPresent"}

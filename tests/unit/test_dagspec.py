@@ -50,7 +50,7 @@ def test_defaults_without_configuration():
     assert s.schedule == "@daily"
     assert s.namespace == "mlship"
     assert s.retries == 2 and s.retry_delay == timedelta(minutes=1)
-    assert s.xcom_sidecar_image == "mlship-base:dev"
+    assert spec.xcom_sidecar(s)["image"] == "mlship-base:dev"
 
 
 def test_configuration_from_the_chart():
@@ -83,8 +83,11 @@ def test_xcom_sidecar_image_from_configuration():
     sidecar = spec.xcom_sidecar(s)
     assert (sidecar["image"], sidecar["image_pull_policy"]) == ("reg.local/mlship/base:1.2.3", "Never")
     assert sidecar["security_context"] == spec.container_security_context()
-    assert spec.xcom_sidecar(spec.settings_from_env({"MLSHIP_XCOM_SIDECAR_IMAGE": ""}))[
-        "image"] == "mlship-base:dev"
+    # the setting wins over the connection's extra, which wins over the default
+    assert spec.xcom_sidecar(s, "python:3.11-slim")["image"] == "reg.local/mlship/base:1.2.3"
+    unset = spec.settings_from_env({"MLSHIP_XCOM_SIDECAR_IMAGE": ""})
+    assert spec.xcom_sidecar(unset, "python:3.11-slim")["image"] == "python:3.11-slim"
+    assert spec.xcom_sidecar(unset, None)["image"] == "mlship-base:dev"
 
 
 @pytest.mark.parametrize(("env", "message"), [
