@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: test test-unit test-integration test-cluster lint cluster-up cluster-down
+.PHONY: test test-unit test-integration test-images test-chart test-cluster test-e2e lint images cluster-up cluster-down
 
 ## test: every tier; a tier whose prerequisite is absent (e.g. no cluster) is skipped with the reason
 test:
@@ -15,8 +15,21 @@ test-unit:
 test-integration:
 	$(PYTEST) -m integration
 
+test-images:
+	$(PYTEST) -m images
+
+test-chart:
+	$(PYTEST) -m chart
+
 test-cluster:
 	$(PYTEST) -m cluster
+
+test-e2e:
+	$(PYTEST) -m e2e
+
+## images: build every image (add LOAD=1 to copy them into hack/cluster's cluster)
+images:
+	hack/build-images $(if $(LOAD),--load)
 
 lint:
 	$(UV) run --frozen ruff check .
