@@ -48,9 +48,9 @@ def _free_port() -> int:
 class TcpProxy:
     """Forwards a local port to MLflow; stop() makes MLflow unreachable through it."""
 
-    def __init__(self, target: str, host: str = "127.0.0.1") -> None:
+    def __init__(self, target: str) -> None:
         self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
-        self.host, self.port = host, _free_port()
+        self.host, self.port = "127.0.0.1", _free_port()
         self._listener: socket.socket | None = None
         self._conns: list[socket.socket] = []
 
@@ -109,6 +109,52 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+class HttpForwarder:
+    """An HTTP reverse proxy on all interfaces to the host-only MLflow, so that pods can reach
+    it at the node's IP. It sends MLflow its own Host: MLflow refuses foreign Host headers
+    (DNS-rebinding protection), which a plain TCP proxy would pass through."""
+
+    _HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
+            "upgrade", "proxy-authorization", "proxy-authenticate", "content-length",
+            "content-encoding"}
+
+    def __init__(self, target: str) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        base, hop = target.rstrip("/"), self._HOP
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _forward(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
+                resp = requests.request(self.command, base + self.path, headers=headers,
+                                        data=body, timeout=120)
+                self.send_response(resp.status_code)
+                for key, value in resp.headers.items():
+                    if key.lower() not in hop:
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(resp.content)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(resp.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)  # noqa: S104
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 class Operator:
@@ -576,8 +622,9 @@ def _has_image(names: set[str], image: str) -> bool:
                for n in names)
 
 
-def _register_real_versions(mlflow_server: str, tmp_path: Path) -> tuple[str, str, str]:
-    """A loadable iris forest and a version whose artifact cannot be deserialized."""
+def _register_real_versions(mlflow_server: str, tmp_path: Path) -> tuple[str, str, str, str]:
+    """A loadable iris forest, a version whose artifact cannot be deserialized, and a second
+    loadable forest."""
     import mlflow
     import mlflow.sklearn
     from sklearn.datasets import load_iris
@@ -601,11 +648,16 @@ def _register_real_versions(mlflow_server: str, tmp_path: Path) -> tuple[str, st
             mlflow.log_artifacts(str(saved), artifact_path="broken")
             run_id = mlflow.active_run().info.run_id
             broken = mlflow.register_model(f"runs:/{run_id}/broken", name).version
+            other = mlflow.sklearn.log_model(RandomForestClassifier(7, random_state=1).fit(x, y),
+                                             name="model2", input_example=x.head(2),
+                                             registered_model_name=name,
+                                             skops_trusted_types=trusted)
     finally:
         mlflow.set_tracking_uri(previous)
     MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
         name, "champion", good.registered_model_version)
-    return name, str(good.registered_model_version), str(broken)
+    return (name, str(good.registered_model_version), str(broken),
+            str(other.registered_model_version))
 
 
 def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
@@ -616,9 +668,9 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
         pytest.skip(f"serving image {SERVING_IMAGE} is not loaded in the cluster "
                     f"(build it, then `hack/cluster load {SERVING_IMAGE}`)")
     # Pods reach the host's MLflow through a proxy on all interfaces, at the node's IP.
-    proxy = TcpProxy(mlflow_server, host="0.0.0.0").start()  # noqa: S104
+    proxy = HttpForwarder(mlflow_server)
     try:
-        model, good, broken = _register_real_versions(mlflow_server, tmp_path)
+        model, good, broken, fixed = _register_real_versions(mlflow_server, tmp_path)
         op = operator(MLSHIP_SERVING_TRACKING_URI=f"http://{node_ip}:{proxy.port}",
                       MLSHIP_SERVING_IMAGE=SERVING_IMAGE, MLSHIP_CRASHLOOP_RESTARTS="1")
         create_cr(objects, namespace, "iris", {"model": model, "progressDeadlineSeconds": 120})
@@ -646,5 +698,20 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
         for _ in range(10):  # the broken version is not tried again
             assert template_version(deployment(apps, namespace, "iris")) == good
             time.sleep(1)
+
+        # The alias moves on to a good version: it rolls out, and Degraded clears.
+        promoted = time.monotonic()
+        MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
+            model, "champion", fixed)
+
+        def serving_fixed() -> dict | None:
+            got = ready()
+            return got if got and got["status"].get("servingVersion") == fixed else None
+
+        got = wait_until(f"version {fixed} serving\n{op.log()}", serving_fixed, 180, 1)
+        print(f"alias move to Ready with the new version: {time.monotonic() - promoted:.1f}s")
+        assert condition(got, "Degraded")["status"] == "False"
+        assert got["status"]["lastGoodVersion"] == fixed and "lastFailure" not in got["status"]
+        assert "Recovered" in event_reasons(core, namespace, "iris")
     finally:
         proxy.stop()
