@@ -21,6 +21,7 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   for f in /docker-entrypoint-initdb.d/*; do
     case "$f" in
+      # shellcheck source=/dev/null
       *.sh) echo "running $f"; . "$f" ;;
       *.sql) echo "running $f"; psql -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f "$f" ;;
     esac

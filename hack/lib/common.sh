@@ -1,4 +1,5 @@
 # shellcheck shell=bash
+# shellcheck disable=SC2034  # settings are read by the files that source this one
 # Settings, logging and process bookkeeping shared by hack/cluster's subcommands.
 
 KUBE_VERSION=v1.34.4
