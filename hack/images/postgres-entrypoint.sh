@@ -21,8 +21,9 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   fi
   for f in /docker-entrypoint-initdb.d/*; do
     case "$f" in
-      # shellcheck source=/dev/null
-      *.sh) echo "running $f"; . "$f" ;;
+      *.sh) echo "running $f"
+        # shellcheck source=/dev/null
+        . "$f" ;;
       *.sql) echo "running $f"; psql -v ON_ERROR_STOP=1 -h /var/run/postgresql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -f "$f" ;;
     esac
   done
