@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client, config
+from mlflow import MlflowClient
+from operator_harness import (
+    SERVING_IMAGE,
+    HttpForwarder,
+    Operator,
+    apply_crd,
+    delete_crs,
+    has_image,
+    node_ip_and_images,
+)
 
 
 def _cluster_unreachable_reason() -> str | None:
@@ -43,3 +54,78 @@ def namespace(kube: client.ApiClient, request: pytest.FixtureRequest) -> Iterato
     api.create_namespace({"metadata": {"name": name, "labels": labels}})
     yield name
     api.delete_namespace(name, propagation_policy="Foreground")
+
+
+# --------------------------------------------------------------------------- the operator harness
+# (tests/cluster/operator_harness.py): fixtures for the operator's cluster tests.
+
+
+@pytest.fixture(scope="session")
+def crd(kube: client.ApiClient) -> None:
+    apply_crd(kube)
+
+
+@pytest.fixture
+def objects(kube: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(kube)
+
+
+@pytest.fixture
+def apps(kube: client.ApiClient) -> client.AppsV1Api:
+    return client.AppsV1Api(kube)
+
+
+@pytest.fixture
+def registered(mlflow_server: str) -> Callable[[int], tuple[str, list[str]]]:
+    """Registers a model with N versions (registry entries only), alias champion → first."""
+    def make(count: int = 3) -> tuple[str, list[str]]:
+        mlflow = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+        name = f"op-{uuid.uuid4().hex[:8]}"
+        mlflow.create_registered_model(name)
+        experiment = mlflow.create_experiment(name)
+        versions = []
+        for _ in range(count):
+            run = mlflow.create_run(experiment)
+            versions.append(str(mlflow.create_model_version(
+                name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id).version))
+        mlflow.set_registered_model_alias(name, "champion", versions[0])
+        return name, versions
+    return make
+
+
+@pytest.fixture
+def operator(
+    kube: client.ApiClient, crd: None, namespace: str, mlflow_server: str, tmp_path: Path
+) -> Iterator[Callable[..., Operator]]:
+    """Starts `python -m mlship_operator` on the host watching the test's namespace (fast
+    polling unless overridden); deletes the namespace's CRs and stops it afterwards."""
+    started: list[Operator] = []
+
+    def start(**env: str) -> Operator:
+        op = Operator({
+            "MLFLOW_TRACKING_URI": mlflow_server,
+            "MLSHIP_WATCH_NAMESPACES": namespace,
+            "MLSHIP_POLL_INTERVAL_SECONDS": "2",
+            "MLSHIP_MAX_BACKOFF_SECONDS": "4",
+            **env,
+        }, tmp_path / f"operator-{len(started)}.log")
+        started.append(op)
+        return op
+
+    yield start
+    delete_crs(client.CustomObjectsApi(kube), namespace, started)
+
+
+@pytest.fixture
+def serving_mlflow(core: client.CoreV1Api, mlflow_server: str) -> Iterator[str]:
+    """The session's MLflow as serving pods reach it (a reverse proxy at the node's IP); skips
+    when the serving image is not in the cluster."""
+    node_ip, images = node_ip_and_images(core)
+    if not has_image(images, SERVING_IMAGE):
+        pytest.skip(f"serving image {SERVING_IMAGE} is not loaded in the cluster "
+                    f"(build it, then `hack/cluster load {SERVING_IMAGE}`)")
+    proxy = HttpForwarder(mlflow_server)
+    try:
+        yield f"http://{node_ip}:{proxy.port}"
+    finally:
+        proxy.stop()

@@ -1,321 +1,52 @@
 """The operator against the real kube-apiserver and a real MLflow server.
 
-The operator runs as a subprocess on the host (`python -m mlship_operator`), watching one fresh
-namespace; MLflow is the session's real `mlflow server`, reached through a TCP proxy that a test
-can stop to make MLflow "go down". Pods are kept Pending (an unsatisfiable CPU request) unless
-a test needs them to run, so the operator's behaviour does not depend on images.
+The harness (tests/cluster/operator_harness.py, fixtures in conftest.py): the operator runs as a
+subprocess on the host (`python -m mlship_operator`), watching one fresh namespace; MLflow is the
+session's real `mlflow server`, reached through a TCP proxy that a test can stop to make MLflow
+"go down". Pods are kept Pending (an unsatisfiable CPU request) unless a test needs them to run,
+so the operator's behaviour does not depend on images.
 """
 
 from __future__ import annotations
 
 import base64
 import os
-import socket
-import subprocess
-import sys
 import tempfile
-import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-import requests
 import yaml
 from cluster_helpers import wait_until
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from mlflow import MlflowClient
+from operator_harness import (
+    GROUP,
+    PLURAL,
+    ROOT,
+    SERVING_IMAGE,
+    VERSION,
+    TcpProxy,
+    client_lines,
+    condition,
+    create_cr,
+    deployment,
+    event_reasons,
+    get_cr,
+    register_real_versions,
+    start_client,
+    stop_client,
+    template_version,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 
-ROOT = Path(__file__).resolve().parents[2]
-GROUP, VERSION, PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
 # Never schedulable: pods stay Pending, admitted by PodSecurity but never started.
 PENDING = {"resources": {"requests": {"cpu": "500", "memory": "64Mi"}},
            "progressDeadlineSeconds": 3600}
-SERVING_IMAGE = os.environ.get("MLSHIP_SERVING_IMAGE", "mlship-serving:dev")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class TcpProxy:
-    """Forwards a local port to MLflow; stop() makes MLflow unreachable through it."""
-
-    def __init__(self, target: str) -> None:
-        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
-        self.host, self.port = "127.0.0.1", _free_port()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> TcpProxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._listener:
-            # close() alone does not wake a thread blocked in accept(), and the kernel would
-            # keep accepting; shutdown() stops listening at once.
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        for conn in self._conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self._conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                downstream, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._conns += [downstream, upstream]
-            for a, b in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-
-class HttpForwarder:
-    """An HTTP reverse proxy on all interfaces to the host-only MLflow, so that pods can reach
-    it at the node's IP. It sends MLflow its own Host: MLflow refuses foreign Host headers
-    (DNS-rebinding protection), which a plain TCP proxy would pass through."""
-
-    _HOP = {"host", "connection", "keep-alive", "transfer-encoding", "te", "trailer",
-            "upgrade", "proxy-authorization", "proxy-authenticate", "content-length",
-            "content-encoding"}
-
-    def __init__(self, target: str) -> None:
-        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-        base, hop = target.rstrip("/"), self._HOP
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in hop}
-                resp = requests.request(self.command, base + self.path, headers=headers,
-                                        data=body, timeout=120)
-                self.send_response(resp.status_code)
-                for key, value in resp.headers.items():
-                    if key.lower() not in hop:
-                        self.send_header(key, value)
-                self.send_header("Content-Length", str(len(resp.content)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(resp.content)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _forward
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("0.0.0.0", 0), Handler)  # noqa: S104
-        self.port = int(self.server.server_address[1])
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-class Operator:
-    """`python -m mlship_operator` as a subprocess, configured only through its environment."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.health = _free_port()
-        self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlship_operator"],
-            env={**os.environ, **env,
-                 "MLSHIP_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.health}/healthz"},
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"operator exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"http://127.0.0.1:{self.health}/healthz", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        pytest.fail(f"operator not healthy within 60s:\n{self.log()}")
-
-    def log(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")[-6000:]
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-        self._log.close()
-
-
-# --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def crd(kube: client.ApiClient) -> None:
-    body = yaml.safe_load((ROOT / "manifests/crd.yaml").read_text())
-    api = client.ApiextensionsV1Api(kube)
-    api.patch_custom_resource_definition(
-        body["metadata"]["name"], body, field_manager="mlship-tests", force=True,
-        _content_type="application/apply-patch+yaml",
-    )
-
-    def established() -> bool:
-        got = api.read_custom_resource_definition(body["metadata"]["name"])
-        return any(c.type == "Established" and c.status == "True"
-                   for c in got.status.conditions or [])
-
-    wait_until("the ModelDeployment CRD to be established", established, timeout=60)
-
-
-@pytest.fixture
-def objects(kube: client.ApiClient) -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(kube)
-
-
-@pytest.fixture
-def apps(kube: client.ApiClient) -> client.AppsV1Api:
-    return client.AppsV1Api(kube)
-
-
-@pytest.fixture
-def registered(mlflow_server: str) -> Callable[[int], tuple[str, list[str]]]:
-    """Registers a model with N versions (registry entries only), alias champion → first."""
-    def make(count: int = 3) -> tuple[str, list[str]]:
-        mlflow = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
-        name = f"op-{uuid.uuid4().hex[:8]}"
-        mlflow.create_registered_model(name)
-        experiment = mlflow.create_experiment(name)
-        versions = []
-        for _ in range(count):
-            run = mlflow.create_run(experiment)
-            versions.append(str(mlflow.create_model_version(
-                name, source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id).version))
-        mlflow.set_registered_model_alias(name, "champion", versions[0])
-        return name, versions
-    return make
-
-
-@pytest.fixture
-def operator(
-    kube: client.ApiClient, crd: None, namespace: str, mlflow_server: str, tmp_path: Path
-) -> Iterator[Callable[..., Operator]]:
-    started: list[Operator] = []
-
-    def start(**env: str) -> Operator:
-        op = Operator({
-            "MLFLOW_TRACKING_URI": mlflow_server,
-            "MLSHIP_WATCH_NAMESPACES": namespace,
-            "MLSHIP_POLL_INTERVAL_SECONDS": "2",
-            "MLSHIP_MAX_BACKOFF_SECONDS": "4",
-            **env,
-        }, tmp_path / f"operator-{len(started)}.log")
-        started.append(op)
-        return op
-
-    yield start
-    # Delete the CRs while an operator still runs to release its finalizer; otherwise the
-    # namespace would hang in Terminating. Strip what is left if the operator is gone.
-    objects = client.CustomObjectsApi(kube)
-    objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and objects.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL)["items"]:
-        time.sleep(0.5)
-    for op in started:
-        op.stop()
-    for item in objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
-        objects.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, item["metadata"]["name"],
-            {"metadata": {"finalizers": None}})
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def create_cr(objects, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelDeployment",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
-    return objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
-
-
-def get_cr(objects, namespace: str, name: str) -> dict[str, Any]:
-    return objects.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-
-
-def condition(cr: dict[str, Any], type_: str) -> dict[str, Any]:
-    for cond in (cr.get("status") or {}).get("conditions") or []:
-        if cond["type"] == type_:
-            return cond
-    return {}
-
-
-def deployment(apps, namespace: str, name: str) -> client.V1Deployment | None:
-    try:
-        return apps.read_namespaced_deployment(name, namespace)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
-
-
-def template_version(dep: client.V1Deployment | None) -> str | None:
-    if dep is None:
-        return None
-    return dep.spec.template.metadata.labels.get("mlship.io/model-version")
-
-
-def event_reasons(core, namespace: str, name: str) -> set[str]:
-    events = core.list_namespaced_event(
-        namespace, field_selector=f"involvedObject.kind=ModelDeployment,involvedObject.name={name}")
-    return {e.reason for e in events.items}
 
 
 # --------------------------------------------------------------------------- tests
@@ -610,108 +341,56 @@ def test_the_rbac_manifest_is_enough(
 # --------------------------------------------------------------------------- real serving pods
 
 
-def _node_ip_and_images(core) -> tuple[str, set[str]]:
-    (node, *_) = core.list_node().items
-    ip = next(a.address for a in node.status.addresses if a.type == "InternalIP")
-    names = {n for image in node.status.images or [] for n in image.names or []}
-    return ip, names
-
-
-def _has_image(names: set[str], image: str) -> bool:
-    return any(n == image or n.endswith(f"/{image}") or n.endswith(f"/library/{image}")
-               for n in names)
-
-
-def _register_real_versions(mlflow_server: str, tmp_path: Path) -> tuple[str, str, str, str]:
-    """A loadable iris forest, a version whose artifact cannot be deserialized, and a second
-    loadable forest."""
-    import mlflow
-    import mlflow.sklearn
-    from sklearn.datasets import load_iris
-    from sklearn.ensemble import RandomForestClassifier
-
-    trusted = ["sklearn.tree._tree.Tree"]
-    x, y = load_iris(return_X_y=True, as_frame=True)
-    model = RandomForestClassifier(5, random_state=0).fit(x, y)
-    name = f"op-real-{uuid.uuid4().hex[:6]}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_server)
-    try:
-        with mlflow.start_run():
-            good = mlflow.sklearn.log_model(model, name="model", input_example=x.head(2),
-                                            registered_model_name=name,
-                                            skops_trusted_types=trusted)
-            saved = tmp_path / "broken"
-            mlflow.sklearn.save_model(model, saved, input_example=x.head(1),
-                                      skops_trusted_types=trusted)
-            (saved / "model.skops").write_bytes(b"this is not a zip file")
-            mlflow.log_artifacts(str(saved), artifact_path="broken")
-            run_id = mlflow.active_run().info.run_id
-            broken = mlflow.register_model(f"runs:/{run_id}/broken", name).version
-            other = mlflow.sklearn.log_model(RandomForestClassifier(7, random_state=1).fit(x, y),
-                                             name="model2", input_example=x.head(2),
-                                             registered_model_name=name,
-                                             skops_trusted_types=trusted)
-    finally:
-        mlflow.set_tracking_uri(previous)
-    MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
-        name, "champion", good.registered_model_version)
-    return (name, str(good.registered_model_version), str(broken),
-            str(other.registered_model_version))
-
-
 def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
-    operator, objects, apps, core, namespace, mlflow_server, tmp_path
+    operator, objects, apps, core, namespace, mlflow_server, serving_mlflow, tmp_path
 ) -> None:
-    node_ip, images = _node_ip_and_images(core)
-    if not _has_image(images, SERVING_IMAGE):
-        pytest.skip(f"serving image {SERVING_IMAGE} is not loaded in the cluster "
-                    f"(build it, then `hack/cluster load {SERVING_IMAGE}`)")
-    # Pods reach the host's MLflow through a proxy on all interfaces, at the node's IP.
-    proxy = HttpForwarder(mlflow_server)
-    try:
-        model, good, broken, fixed = _register_real_versions(mlflow_server, tmp_path)
-        op = operator(MLSHIP_SERVING_TRACKING_URI=f"http://{node_ip}:{proxy.port}",
-                      MLSHIP_SERVING_IMAGE=SERVING_IMAGE, MLSHIP_CRASHLOOP_RESTARTS="1")
-        create_cr(objects, namespace, "iris", {"model": model, "progressDeadlineSeconds": 120})
+    model, good, broken, fixed = register_real_versions(mlflow_server, tmp_path)
+    op = operator(MLSHIP_SERVING_TRACKING_URI=serving_mlflow,
+                  MLSHIP_SERVING_IMAGE=SERVING_IMAGE, MLSHIP_CRASHLOOP_RESTARTS="1")
+    create_cr(objects, namespace, "iris", {"model": model, "progressDeadlineSeconds": 120})
 
-        def ready() -> dict | None:
-            got = get_cr(objects, namespace, "iris")
-            return got if condition(got, "Ready").get("status") == "True" else None
+    def ready() -> dict | None:
+        got = get_cr(objects, namespace, "iris")
+        return got if condition(got, "Ready").get("status") == "True" else None
 
-        got = wait_until(f"Ready=True with version {good}\n{op.log()}", ready, 240, 2)
-        assert got["status"]["servingVersion"] == got["status"]["lastGoodVersion"] == good
+    got = wait_until(f"Ready=True with version {good}\n{op.log()}", ready, 240, 2)
+    assert got["status"]["servingVersion"] == got["status"]["lastGoodVersion"] == good
 
-        MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
-            model, "champion", broken)
+    # Watch the Service from inside the cluster while the broken version is tried.
+    start_client(core, namespace, "client", got["status"]["url"], threads=1, pause=0.2)
+    wait_until("the client's first answer", lambda: any(
+        "version" in line for line in client_lines(core, namespace, "client")), 120)
+    MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
+        model, "champion", broken)
 
-        def rolled_back() -> dict | None:
-            got = get_cr(objects, namespace, "iris")
-            cond = condition(got, "Degraded")
-            return got if cond.get("reason") == "RolledBack" and ready() else None
+    def rolled_back() -> dict | None:
+        got = get_cr(objects, namespace, "iris")
+        cond = condition(got, "Degraded")
+        return got if cond.get("reason") == "RolledBack" and ready() else None
 
-        got = wait_until(f"rollback to {good}\n{op.log()}", rolled_back, 300, 2)
-        assert got["status"]["lastFailure"]["version"] == broken
-        assert got["status"]["servingVersion"] == good
-        assert got["status"]["desiredVersion"] == broken
-        assert "RolledBack" in event_reasons(core, namespace, "iris")
-        for _ in range(10):  # the broken version is not tried again
-            assert template_version(deployment(apps, namespace, "iris")) == good
-            time.sleep(1)
+    got = wait_until(f"rollback to {good}\n{op.log()}", rolled_back, 300, 2)
+    assert got["status"]["lastFailure"]["version"] == broken
+    assert got["status"]["servingVersion"] == good
+    assert got["status"]["desiredVersion"] == broken
+    assert "RolledBack" in event_reasons(core, namespace, "iris")
+    for _ in range(10):  # the broken version is not tried again
+        assert template_version(deployment(apps, namespace, "iris")) == good
+        time.sleep(1)
+    seen = stop_client(core, namespace, "client")
+    assert seen.get("failed", 0) == 0, seen["lines"]
+    assert seen["versions"] == {good: seen["/metadata"]}, seen  # the old version, throughout
 
-        # The alias moves on to a good version: it rolls out, and Degraded clears.
-        promoted = time.monotonic()
-        MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
-            model, "champion", fixed)
+    # The alias moves on to a good version: it rolls out, and Degraded clears.
+    promoted = time.monotonic()
+    MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
+        model, "champion", fixed)
 
-        def serving_fixed() -> dict | None:
-            got = ready()
-            return got if got and got["status"].get("servingVersion") == fixed else None
+    def serving_fixed() -> dict | None:
+        got = ready()
+        return got if got and got["status"].get("servingVersion") == fixed else None
 
-        got = wait_until(f"version {fixed} serving\n{op.log()}", serving_fixed, 180, 1)
-        print(f"alias move to Ready with the new version: {time.monotonic() - promoted:.1f}s")
-        assert condition(got, "Degraded")["status"] == "False"
-        assert got["status"]["lastGoodVersion"] == fixed and "lastFailure" not in got["status"]
-        assert "Recovered" in event_reasons(core, namespace, "iris")
-    finally:
-        proxy.stop()
+    got = wait_until(f"version {fixed} serving\n{op.log()}", serving_fixed, 180, 1)
+    print(f"alias move to Ready with the new version: {time.monotonic() - promoted:.1f}s")
+    assert condition(got, "Degraded")["status"] == "False"
+    assert got["status"]["lastGoodVersion"] == fixed and "lastFailure" not in got["status"]
+    assert "Recovered" in event_reasons(core, namespace, "iris")
