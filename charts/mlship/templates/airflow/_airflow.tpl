@@ -1,0 +1,150 @@
+{{/* Pieces shared by every Airflow component's pod. */}}
+
+{{/* airflow.cfg: the chart's settings, then airflow.config on top. */}}
+{{- define "mlship.airflow.config" -}}
+{{- $v := .Values.airflow -}}
+{{- $cfg := dict
+  "core" (dict
+    "executor" $v.executor
+    "parallelism" $v.parallelism
+    "dags_folder" "/opt/airflow/dags"
+    "load_examples" "False"
+    "dags_are_paused_at_creation" (ternary "True" "False" $v.dagsArePausedAtCreation)
+    "auth_manager" "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
+    "simple_auth_manager_users" (printf "%s:admin" $v.admin.username)
+    "simple_auth_manager_passwords_file" "/opt/airflow/auth/passwords.json"
+    "execution_api_server_url" (printf "%s/execution/" (include "mlship.airflow.apiServerURL" .))
+    "hostname_callable" "airflow.utils.net.get_host_ip_address")
+  "logging" (dict
+    "base_log_folder" "/opt/airflow/logs"
+    "worker_log_server_port" 8793)
+  "scheduler" (dict
+    "enable_health_check" "True"
+    "scheduler_health_check_server_port" 8974)
+  "api" (dict
+    "port" 8080
+    "workers" $v.apiServer.workers
+    "expose_config" "False")
+-}}
+{{- $cfg = mergeOverwrite $cfg (deepCopy $v.config) -}}
+{{- $lines := list -}}
+{{- range $section := keys $cfg | sortAlpha -}}
+{{- $lines = append $lines (printf "[%s]" $section) -}}
+{{- $options := index $cfg $section -}}
+{{- range $key := keys $options | sortAlpha -}}
+{{- $lines = append $lines (printf "%s = %v" $key (index $options $key)) -}}
+{{- end -}}
+{{- $lines = append $lines "" -}}
+{{- end -}}
+{{- join "\n" $lines | trim -}}
+{{- end -}}
+
+{{/* Environment of every Airflow container: the secrets, the database URL and the DAG's settings. */}}
+{{- define "mlship.airflow.env" -}}
+{{- $secret := include "mlship.airflow.secretName" . -}}
+{{ include "mlship.database.passwordEnv" (dict "ctx" . "db" "airflow") }}
+- name: AIRFLOW__DATABASE__SQL_ALCHEMY_CONN
+  value: {{ include "mlship.database.url" (dict "ctx" . "db" "airflow" "driver" "postgresql+psycopg2") | quote }}
+- name: AIRFLOW__CORE__FERNET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: fernet-key
+- name: AIRFLOW__API__SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: api-secret-key
+- name: AIRFLOW__API_AUTH__JWT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: jwt-secret
+# KubernetesPodOperator's connection: the in-cluster API, and the XCom sidecar's image.
+- name: AIRFLOW_CONN_KUBERNETES_DEFAULT
+  value: {{ dict "conn_type" "kubernetes" "extra" (dict "in_cluster" true "namespace" .Release.Namespace "xcom_sidecar_container_image" .Values.pipeline.xcomSidecarImage) | toJson | quote }}
+# The training DAG's settings (dags/mlship_dagspec.py).
+{{- range $step, $image := .Values.pipeline.images }}
+- name: MLSHIP_IMAGE_{{ upper $step }}
+  value: {{ include "mlship.image" (dict "ctx" $ "image" $image) | quote }}
+{{- end }}
+- name: MLSHIP_NAMESPACE
+  value: {{ .Release.Namespace | quote }}
+- name: MLSHIP_MLFLOW_TRACKING_URI
+  value: {{ include "mlship.mlflow.url" . | quote }}
+- name: MLSHIP_EXPERIMENT
+  value: {{ .Values.pipeline.experiment | quote }}
+- name: MLSHIP_IMAGE_PULL_POLICY
+  value: {{ .Values.images.pullPolicy | quote }}
+- name: MLSHIP_IMAGE_PULL_SECRETS
+  value: {{ join "," .Values.images.pullSecrets | quote }}
+- name: MLSHIP_SERVICE_ACCOUNT
+  value: {{ .Values.pipeline.serviceAccountName | quote }}
+- name: MLSHIP_SCHEDULE
+  value: {{ .Values.pipeline.schedule | quote }}
+- name: MLSHIP_TASK_RETRIES
+  value: {{ .Values.pipeline.retries | quote }}
+- name: MLSHIP_RETRY_DELAY_SECONDS
+  value: {{ .Values.pipeline.retryDelaySeconds | quote }}
+- name: MLSHIP_POD_STARTUP_TIMEOUT_SECONDS
+  value: {{ .Values.pipeline.podStartupTimeoutSeconds | quote }}
+- name: MLSHIP_DEFAULT_DATASET
+  value: {{ .Values.pipeline.defaultDataset | quote }}
+- name: MLSHIP_DEFAULT_MODEL_NAME
+  value: {{ .Values.pipeline.defaultModelName | quote }}
+{{- with .Values.pipeline.stepResources }}
+- name: MLSHIP_STEP_RESOURCES
+  value: {{ toJson . | quote }}
+{{- end }}
+# The root filesystem is read-only; /tmp is an emptyDir.
+- name: HOME
+  value: /tmp
+{{- end -}}
+
+{{/* Pod-template annotations: roll the pods when their configuration changes. */}}
+{{- define "mlship.airflow.podAnnotations" -}}
+checksum/config: {{ include "mlship.airflow.config" . | sha256sum }}
+{{- end -}}
+
+{{/*
+Init container of every long-running component: wait until the database answers and the migrate
+Job has brought its schema to this Airflow version (instead of racing the migration).
+*/}}
+{{- define "mlship.airflow.waitForMigrations" -}}
+{{- $ctx := .ctx -}}
+- name: wait-for-migrations
+  image: {{ include "mlship.image" (dict "ctx" $ctx "image" $ctx.Values.airflow.image) | quote }}
+  imagePullPolicy: {{ $ctx.Values.images.pullPolicy }}
+  securityContext:
+    {{- include "mlship.containerSecurityContext" (dict "uid" 10001) | nindent 4 }}
+  command: [sh, -c]
+  args:
+    - airflow db check --retry 90 --retry-delay 2 && exec airflow db check-migrations --migration-wait-timeout 600
+  env:
+    {{- include "mlship.airflow.env" $ctx | nindent 4 }}
+  resources:
+    {{- toYaml .resources | nindent 4 }}
+  volumeMounts:
+    {{- include "mlship.airflow.volumeMounts" $ctx | nindent 4 }}
+{{- end -}}
+
+{{- define "mlship.airflow.volumeMounts" -}}
+- name: config
+  mountPath: /opt/airflow/airflow.cfg
+  subPath: airflow.cfg
+  readOnly: true
+- name: logs
+  mountPath: /opt/airflow/logs
+- name: tmp
+  mountPath: /tmp
+{{- end -}}
+
+{{- define "mlship.airflow.volumes" -}}
+- name: config
+  configMap:
+    name: {{ include "mlship.componentName" (dict "ctx" . "component" "airflow") }}
+- name: logs
+  emptyDir: {}
+- name: tmp
+  emptyDir: {}
+{{- end -}}
