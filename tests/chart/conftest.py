@@ -1,0 +1,1 @@
+"""Chart render tests: `helm template` only, no cluster (see chart_helpers)."""
