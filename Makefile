@@ -3,7 +3,15 @@ SHELL := /bin/bash
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: test test-unit test-integration test-images test-chart test-cluster test-e2e lint images cluster-up cluster-down
+.PHONY: up down test test-unit test-integration test-images test-chart test-cluster test-e2e lint images cluster-up cluster-down
+
+## up: cluster (current kind/minikube context, else hack/cluster as root), images, chart, a trained
+## and served champion; prints where to look. down: uninstall (volumes stay).
+up:
+	$(UV) run --frozen python hack/up.py
+
+down:
+	$(UV) run --frozen python hack/up.py --down
 
 ## test: every tier; a tier whose prerequisite is absent (e.g. no cluster) is skipped with the reason
 test:

@@ -1,0 +1,275 @@
+"""`make up`: bring mlship up on the current cluster and run its main job, end to end.
+
+Stages: pick the cluster (the current kind or minikube context, else hack/cluster on a bare
+Linux machine) -> build the images -> load them the way that cluster expects -> helm install ->
+apply the example ModelDeployment -> trigger mlship_training through Airflow's REST API and wait
+-> wait until the champion answers a prediction -> print where to look.
+
+Safe to re-run: helm upgrade --install, kubectl apply, and training is triggered again only when
+no champion exists yet (or with --retrain). `make down` uninstalls (hack/up.py --down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+DAG = "mlship_training"
+IRIS_ROW = {"dataframe_split": {"columns": ["sepal length (cm)", "sepal width (cm)",
+                                            "petal length (cm)", "petal width (cm)"],
+                                "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}
+
+
+class StageFailed(RuntimeError):
+    def __init__(self, stage: str, message: str, look: str) -> None:
+        super().__init__(f"{stage} failed: {message}\n  look at: {look}")
+
+
+def say(msg: str) -> None:
+    print(f"{time.strftime('%H:%M:%S')} {msg}", flush=True)
+
+
+def sh(*cmd: str, stage: str, look: str, timeout: float = 1800, env: dict[str, str] | None = None,
+       capture: bool = False, stdin: str | None = None) -> str:
+    proc = subprocess.run(cmd, text=True, timeout=timeout, env=env, check=False, input=stdin,
+                          stdout=subprocess.PIPE if capture else None,
+                          stderr=subprocess.PIPE if capture else None)
+    if proc.returncode != 0:
+        detail = (proc.stderr or "").strip().splitlines()[-5:] if capture else []
+        raise StageFailed(stage, f"`{' '.join(cmd)}` exited {proc.returncode} " + " | ".join(detail), look)
+    return proc.stdout or ""
+
+
+def wait(what: str, check: Callable[[], Any], timeout: float, stage: str, look: str,
+         interval: float = 3) -> Any:
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (requests.RequestException, subprocess.SubprocessError, KeyError) as exc:
+            last = exc
+        time.sleep(interval)
+    raise StageFailed(stage, f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})", look)
+
+
+def current_context() -> str:
+    if shutil.which("kubectl") is None:
+        return ""
+    proc = subprocess.run(["kubectl", "config", "current-context"], capture_output=True, text=True,
+                          check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else ""
+
+
+def pick_cluster(env: dict[str, str]) -> str:
+    """'kind:<name>', 'minikube' or 'hack' (bringing hack/cluster up); updates env for kubectl."""
+    ctx = current_context()
+    if ctx.startswith("kind-"):
+        return f"kind:{ctx.removeprefix('kind-')}"
+    if ctx == "minikube":
+        return "minikube"
+    if ctx == "mlship" and os.environ.get("KUBECONFIG", "").startswith("/var/lib/mlship-cluster"):
+        return "hack"
+    if sys.platform != "linux" or os.geteuid() != 0:
+        raise StageFailed("cluster", f"the current context {ctx!r} is neither kind nor minikube, and "
+                          "bringing up hack/cluster needs root on Linux",
+                          "kind create cluster, minikube start, or sudo make up")
+    say("no kind or minikube context: bringing up hack/cluster (first time ~16 min)")
+    sh(str(ROOT / "hack/cluster"), "up", stage="cluster", look="/var/lib/mlship-cluster/logs/")
+    line = sh(str(ROOT / "hack/cluster"), "env", stage="cluster", look="hack/cluster status",
+              capture=True).split()
+    for assignment in line[1:]:
+        key, value = assignment.split("=", 1)
+        env[key] = value.replace("$PATH", env["PATH"])
+    os.environ.update(env)
+    return "hack"
+
+
+def built_images() -> list[str]:
+    out = sh("docker", "images", "--format", "{{.Repository}}:{{.Tag}}", stage="images",
+             look="docker images", capture=True)
+    return sorted({i for i in out.split() if i.startswith("mlship-") and i.endswith(":dev")})
+
+
+def load_images(cluster: str, images: list[str], env: dict[str, str]) -> None:
+    if cluster.startswith("kind:"):
+        sh("kind", "load", "docker-image", "--name", cluster.split(":", 1)[1], *images,
+           stage="load", look="kind get clusters")
+    elif cluster == "minikube":
+        for image in images:
+            sh("minikube", "image", "load", image, stage="load", look="minikube image ls")
+    else:
+        sh(str(ROOT / "hack/cluster"), "load", *images, stage="load", look="hack/cluster status", env=env)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def port_forward(ns: str, target: str, port: int, stage: str) -> Iterator[str]:
+    local = free_port()
+    proc = subprocess.Popen(["kubectl", "-n", ns, "port-forward", target, f"{local}:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        def up() -> bool:
+            with socket.socket() as s:
+                return proc.poll() is None and s.connect_ex(("127.0.0.1", local)) == 0
+        wait(f"port-forward to {target}", up, 30, stage, f"kubectl -n {ns} get {target}", interval=0.5)
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def secret_value(ns: str, name: str, key: str) -> str:
+    out = sh("kubectl", "-n", ns, "get", "secret", name, "-o", f"jsonpath={{.data.{key}}}",
+             stage="training", look=f"kubectl -n {ns} get secret {name}", capture=True)
+    return base64.b64decode(out).decode()
+
+
+def has_champion(mlflow_url: str, model: str) -> bool:
+    resp = requests.get(f"{mlflow_url}/api/2.0/mlflow/registered-models/alias",
+                        params={"name": model, "alias": "champion"}, timeout=30)
+    return resp.ok
+
+
+def train(ns: str, release: str, model: str, dataset: str, retrain: bool) -> str:
+    stage, look = "training", f"the Airflow UI (DAG {DAG}), kubectl -n {ns} get pods"
+    with port_forward(ns, f"svc/{release}-mlflow", 5000, stage) as mlflow_url:
+        if has_champion(mlflow_url, model) and not retrain:
+            say(f"model {model!r} already has a champion: not retraining (--retrain to force)")
+            return "skipped"
+    password = secret_value(ns, f"{release}-airflow", "admin-password")
+    with port_forward(ns, f"svc/{release}-airflow-api-server", 8080, stage) as url:
+        token = wait("an Airflow API token", lambda: requests.post(
+            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
+        ).json()["access_token"], 300, stage, look)
+        api = requests.Session()
+        api.headers["Authorization"] = f"Bearer {token}"
+        wait(f"the DAG {DAG} to be parsed", lambda: api.get(f"{url}/api/v2/dags/{DAG}", timeout=30).ok,
+             300, stage, look)
+        api.patch(f"{url}/api/v2/dags/{DAG}", json={"is_paused": False}, timeout=30).raise_for_status()
+        resp = api.post(f"{url}/api/v2/dags/{DAG}/dagRuns", timeout=30, json={
+            "logical_date": None, "conf": {"dataset": dataset, "model_name": model}})
+        if not resp.ok:
+            raise StageFailed(stage, f"triggering {DAG}: {resp.status_code} {resp.text}", look)
+        run_id = resp.json()["dag_run_id"]
+        say(f"triggered {DAG} run {run_id}; waiting for its six step pods")
+
+        def finished() -> str | None:
+            state = api.get(f"{url}/api/v2/dags/{DAG}/dagRuns/{run_id}", timeout=30).json()["state"]
+            return state if state in ("success", "failed") else None
+
+        state = wait(f"run {run_id}", finished, 1800, stage, look, interval=5)
+        if state != "success":
+            tasks = api.get(f"{url}/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances", timeout=30).json()
+            failed = [t["task_id"] for t in tasks["task_instances"] if t["state"] == "failed"]
+            raise StageFailed(stage, f"run {run_id} {state} (failed tasks: {failed})",
+                              f"the task logs in the Airflow UI; {look}")
+        return run_id
+
+
+def predict(ns: str, name: str) -> Any:
+    stage, look = "serving", f"kubectl -n {ns} describe mldep {name}"
+    sh("kubectl", "-n", ns, "wait", f"mldep/{name}", "--for=condition=Ready", "--timeout=600s",
+       stage=stage, look=look, capture=True)
+    with port_forward(ns, f"svc/{name}", 80, stage) as url:
+        resp = wait("a prediction", lambda: requests.post(f"{url}/invocations", json=IRIS_ROW, timeout=30),
+                    120, stage, look)
+        if not resp.ok:
+            raise StageFailed(stage, f"/invocations answered {resp.status_code}: {resp.text}", look)
+        return resp.json()
+
+
+def up(a: argparse.Namespace) -> None:
+    env = dict(os.environ)
+    say("[1/6] cluster")
+    cluster = pick_cluster(env)
+    say(f"      using {cluster} (context {current_context()})")
+    say("[2/6] images: hack/build-images")
+    if cluster == "hack":
+        sh(str(ROOT / "hack/cluster"), "images", stage="images", look="hack/cluster images")
+    sh(str(ROOT / "hack/build-images"), stage="images", look="docker build output above")
+    images = built_images()
+    say(f"      loading {len(images)} images into {cluster}")
+    load_images(cluster, images, env)
+    say(f"[3/6] chart: helm upgrade --install {a.release} -n {a.namespace}")
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": a.namespace, "labels": {
+        "pod-security.kubernetes.io/enforce": "restricted"}}}
+    sh("kubectl", "apply", "-f", "-", stage="chart", look="kubectl get ns", capture=True,
+       stdin=json.dumps(namespace))
+    sh("kubectl", "label", "--overwrite", "namespace", a.namespace,
+       "pod-security.kubernetes.io/enforce=restricted", stage="chart", look="kubectl get ns", capture=True)
+    sh("helm", "upgrade", "--install", a.release, str(ROOT / "charts/mlship"), "-n", a.namespace,
+       "--wait", "--timeout", "20m", stage="chart", look=f"kubectl -n {a.namespace} get pods,events")
+    say("[4/6] serving: apply the ModelDeployment (it waits for a champion)")
+    manifest = {"apiVersion": "mlship.io/v1alpha1", "kind": "ModelDeployment",
+                "metadata": {"name": a.model, "namespace": a.namespace},
+                "spec": {"model": a.model, "alias": "champion"}}
+    sh("kubectl", "apply", "-f", "-", stage="serving", look="kubectl get crd modeldeployments.mlship.io",
+       capture=True, stdin=json.dumps(manifest))
+    say("[5/6] training: trigger mlship_training through Airflow's REST API")
+    run_id = train(a.namespace, a.release, a.model, a.dataset, a.retrain)
+    say(f"      {run_id}")
+    say("[6/6] prediction: wait until the champion answers")
+    answer = predict(a.namespace, a.model)
+    ns, rel = a.namespace, a.release
+    print(f"""
+mlship is up. The champion {a.model!r} answered: {json.dumps(answer)}
+
+  Airflow UI:  kubectl -n {ns} port-forward svc/{rel}-airflow-api-server 8080:8080  -> http://localhost:8080
+               user admin, password:
+               kubectl -n {ns} get secret {rel}-airflow -o jsonpath='{{.data.admin-password}}' | base64 -d
+  MLflow UI:   kubectl -n {ns} port-forward svc/{rel}-mlflow 5000:5000  -> http://localhost:5000
+  Predictions: kubectl -n {ns} port-forward svc/{a.model} 8081:80
+               curl -s localhost:8081/invocations -H 'Content-Type: application/json' \\
+                 -d '{json.dumps(IRIS_ROW)}'
+  Status:      kubectl -n {ns} get mldep {a.model} -o wide
+""")
+
+
+def down(a: argparse.Namespace) -> None:
+    subprocess.run(["kubectl", "-n", a.namespace, "delete", "mldep", a.model, "--ignore-not-found",
+                    "--wait"], check=False)
+    subprocess.run(["helm", "uninstall", a.release, "-n", a.namespace, "--wait"], check=False)
+    say(f"uninstalled; the namespace {a.namespace} keeps the database and artifact volumes "
+        f"(kubectl delete namespace {a.namespace} removes them)")
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--down", action="store_true", help="uninstall instead")
+    p.add_argument("--namespace", default="mlship")
+    p.add_argument("--release", default="mlship")
+    p.add_argument("--model", default="iris")
+    p.add_argument("--dataset", default="sklearn:iris")
+    p.add_argument("--retrain", action="store_true", help="trigger training even if a champion exists")
+    a = p.parse_args()
+    try:
+        (down if a.down else up)(a)
+    except StageFailed as exc:
+        print(f"\nmake up: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
