@@ -38,6 +38,8 @@ class TestConfigMap:
         assert cfg["core"]["hostname_callable"] == "airflow.utils.net.get_host_ip_address"
         assert cfg["logging"]["worker_log_server_port"] == "8793"
         assert cfg["scheduler"]["enable_health_check"] == "True"
+        # DAG files are baked into the image: no re-parse every 30 s
+        assert cfg["dag_processor"]["min_file_process_interval"] == "300"
 
     def test_options(self) -> None:
         cfg = airflow_cfg(
@@ -330,7 +332,7 @@ class TestApiServerDeployment:
         assert c["args"] == ["api-server"]
         assert spec["automountServiceAccountToken"] is False
         assert c["readinessProbe"]["httpGet"] == {"path": "/api/v2/version", "port": "http"}
-        assert c["resources"] == {"requests": {"cpu": "100m", "memory": "384Mi"}, "limits": {"memory": "1Gi"}}
+        assert c["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
         # the admin's password reaches SimpleAuthManager as a writable file made from the Secret
         passwords = next(i for i in spec["initContainers"] if i["name"] == "passwords-file")
         assert env(passwords)["ADMIN_PASSWORD"] == {
