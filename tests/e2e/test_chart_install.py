@@ -178,14 +178,36 @@ def mebibytes(q: str) -> int:
     return int(float(q[:-2]) * factor)
 
 
+# What the default values run; a cluster without a registry (hack/cluster) must hold them all.
+IMAGES = (
+    "mlship-airflow:dev",
+    "mlship-mlflow:dev",
+    "mlship-operator:dev",
+    *(f"mlship-step-{step}:dev" for step in STEPS),
+    "postgres:15-bookworm",  # the PostgreSQL StatefulSet
+    "python:3.11-slim-bookworm",  # the XCom sidecar of the step pods
+)
+
+
+def missing_images(core: client.CoreV1Api) -> list[str]:
+    names = {n for node in core.list_node().items for i in node.status.images or [] for n in i.names or []}
+    return [i for i in IMAGES if not any(n == i or n.endswith(f"/{i}") for n in names)]
+
+
 @pytest.fixture(scope="module")
 def release() -> Iterator[Release]:
     reason = _unreachable_reason()
     if reason:
         pytest.skip(reason)
     config.load_kube_config()
-    namespace = f"mlship-e2e-{uuid.uuid4().hex[:6]}"
     core = client.CoreV1Api()
+    missing = missing_images(core)
+    if missing:
+        pytest.skip(
+            f"images not in the cluster: {', '.join(missing)} (hack/build-images --load; "
+            f"hack/cluster load postgres:15-bookworm python:3.11-slim-bookworm)"
+        )
+    namespace = f"mlship-e2e-{uuid.uuid4().hex[:6]}"
     core.create_namespace(
         {
             "metadata": {
