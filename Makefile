@@ -3,7 +3,7 @@ SHELL := /bin/bash
 UV ?= uv
 PYTEST := $(UV) run --frozen pytest
 
-.PHONY: up down test test-unit test-integration test-images test-chart test-cluster test-e2e lint images cluster-up cluster-down
+.PHONY: up down test test-unit test-integration test-images test-chart test-cluster test-e2e lint images skaffold cluster-up cluster-down
 
 ## up: cluster (current kind/minikube context, else hack/cluster as root), images, chart, a trained
 ## and served champion; prints where to look. down: uninstall (volumes stay).
@@ -41,6 +41,11 @@ images:
 
 lint:
 	$(UV) run --frozen ruff check .
+
+## skaffold: build skaffold through the Go module proxy (no release downloads here) into the cluster's cache
+SKAFFOLD_BIN ?= /var/cache/mlship/bin/skaffold
+skaffold:
+	cd hack/build/skaffold && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(SKAFFOLD_BIN) tool
 
 ## cluster-up / cluster-down: the local Kubernetes of hack/cluster (bare Linux, as root)
 cluster-up:
