@@ -42,7 +42,8 @@ from typing import TypeVar
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "cluster"))  # the operator harness the cluster tests use
+# the operator harness the cluster tests use, and the helpers it imports
+sys.path[:0] = [str(REPO / "tests" / "cluster"), str(REPO / "tests")]
 
 from kubernetes import client, config  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402

@@ -27,16 +27,12 @@ from cluster_helpers import python_pod
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from mlflow import MlflowClient
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
 SERVING_IMAGE = os.environ.get("MLSHIP_SERVING_IMAGE", "mlship-serving:dev")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TcpProxy:

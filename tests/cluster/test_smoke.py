@@ -47,7 +47,9 @@ def test_pod_from_local_image_runs_to_completion(core: client.CoreV1Api, namespa
 
 def test_service_resolves_by_dns_and_answers_on_cluster_ip(core: client.CoreV1Api, namespace: str) -> None:
     server = python_pod(
-        "web", "import http.server as h; h.ThreadingHTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
+        "web",
+        "import http.server as h; "
+        "h.ThreadingHTTPServer(('', 8080), h.SimpleHTTPRequestHandler).serve_forever()",
         container={"workingDir": "/etc", "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}},
     )
     server["spec"]["restartPolicy"] = "Always"
@@ -76,8 +78,10 @@ def test_pvc_binds_and_its_data_survives_the_pod(core: client.CoreV1Api, namespa
         "metadata": {"name": "data"},
         "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "10Mi"}}},
     })
-    wait_until("the PVC to bind",
-               lambda: core.read_namespaced_persistent_volume_claim("data", namespace).status.phase == "Bound")
+    def bound() -> bool:
+        return core.read_namespaced_persistent_volume_claim("data", namespace).status.phase == "Bound"
+
+    wait_until("the PVC to bind", bound)
     volume = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}
     mount = {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}
     write = python_pod("writer", "open('/data/note', 'w').write('kept')", container=mount, **volume)

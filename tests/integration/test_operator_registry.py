@@ -3,7 +3,6 @@ every way the answer can be missing, each with a message saying exactly what is 
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
 
@@ -12,15 +11,10 @@ from mlflow import MlflowClient
 from mlship_operator import registry
 from mlship_operator.config import from_env
 from mlship_operator.spec import serving_spec
+from testkit import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
-
-def free_port() -> int:
-    # tests/conftest.py has one too, but `conftest` is ambiguous as a module name
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

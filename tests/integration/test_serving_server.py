@@ -7,7 +7,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
+from testkit import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -84,12 +84,6 @@ def versions(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> It
     finally:
         mlflow.set_tracking_uri(previous)
 
-
-def free_port() -> int:
-    # tests/conftest.py has the same helper but is not importable as a module
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:
