@@ -27,3 +27,14 @@ def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = N
             pass
         time.sleep(0.3)
     raise TimeoutError(f"{url} did not answer within {timeout}s")
+
+
+def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
+    """SIGTERM, then SIGKILL if it is still there after `timeout` seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

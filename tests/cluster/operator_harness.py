@@ -27,7 +27,7 @@ from cluster_helpers import python_pod
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from mlflow import MlflowClient
-from testkit import free_port
+from testkit import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
@@ -180,13 +180,7 @@ class Operator:
         return self.log_path.read_text(errors="replace")[-6000:]
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 

@@ -27,7 +27,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
-from testkit import free_port
+from testkit import free_port, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -148,13 +148,7 @@ class Server:
         raise AssertionError(f"not ready after {timeout}s:\n{self.log()}")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
