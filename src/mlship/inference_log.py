@@ -103,8 +103,10 @@ def _quote(value: str) -> str:
 
 def hours_between(since: datetime, until: datetime) -> list[str]:
     """Names of the hour folders overlapping [since, until)."""
-    start = _utc(since).replace(minute=0, second=0, microsecond=0)
-    end = _utc(until)
+    start, end = _utc(since), _utc(until)
+    if start >= end:
+        return []
+    start = start.replace(minute=0, second=0, microsecond=0)
     hours = []
     while start < end:
         hours.append(start.strftime(HOUR_FORMAT))
@@ -131,7 +133,8 @@ def find_runs(
         f"AND tags.`{TAG_MODEL_VERSION}` = {_quote(version)} "
         f"AND attributes.start_time < {until_ms}"
     )
-    runs, token = [], None
+    runs: list[Any] = []
+    token = None
     while True:
         page = client.search_runs(
             [exp.experiment_id], filter_string=query, max_results=1000, page_token=token

@@ -101,3 +101,51 @@ def test_invalid(env: dict[str, str], fragment: str) -> None:
     with pytest.raises(ConfigError, match="invalid serving configuration") as info:
         load_config(env)
     assert fragment in str(info.value)
+
+
+# --- the inference log --------------------------------------------------------------------------
+
+
+def test_the_inference_log_is_off_unless_a_rate_is_set() -> None:
+    config = load_config(REGISTRY)
+    assert config.inference_log_sample_rate == 0.0
+    assert config.inference_log_flush_s == 10.0
+    assert config.inference_log_experiment == "mlship-inference"
+
+
+def test_inference_log_knobs() -> None:
+    config = load_config(
+        REGISTRY
+        | {
+            "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "0.25",
+            "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS": "2.5",
+            "MLSHIP_INFERENCE_LOG_EXPERIMENT": "iris-traffic",
+        }
+    )
+    assert config.inference_log_sample_rate == 0.25
+    assert config.inference_log_flush_s == 2.5
+    assert config.inference_log_experiment == "iris-traffic"
+
+
+def test_bad_inference_log_values_are_named() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            REGISTRY
+            | {
+                "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1.5",
+                "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS": "soon",
+            }
+        )
+    message = str(err.value)
+    assert "MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1.5 is out of range [0.0, 1.0]" in message
+    assert "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS='soon' is not a number" in message
+    with pytest.raises(ConfigError, match="MLSHIP_INFERENCE_LOG_FLUSH_SECONDS=0.0 is out of range"):
+        load_config(REGISTRY | {"MLSHIP_INFERENCE_LOG_FLUSH_SECONDS": "0"})
+
+
+def test_logging_needs_a_tracking_server() -> None:
+    local = {"MLSHIP_MODEL_URI": "/models/iris-rf"}
+    assert load_config(local | {"MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "0"}).tracking_uri is None
+    with pytest.raises(ConfigError, match="MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 logs requests to "
+                       "MLflow, which needs MLFLOW_TRACKING_URI"):
+        load_config(local | {"MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1"})

@@ -20,6 +20,14 @@ once, exit code 2 if any):
     MLSHIP_SHUTDOWN_TIMEOUT_S  how long SIGTERM waits for in-flight requests (default 25,
                                below Kubernetes' default 30 s grace period)
     MLSHIP_HOST                bind address (default 0.0.0.0)
+    MLSHIP_INFERENCE_LOG_SAMPLE_RATE
+                               share of /invocations requests whose inputs and predictions are
+                               logged to MLflow, 0..1 (default 0: off; needs
+                               MLFLOW_TRACKING_URI); see mlship.serving.recorder
+    MLSHIP_INFERENCE_LOG_FLUSH_SECONDS
+                               how often the log is written to MLflow (default 10)
+    MLSHIP_INFERENCE_LOG_EXPERIMENT
+                               MLflow experiment of the log (default mlship-inference)
 
 Endpoints:
 
@@ -33,7 +41,9 @@ Endpoints:
     GET  /metadata      served model name, version, URI, run id, signature
     GET  /metrics       Prometheus: mlship_requests_total, mlship_request_duration_seconds,
                         mlship_batch_rows, mlship_predict_duration_seconds, mlship_model_ready,
-                        all labelled with model_name and model_version
+                        mlship_inference_log_{rows,dropped_rows,flush_failures}_total,
+                        mlship_inference_log_buffered_rows, all labelled with model_name and
+                        model_version
 
 Failure policy. A version that cannot be loaded (exit code 3) or fails its self-test (exit
 code 4) makes the process exit at once rather than linger unready: the pod crash-loops, which
@@ -44,5 +54,7 @@ version never receives traffic; with `maxUnavailable: 0` the old pods keep servi
 
 Shutdown. On SIGTERM the server stops accepting connections, answers the requests it already
 has (the batcher drains its queue), then exits 0. Kubernetes keeps routing to a terminating pod
-for a moment after SIGTERM, so the pod spec should delay it with a short preStop sleep.
+for a moment after SIGTERM, so the pod spec should delay it with a short preStop sleep. With
+the inference log on, the rows still buffered are written to MLflow before the process exits
+(5 s at most).
 """

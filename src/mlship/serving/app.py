@@ -44,6 +44,7 @@ from mlship.serving.protocol import (
     encode_predictions,
     parse_invocation,
 )
+from mlship.serving.recorder import InferenceRecorder, MlflowSink
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ EXIT_CONFIG = 2
 EXIT_LOAD_FAILED = 3
 EXIT_SELF_TEST_FAILED = 4
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# The inference log's last flush at shutdown, after the requests in flight are answered; with
+# the preStop sleep and MLSHIP_SHUTDOWN_TIMEOUT_S it stays within the pod's grace period.
+FINAL_FLUSH_TIMEOUT_S = 5.0
 JSON_TYPE = "application/json"
 
 FatalHandler = Callable[[int, str], None]
@@ -69,6 +73,7 @@ class ServingState:
     metrics: ServingMetrics
     model: ServedModel | None = None
     batcher: MicroBatcher[Parsed] | None = None
+    recorder: InferenceRecorder | None = None
     ready: bool = False
     error: str | None = None
 
@@ -122,6 +127,7 @@ async def load_and_self_test(state: ServingState, on_fatal: FatalHandler) -> Non
         state.error = message
         on_fatal(EXIT_SELF_TEST_FAILED, message)
         return
+    state.recorder = _recorder(state, model)
     state.ready = True
     state.metrics.set_ready(True)
     log.info(
@@ -132,6 +138,36 @@ async def load_and_self_test(state: ServingState, on_fatal: FatalHandler) -> Non
         time.monotonic() - started,
         answer[:200].decode(errors="replace"),
     )
+
+
+def _recorder(state: ServingState, model: ServedModel) -> InferenceRecorder | None:
+    config, metrics = state.config, state.metrics
+    if config.inference_log_sample_rate <= 0 or config.tracking_uri is None:
+        return None
+    if model.columns is None:
+        log.warning(
+            "inference log: %s has no column signature, so its requests are not logged",
+            config.model_uri,
+        )
+        return None
+    sink = MlflowSink(
+        config.tracking_uri, config.inference_log_experiment, model.info.name, model.info.version
+    )
+    recorder = InferenceRecorder(
+        sink,
+        [c.name for c in model.columns],
+        metrics,
+        sample_rate=config.inference_log_sample_rate,
+        flush_s=config.inference_log_flush_s,
+    )
+    recorder.start()
+    log.info(
+        "inference log: recording %g of requests to experiment %r every %gs",
+        config.inference_log_sample_rate,
+        config.inference_log_experiment,
+        config.inference_log_flush_s,
+    )
+    return recorder
 
 
 def _explain(e: BaseException) -> str:
@@ -181,7 +217,10 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                 parsed = parse_invocation(
                     body, request.headers.get("content-type"), state.model.columns
                 )
-            return Response(await _predict(state, parsed), media_type=JSON_TYPE)
+            answer = await _predict(state, parsed)
+            if state.recorder is not None and isinstance(parsed, Table):
+                state.recorder.record(parsed, answer)
+            return Response(answer, media_type=JSON_TYPE)
         except (BadRequest, PredictionFailed) as e:
             status = e.status if isinstance(e, BadRequest) else 400
             code = "BAD_REQUEST" if status == 400 else "UNSUPPORTED_MEDIA_TYPE"
@@ -210,6 +249,8 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                     await loader
             if state.batcher is not None:
                 await state.batcher.close()
+            if state.recorder is not None:
+                await state.recorder.close(FINAL_FLUSH_TIMEOUT_S)
 
     routes = [
         Route(

@@ -10,10 +10,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from mlship.inference_log import DEFAULT_EXPERIMENT
+
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_WAIT_MS = 2.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
+DEFAULT_INFERENCE_LOG_FLUSH_S = 10.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # models:/<name>/<version> or models:/<name>@<alias>
@@ -36,6 +39,9 @@ class ServingConfig:
     max_batch_wait_s: float
     log_level: str
     shutdown_timeout_s: float
+    inference_log_sample_rate: float  # 0 = off
+    inference_log_flush_s: float
+    inference_log_experiment: str
 
 
 def _is_local(uri: str) -> bool:
@@ -126,6 +132,17 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
     if log_level not in LOG_LEVELS:
         errs.append(f"MLSHIP_LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
 
+    sample_rate = _float(env, "MLSHIP_INFERENCE_LOG_SAMPLE_RATE", 0.0, 0.0, 1.0, errs)
+    flush_s = _float(
+        env, "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS", DEFAULT_INFERENCE_LOG_FLUSH_S, 0.05, 3600.0, errs
+    )
+    experiment = env.get("MLSHIP_INFERENCE_LOG_EXPERIMENT", "").strip() or DEFAULT_EXPERIMENT
+    if sample_rate > 0 and tracking_uri is None:
+        errs.append(
+            f"MLSHIP_INFERENCE_LOG_SAMPLE_RATE={sample_rate:g} logs requests to MLflow, which needs "
+            "MLFLOW_TRACKING_URI: set it, or set the rate to 0 to log nothing"
+        )
+
     if errs:
         raise ConfigError("invalid serving configuration: " + "; ".join(errs))
     return ServingConfig(
@@ -139,4 +156,7 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         max_batch_wait_s=wait_ms / 1000.0,
         log_level=log_level,
         shutdown_timeout_s=shutdown_s,
+        inference_log_sample_rate=sample_rate,
+        inference_log_flush_s=flush_s,
+        inference_log_experiment=experiment,
     )

@@ -70,6 +70,31 @@ class ServingMetrics:
             registry=self.registry,
         ).labels(**self._model)
         self._ready.set(0)
+        self.log_rows = Counter(
+            "mlship_inference_log_rows",
+            "Scored rows written to the inference log in MLflow.",
+            labels,
+            registry=self.registry,
+        ).labels(**self._model)
+        self.log_dropped = Counter(
+            "mlship_inference_log_dropped_rows",
+            "Sampled rows dropped unwritten: the buffer was full while MLflow could not be "
+            "reached, or the final flush at shutdown failed.",
+            labels,
+            registry=self.registry,
+        ).labels(**self._model)
+        self.log_flush_failures = Counter(
+            "mlship_inference_log_flush_failures",
+            "Flushes of the inference log that failed (their rows stay buffered for the next).",
+            labels,
+            registry=self.registry,
+        ).labels(**self._model)
+        self.log_buffered = Gauge(
+            "mlship_inference_log_buffered_rows",
+            "Sampled rows waiting in memory for the next flush.",
+            labels,
+            registry=self.registry,
+        ).labels(**self._model)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self._requests.labels(**self._model, endpoint=endpoint, status=str(status)).inc()
