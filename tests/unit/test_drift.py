@@ -1,0 +1,139 @@
+"""The drift statistics on synthetic data: quiet on samples of the same distribution, loud on
+shifted ones, for numeric and categorical features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mlship import drift
+
+pytestmark = pytest.mark.unit
+
+CATEGORIES = ["red", "green", "blue", "black"]
+SHARES = [0.4, 0.3, 0.2, 0.1]
+
+
+def sample(rng: np.random.Generator, n: int, shift: float = 0.0, shares: list[float] = SHARES) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "x": rng.normal(0.0 + shift, 1.0, n),
+            "y": rng.exponential(2.0, n) + shift,
+            "z": rng.uniform(0, 10, n),
+            "colour": rng.choice(CATEGORIES, n, p=shares),
+            "flag": rng.random(n) < 0.3,
+        }
+    )
+
+
+def test_no_false_alarm_on_unshifted_data_at_the_defaults() -> None:
+    rng = np.random.default_rng(7)
+    reference = sample(rng, 2000)
+    alarms = features_flagged = 0
+    trials = 200
+    for _ in range(trials):
+        report = drift.compare(reference, sample(rng, 300))
+        alarms += report.drifted
+        features_flagged += len(report.drifted_features)
+    assert alarms == 0
+    # Bonferroni keeps the per-feature false-positive rate near alpha / features
+    assert features_flagged / (trials * 5) < drift.DEFAULT_ALPHA
+
+
+def test_a_mean_shift_of_numeric_features_is_drift() -> None:
+    rng = np.random.default_rng(1)
+    report = drift.compare(sample(rng, 2000), sample(rng, 300, shift=1.0))
+    by_name = {f.feature: f for f in report.features}
+    assert {"x", "y"} <= set(report.drifted_features)
+    assert by_name["x"].test == "ks" and by_name["x"].p_value < 1e-6 and by_name["x"].psi > 0.25
+    assert not by_name["z"].drifted  # unshifted features stay quiet next to shifted ones
+    assert not by_name["colour"].drifted
+
+
+def test_changed_category_shares_are_drift_by_chi_square_and_psi() -> None:
+    rng = np.random.default_rng(2)
+    report = drift.compare(sample(rng, 2000), sample(rng, 400, shares=[0.1, 0.2, 0.3, 0.4]))
+    colour = next(f for f in report.features if f.feature == "colour")
+    assert colour.kind == "categorical" and colour.test == "chi2"
+    assert colour.drifted and colour.p_value < 1e-6 and colour.psi > 0.25
+    flag = next(f for f in report.features if f.feature == "flag")
+    assert flag.kind == "categorical" and not flag.drifted
+
+
+def test_a_category_never_seen_in_training_counts() -> None:
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"colour": rng.choice(CATEGORIES, 1000, p=SHARES)})
+    current = pd.DataFrame({"colour": ["purple"] * 150 + list(rng.choice(CATEGORIES, 150, p=SHARES))})
+    report = drift.compare(reference, current)
+    assert report.drifted and report.drifted_features == ["colour"]
+
+
+def test_the_threshold_is_a_share_of_features() -> None:
+    rng = np.random.default_rng(4)
+    reference = sample(rng, 2000)
+    current = sample(rng, 300)
+    current["x"] += 2.0  # one of five features drifts
+    assert drift.compare(reference, current, threshold=0.5).drifted is False
+    assert drift.compare(reference, current, threshold=0.2).drifted is True
+    report = drift.compare(reference, current, threshold=0.2)
+    assert report.drifted_share == pytest.approx(0.2)
+    assert report.summary().startswith("1 of 5 features drifted") and "x (ks p=" in report.summary()
+
+
+def test_a_tiny_but_significant_shift_is_below_the_effect_floor() -> None:
+    rng = np.random.default_rng(5)
+    big = 200_000
+    reference = pd.DataFrame({"x": rng.normal(0, 1, big)})
+    current = pd.DataFrame({"x": rng.normal(0.03, 1, big)})
+    result = drift.compare(reference, current).features[0]
+    assert result.p_value < 1e-6  # the test notices...
+    assert not result.drifted  # ...but a 0.03 sd shift does not matter to a model
+
+
+def test_the_report_table_has_a_row_per_feature() -> None:
+    rng = np.random.default_rng(6)
+    table = drift.compare(sample(rng, 500), sample(rng, 200)).table()
+    assert list(table["feature"]) == ["x", "y", "z", "colour", "flag"]
+    assert {"statistic", "p_value", "psi", "drifted", "reference_rows", "current_rows"} <= set(table.columns)
+    assert (table["current_rows"] == 200).all()
+
+
+@pytest.mark.parametrize(
+    ("reference", "current", "kwargs", "message"),
+    [
+        ({"x": [1.0, 2.0]}, {"w": [1.0]}, {}, "features not in the reference data: w"),
+        ({"x": [1.0, 2.0]}, {"x": [None, None]}, {}, "feature 'x' has no values in the recent data"),
+        ({"x": [1.0, 2.0]}, {"x": [1.0]}, {"threshold": 0}, "threshold=0 must be in (0, 1]"),
+        ({"x": [1.0, 2.0]}, {"x": [1.0]}, {"alpha": 1.5}, "alpha=1.5 must be between 0 and 1"),
+    ],
+)
+def test_samples_that_cannot_be_compared_are_named(reference, current, kwargs, message) -> None:
+    with pytest.raises(drift.DriftError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        drift.compare(pd.DataFrame(reference), pd.DataFrame(current), **kwargs)
+
+
+def test_psi_is_zero_for_identical_and_grows_with_the_shift() -> None:
+    rng = np.random.default_rng(8)
+    ref = rng.normal(0, 1, 5000)
+    assert drift.numeric_psi(ref, ref) == pytest.approx(0.0, abs=1e-9)
+    small, large = drift.numeric_psi(ref, ref + 0.2), drift.numeric_psi(ref, ref + 1.0)
+    assert 0 < small < 0.1 < 0.25 < large
+
+
+def test_the_plot_has_a_panel_per_feature_drifted_ones_in_red(tmp_path) -> None:
+    from matplotlib.colors import to_hex
+
+    from mlship import drift_plot
+
+    rng = np.random.default_rng(9)
+    reference, current = sample(rng, 500), sample(rng, 200)
+    current["x"] += 2.0
+    report = drift.compare(reference, current)
+    fig = drift_plot.figure(report, reference, current)
+    panels = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(panels) == 5
+    colours = {ax.get_title().split(" ")[0]: to_hex(ax.title.get_color()) for ax in panels}
+    assert colours["x"] == drift_plot.DRIFTED and colours["colour"] == drift_plot.STABLE
+    fig.savefig(tmp_path / "drift.png")
+    assert (tmp_path / "drift.png").stat().st_size > 10_000
