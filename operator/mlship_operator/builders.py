@@ -10,7 +10,7 @@ from typing import Any
 
 from . import resource as r
 from .config import Config
-from .spec import serving_spec
+from .spec import ServingSpec, serving_spec
 
 SERVING_UID = 10001
 # Seconds a terminating pod keeps answering before SIGTERM, so that endpoints and
@@ -58,6 +58,15 @@ def _with_hash(obj: dict[str, Any], basis: Mapping[str, Any]) -> dict[str, Any]:
     return obj
 
 
+def inference_log_env(spec: ServingSpec) -> list[dict[str, str]]:
+    """The serving pods' inference-log settings (spec.inferenceLog). Being part of the pod
+    template, a change of them rolls the pods like any other spec change."""
+    return [
+        {"name": "MLSHIP_INFERENCE_LOG_SAMPLE_RATE", "value": f"{spec.inference_log_sample_rate:g}"},
+        {"name": "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS", "value": str(spec.inference_log_flush_seconds)},
+    ]
+
+
 def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
     spec = serving_spec(cr, config)
     return {
@@ -72,6 +81,7 @@ def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str,
             {"name": "PORT", "value": str(r.CONTAINER_PORT)},
             # The root filesystem is read-only: anything that wants a home or temp dir gets /tmp.
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, see volumes
+            *inference_log_env(spec),
         ],
         "resources": copy.deepcopy(dict(spec.resources)),
         # Ready only once the model is loaded and a self-test prediction succeeded.

@@ -13,6 +13,8 @@ from typing import Any
 from .config import Config
 from .resource import DEFAULT_ALIAS
 
+DEFAULT_INFERENCE_LOG_SAMPLE_RATE = 1.0
+DEFAULT_INFERENCE_LOG_FLUSH_SECONDS = 10
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
@@ -38,6 +40,9 @@ class ServingSpec:
     image: str
     poll_interval: float
     progress_deadline: int
+    inference_log_sample_rate: float
+    """Share of requests the serving pods log to MLflow (0 = none)."""
+    inference_log_flush_seconds: int
 
     @property
     def registry_key(self) -> tuple[str, str, str | None, str | None]:
@@ -52,6 +57,9 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
     pinned = str(pinned) if pinned not in (None, "") else None
     alias = None if pinned else (spec.get("alias") or DEFAULT_ALIAS)
     uri = (spec.get("trackingUri") or "").rstrip("/")
+    # The API server fills in the CRD's defaults; these cover objects it has not (re)defaulted.
+    inference_log = spec.get("inferenceLog") or {}
+    sample_rate = inference_log.get("sampleRate")
     return ServingSpec(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -67,4 +75,10 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
         image=spec.get("image") or config.serving_image,
         poll_interval=float(spec.get("pollIntervalSeconds") or config.poll_interval),
         progress_deadline=int(spec.get("progressDeadlineSeconds") or config.progress_deadline),
+        inference_log_sample_rate=float(
+            DEFAULT_INFERENCE_LOG_SAMPLE_RATE if sample_rate is None else sample_rate
+        ),
+        inference_log_flush_seconds=int(
+            inference_log.get("flushSeconds") or DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
+        ),
     )

@@ -31,6 +31,8 @@ def test_deployment_runs_the_given_version_with_the_serving_contract() -> None:
         "MLSHIP_MODEL_VERSION": "7",
         "PORT": "8080",
         "HOME": "/tmp",
+        "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
+        "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS": "10",
     }
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert c["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
@@ -156,3 +158,26 @@ def test_serving_pods_get_the_serving_uri_not_the_operators() -> None:
 
 def test_url_names_the_service() -> None:
     assert builders.service_url(make_cr(), CONFIG) == "http://iris.models.svc.cluster.local"
+
+
+def test_inference_log_settings_reach_the_serving_container() -> None:
+    cr = make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0.25, "flushSeconds": 30}})
+    got = env(builders.build_deployment(cr, CONFIG, "1"))
+    assert got["MLSHIP_INFERENCE_LOG_SAMPLE_RATE"] == "0.25"
+    assert got["MLSHIP_INFERENCE_LOG_FLUSH_SECONDS"] == "30"
+    off = env(builders.build_deployment(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0}}),
+                                        CONFIG, "1"))
+    assert off["MLSHIP_INFERENCE_LOG_SAMPLE_RATE"] == "0"
+    # what the API server stores when the field is left out: the CRD's defaults
+    defaulted = make_cr({"model": "iris", "inferenceLog": {"sampleRate": 1.0, "flushSeconds": 10}})
+    assert env(builders.build_deployment(defaulted, CONFIG, "1")) == env(
+        builders.build_deployment(make_cr(), CONFIG, "1")
+    )
+
+
+def test_a_change_of_inference_log_rolls_the_pods() -> None:
+    """The operator re-applies the Deployment when its config hash changes (decide.py)."""
+    before = builders.deployment_config_hash(make_cr(), CONFIG)
+    for change in ({"sampleRate": 0.5}, {"flushSeconds": 60}, {"sampleRate": 0}):
+        cr = make_cr({"model": "iris", "inferenceLog": change})
+        assert builders.deployment_config_hash(cr, CONFIG) != before, change

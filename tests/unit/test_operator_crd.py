@@ -12,6 +12,7 @@ import pytest
 import yaml
 from _operator_fixtures import CONFIG, make_cr
 from mlship_operator import builders, resource
+from mlship_operator import spec as spec_module
 from mlship_operator.decide import decide
 from mlship_operator.registry import Resolution
 from mlship_operator.rollout import Observed, Phase
@@ -154,12 +155,26 @@ def test_examples_validate_against_the_schema(path: Path, schema) -> None:
         {"model": "iris", "pollIntervalSeconds": 1},
         {"model": "iris", "progressDeadlineSeconds": 5},
         {"model": "iris", "resources": {"limits": {"memory": "lots"}}},
+        {"model": "iris", "inferenceLog": {"sampleRate": 1.5}},
+        {"model": "iris", "inferenceLog": {"sampleRate": -0.1}},
+        {"model": "iris", "inferenceLog": {"flushSeconds": 0}},
+        {"model": "iris", "inferenceLog": {"flushSeconds": 2.5}},
     ],
 )
 def test_schema_rejects_out_of_bounds_values(spec: dict, schema) -> None:
     doc = make_cr(spec)
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(doc, schema)
+
+
+def test_inference_log_defaults_match_the_operators(schema) -> None:
+    field = schema["properties"]["spec"]["properties"]["inferenceLog"]
+    assert field["default"] == {}  # so the API server fills in the defaults below when it is absent
+    props = field["properties"]
+    assert props["sampleRate"]["default"] == spec_module.DEFAULT_INFERENCE_LOG_SAMPLE_RATE
+    assert props["flushSeconds"]["default"] == spec_module.DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
+    jsonschema.validate(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0}}), schema)
+    jsonschema.validate(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0.05}}), schema)
 
 
 def test_everything_the_operator_writes_fits_the_status_schema(schema) -> None:

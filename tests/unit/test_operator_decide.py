@@ -221,6 +221,14 @@ def test_spec_edits_apply_to_the_running_version_while_mlflow_is_down() -> None:
     assert d.apply_version == "1"
 
 
+def test_an_inference_log_edit_rolls_the_running_version() -> None:
+    cr2 = make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0.1}}, generation=2)
+    d = run(serving("1"), ok("1"), dep("1"), cr=cr2)  # dep built from the old spec
+    assert d.apply_version == "1"
+    same = run(serving("1"), ok("1"), dep("1", cr=cr2), cr=cr2)
+    assert same.apply_version is None  # applied once, then left alone
+
+
 def test_changing_the_model_forgets_version_history() -> None:
     other = make_cr({"model": "fraud"}, generation=2)
     d = run(serving("1"), DOWN, dep("1"), cr=other)
