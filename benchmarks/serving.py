@@ -1,9 +1,14 @@
-"""Serving benchmark: mlship's server vs `mlflow models serve` vs MLServer (adaptive batching).
+"""Serving benchmark: mlship's server vs `mlflow models serve` vs MLServer (adaptive batching),
+and mlship with its inference log on (every request logged to MLflow) next to off.
 
 Same model (a 100-tree random forest on iris, in a Pipeline with a scaler), same CPU, single-row
 JSON requests, 1 / 8 / 64 concurrent clients, one run each; prints requests/s, p50 and p99.
 
     .venv/bin/python benchmarks/serving.py [--duration 15] [--clients 1,8,64]
+        [--servers mlship,mlship-log,mlflow,mlserver]
+
+`mlship-log` is mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1, writing to an `mlflow server`
+the script starts on 127.0.0.1 (SQLite, proxied artifacts), on the same CPUs.
 
 Needs `wrk` (Debian: apt-get install -y wrk) and `uv`. MLServer 1.7.1 conflicts with the
 project's lock, so it is installed into its own venv under the cache dir (made on first run).
@@ -273,7 +278,7 @@ def measure(target: Target, clients: int, seconds: float, warmup: float, script:
     wrk(target, clients, warmup, script)
     result = wrk(target, clients, seconds, script)
     print(
-        f"  {target.name:<8} {clients:>3} clients: {result.rps:8.1f} req/s  "
+        f"  {target.name:<10} {clients:>3} clients: {result.rps:8.1f} req/s  "
         f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}",
         flush=True,
     )
@@ -293,6 +298,21 @@ def verify(target: Target, labels: list[int]) -> None:
         raise RuntimeError(f"{target.name} answered {wrong} of 15 rows wrongly")
 
 
+def log_counts(target: Target) -> str:
+    """The logging server's own count of rows written, dropped and waiting: proof it logged."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(target.url.replace("/invocations", "/metrics"), timeout=10).text
+    values = {
+        sample.name: sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name.startswith("mlship_inference_log_")
+    }
+    return ", ".join(f"{name.removeprefix('mlship_inference_log_')} {value:.0f}"
+                     for name, value in sorted(values.items()))
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -301,7 +321,7 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
     parser.add_argument("--clients", default="1,8,64")
-    parser.add_argument("--servers", default="mlship,mlflow,mlserver")
+    parser.add_argument("--servers", default="mlship,mlship-log,mlflow,mlserver")
     parser.add_argument(
         "--cache-dir",
         type=Path,
@@ -341,6 +361,39 @@ def main() -> None:
         }
         launches.append((target, [py, "-m", "mlship.serving"], server_env))
 
+    tracking: tuple[list[str], str] | None = None
+    if "mlship-log" in servers:
+        store = cache / "tracking"
+        shutil.rmtree(store, ignore_errors=True)
+        store.mkdir()
+        tracking_uri = f"http://127.0.0.1:{free_port()}"
+        tracking = (
+            [
+                py, "-m", "mlflow", "server", "--host", "127.0.0.1",
+                "--port", tracking_uri.rsplit(":", 1)[1], "--workers", "1",
+                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+                "--artifacts-destination", str(store / "artifacts"),
+            ],
+            tracking_uri,
+        )
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        target = Target(
+            "mlship-log", f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows),
+            from_predictions,
+        )
+        launches.append((target, [py, "-m", "mlship.serving"], {
+            **env,
+            "MLSHIP_MODEL_URI": str(model_path),
+            "PORT": str(port),
+            "MLSHIP_HOST": "127.0.0.1",
+            "MLSHIP_MAX_BATCH_SIZE": "64",
+            "MLSHIP_LOG_LEVEL": "WARNING",
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
+            "MLSHIP_INFERENCE_LOG_EXPERIMENT": f"bench-{int(time.time())}",
+        }))
+
     if "mlflow" in servers:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
@@ -367,7 +420,14 @@ def main() -> None:
 
     # All servers run at once and are measured in turn at each concurrency, so load from
     # anything else on the machine drifts over all of them alike. Idle, they cost next to nothing.
+    logged = ""
     with ExitStack() as stack:
+        if tracking is not None:
+            cmd, uri = tracking
+            stack.enter_context(
+                started(cmd, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+                        f"{uri}/health", cache / "tracking.log")
+            )
         for target, cmd, server_env in launches:
             stack.enter_context(started(cmd, server_env, target.ready_url, cache / f"{target.name}.log"))
             verify(target, labels)
@@ -375,7 +435,11 @@ def main() -> None:
         for n in clients:
             for target, _, _ in launches:
                 results.append(measure(target, n, args.duration, args.warmup, scripts[target.name]))
+        logged = next((log_counts(t) for t, _, _ in launches if t.name == "mlship-log"), "")
 
+    report(results, clients, servers)
+    if logged:
+        print(f"\nmlship-log's inference log at the end: {logged}")
     report(results, clients, servers)
 
 
@@ -409,6 +473,13 @@ def report(results: list[Result], clients: list[int], servers: list[str]) -> Non
             f"\nat {max(clients)} clients: mlship/MLServer = {ours_hi.rps / ms_hi.rps:.2f}x "
             f"(target >= 1.5x), mlship p99 {ours_hi.p99_ms:.0f} ms (target <= 100 ms)"
         )
+    for n in clients:
+        off, on = by.get(("mlship", n)), by.get(("mlship-log", n))
+        if off and on:
+            print(
+                f"at {n} clients, inference log on vs off: {on.rps / off.rps:.2f}x req/s, "
+                f"p50 {on.p50_ms - off.p50_ms:+.1f} ms, p99 {on.p99_ms - off.p99_ms:+.1f} ms"
+            )
     ours_lo = by.get(("mlship", min(clients)))
     others = [by[(s, min(clients))] for s in servers if s != "mlship" and (s, min(clients)) in by]
     if ours_lo and others:

@@ -162,8 +162,8 @@ def _recorder(state: ServingState, model: ServedModel) -> InferenceRecorder | No
     )
     recorder.start()
     log.info(
-        "inference log: recording %g of requests to experiment %r every %gs",
-        config.inference_log_sample_rate,
+        "inference log: recording %g%% of requests to experiment %r every %gs",
+        config.inference_log_sample_rate * 100,
         config.inference_log_experiment,
         config.inference_log_flush_s,
     )

@@ -91,7 +91,7 @@ class ServingMetrics:
         ).labels(**self._model)
         self.log_buffered = Gauge(
             "mlship_inference_log_buffered_rows",
-            "Sampled rows waiting in memory for the next flush.",
+            "Sampled rows not yet written to MLflow, as of the last flush.",
             labels,
             registry=self.registry,
         ).labels(**self._model)

@@ -1,6 +1,7 @@
 """The inference log's writer: a sample of scored requests, buffered in memory and written to
 MLflow in the background (format: mlship.inference_log).
 
+Sampling is per request (all rows of a sampled request are logged, with its time of answer).
 Cost on the request path: one random number and one append of references to what the request
 already has (its validated `Table` and the response bytes). Serialising and uploading happen
 in a background thread every `flush_s` seconds, or sooner once `flush_rows` rows wait.
@@ -223,7 +224,6 @@ class InferenceRecorder:
         entries = list(self._buffer)
         self._buffer.clear()
         self._inflight, self._rows = self._rows, 0
-        self._metrics.log_buffered.set(0)
         # Cancelled (close() timing out), the rows stay counted in _inflight: they are lost.
         unwritten, error = await _in_daemon_thread(lambda: self._write(entries))
         self._inflight = 0
