@@ -20,6 +20,16 @@ dag-processor; every one has a default that works for a local image build (`:dev
   MLSHIP_TASK_RETRIES, MLSHIP_RETRY_DELAY_SECONDS, MLSHIP_POD_STARTUP_TIMEOUT_SECONDS (2, 60, 600)
   MLSHIP_STEP_RESOURCES            JSON {step: {requests: ..., limits: ...}} overriding the defaults
   MLSHIP_DEFAULT_DATASET, MLSHIP_DEFAULT_MODEL_NAME   trigger-form defaults (sklearn:iris, iris)
+
+and for mlship_drift (dags/mlship_drift.py):
+
+  MLSHIP_IMAGE_DRIFT               the drift check's image (mlship-step-drift:dev)
+  MLSHIP_DRIFT_SCHEDULE            cron or preset; none = manual only (@hourly)
+  MLSHIP_DRIFT_ALIAS               alias of the served version to check (champion)
+  MLSHIP_DRIFT_WINDOW_MINUTES, MLSHIP_DRIFT_MIN_ROWS   recent inputs: how far back, how few (60, 100)
+  MLSHIP_DRIFT_THRESHOLD           share of drifted features that triggers training (0.5)
+  MLSHIP_INFERENCE_LOG_EXPERIMENT  where serving logs inputs (mlship-inference)
+  MLSHIP_DRIFT_EXPERIMENT          where drift reports go (mlship-drift)
 """
 
 from __future__ import annotations
@@ -31,6 +41,8 @@ from datetime import timedelta
 from typing import Any
 
 STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+# Every step that runs in a pod of its own image: the training steps, and mlship_drift's check.
+POD_STEPS: tuple[str, ...] = (*STEPS, "drift")
 UID = 10001  # the non-root user every step image runs as
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
 DEFAULT_XCOM_SIDECAR_IMAGE = "mlship-base:dev"  # the step images are built FROM it
@@ -49,7 +61,19 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "train": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
     "evaluate": _SMALL,
     "register": _SMALL,
+    "drift": _SMALL,
 }
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    schedule: str | None = "@hourly"
+    alias: str = "champion"
+    window_minutes: int = 60
+    min_rows: int = 100
+    threshold: float = 0.5
+    inference_experiment: str = "mlship-inference"
+    report_experiment: str = "mlship-drift"
 
 
 class SettingsError(ValueError):
@@ -75,6 +99,7 @@ class Settings:
     resources: dict[str, dict[str, dict[str, str]]] = field(
         default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES))
     )
+    drift: DriftSettings = field(default_factory=DriftSettings)
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -90,11 +115,38 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
+def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
+    value = env.get(name, default).strip()
+    return None if value.lower() in ("", "none", "null") else value
+
+
+def drift_settings_from_env(env: Mapping[str, str]) -> DriftSettings:
+    raw = env.get("MLSHIP_DRIFT_THRESHOLD", "").strip()
+    try:
+        threshold = float(raw) if raw else DriftSettings.threshold
+    except ValueError as exc:
+        raise SettingsError(f"MLSHIP_DRIFT_THRESHOLD={raw!r} is not a number") from exc
+    if not 0 < threshold <= 1:
+        raise SettingsError(f"MLSHIP_DRIFT_THRESHOLD={raw!r} must be in (0, 1]")
+    window, min_rows = _int(env, "MLSHIP_DRIFT_WINDOW_MINUTES", 60), _int(env, "MLSHIP_DRIFT_MIN_ROWS", 100)
+    for name, value in (("MLSHIP_DRIFT_WINDOW_MINUTES", window), ("MLSHIP_DRIFT_MIN_ROWS", min_rows)):
+        if value < 1:
+            raise SettingsError(f"{name}={value} must be >= 1")
+    return DriftSettings(
+        schedule=_schedule(env, "MLSHIP_DRIFT_SCHEDULE", "@hourly"),
+        alias=env.get("MLSHIP_DRIFT_ALIAS") or "champion",
+        window_minutes=window,
+        min_rows=min_rows,
+        threshold=threshold,
+        inference_experiment=env.get("MLSHIP_INFERENCE_LOG_EXPERIMENT") or "mlship-inference",
+        report_experiment=env.get("MLSHIP_DRIFT_EXPERIMENT") or "mlship-drift",
+    )
+
+
 def settings_from_env(env: Mapping[str, str]) -> Settings:
     images = {
-        s: env.get(f"MLSHIP_IMAGE_{s.upper()}") or f"mlship-step-{s}:dev" for s in STEPS
+        s: env.get(f"MLSHIP_IMAGE_{s.upper()}") or f"mlship-step-{s}:dev" for s in POD_STEPS
     }
-    schedule = env.get("MLSHIP_SCHEDULE", "@daily").strip()
     policy = env.get("MLSHIP_IMAGE_PULL_POLICY", "IfNotPresent")
     if policy not in ("Always", "IfNotPresent", "Never"):
         raise SettingsError(f"MLSHIP_IMAGE_PULL_POLICY={policy!r}: use Always|IfNotPresent|Never")
@@ -104,7 +156,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
             override = json.loads(env["MLSHIP_STEP_RESOURCES"])
         except json.JSONDecodeError as exc:
             raise SettingsError(f"MLSHIP_STEP_RESOURCES is not JSON: {exc}") from exc
-        unknown = set(override) - set(STEPS)
+        unknown = set(override) - set(POD_STEPS)
         if unknown:
             raise SettingsError(f"MLSHIP_STEP_RESOURCES names unknown step(s): {sorted(unknown)}")
         for step, spec in override.items():
@@ -120,13 +172,14 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         image_pull_policy=policy,
         image_pull_secrets=secrets,
         service_account=env.get("MLSHIP_SERVICE_ACCOUNT") or None,
-        schedule=None if schedule.lower() in ("", "none", "null") else schedule,
+        schedule=_schedule(env, "MLSHIP_SCHEDULE", "@daily"),
         retries=_int(env, "MLSHIP_TASK_RETRIES", 2),
         retry_delay=timedelta(seconds=_int(env, "MLSHIP_RETRY_DELAY_SECONDS", 60)),
         startup_timeout_seconds=_int(env, "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS", 600),
         default_model_name=env.get("MLSHIP_DEFAULT_MODEL_NAME") or "iris",
         default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or "sklearn:iris",
         resources=resources,
+        drift=drift_settings_from_env(env),
     )
 
 
@@ -140,6 +193,7 @@ def _xcom(task: str, key: str) -> str:
 STEP_ARGUMENTS: dict[str, list[str]] = {
     "ingest": [
         "--source", "{{ params.dataset }}",
+        "--reason", "{{ params.reason }}",
         "--target", "{{ params.target }}",
         "--task", "{{ params.task }}",
     ],
@@ -181,6 +235,18 @@ STEP_ARGUMENTS: dict[str, list[str]] = {
         "--auto-promote", "{{ params.auto_promote }}",
     ],
 }
+
+
+# mlship_drift's check; its params are drift_params_schema's.
+STEP_ARGUMENTS["drift"] = [
+    "--model-name", "{{ params.model_name }}",
+    "--alias", "{{ params.alias }}",
+    "--window-minutes", "{{ params.window_minutes }}",
+    "--min-rows", "{{ params.min_rows }}",
+    "--threshold", "{{ params.threshold }}",
+    "--inference-experiment", "{{ params.inference_experiment }}",
+    "--report-experiment", "{{ params.report_experiment }}",
+]
 
 
 def step_command(step: str) -> list[str]:
@@ -241,7 +307,7 @@ def xcom_sidecar(settings: Settings, connection_image: str | None = None) -> dic
 def labels(step: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/part-of": "mlship",
-        "app.kubernetes.io/component": "training-step",
+        "app.kubernetes.io/component": "drift-check" if step == "drift" else "training-step",
         "mlship.io/step": step,
     }
 
@@ -280,4 +346,24 @@ def params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
                    "description": "how much better than the champion to replace it"},
         "auto_promote": {"default": True, "type": "boolean",
                          "description": "move the champion alias automatically"},
+        "reason": {"default": "manual", "type": "string",
+                   "description": "why this run was started (mlship_drift says which drift)"},
+    }
+
+
+def drift_params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
+    """mlship_drift's trigger form, defaults from the chart's drift values."""
+    d = settings.drift
+    return {
+        "model_name": {"default": settings.default_model_name, "type": "string", "minLength": 1},
+        "alias": {"default": d.alias, "type": "string", "minLength": 1,
+                  "description": "alias of the served version whose inputs are checked"},
+        "window_minutes": {"default": d.window_minutes, "type": "integer", "minimum": 1,
+                           "description": "how far back recent inputs go"},
+        "min_rows": {"default": d.min_rows, "type": "integer", "minimum": 1,
+                     "description": "fewer recent inputs: not enough data, nothing is done"},
+        "threshold": {"default": d.threshold, "type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                      "description": "share of drifted features that triggers mlship_training"},
+        "inference_experiment": {"default": d.inference_experiment, "type": "string", "minLength": 1},
+        "report_experiment": {"default": d.report_experiment, "type": "string", "minLength": 1},
     }

@@ -30,27 +30,34 @@ folder = Path(sys.argv[1])
 bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, include_examples=False)
 out = {"import_errors": {str(k): str(v) for k, v in bag.import_errors.items()},
        "dag_ids": sorted(bag.dags)}
-dag = bag.dags.get("mlship_training")
-if dag is not None:
-    out["schedule"] = str(dag.schedule)
-    out["catchup"] = dag.catchup
-    out["max_active_runs"] = dag.max_active_runs
-    out["params"] = {k: dag.params[k] for k in dag.params}
-    out["tasks"] = {}
+def describe(dag):
+    d = {"schedule": str(dag.schedule), "catchup": dag.catchup,
+         "max_active_runs": dag.max_active_runs,
+         "params": {k: dag.params[k] for k in dag.params}, "tasks": {}}
     for t in dag.tasks:
-        pod = ApiClient().sanitize_for_serialization(t.build_pod_request_obj())
-        out["tasks"][t.task_id] = {
+        d["tasks"][t.task_id] = {
             "type": type(t).__name__,
             "is_kpo": isinstance(t, KubernetesPodOperator),
             "upstream": sorted(t.upstream_task_ids),
-            "image": t.image,
             "retries": t.retries,
             "retry_delay": t.retry_delay.total_seconds(),
-            "on_finish_action": str(getattr(t.on_finish_action, "value", t.on_finish_action)),
-            "do_xcom_push": t.do_xcom_push,
-            "get_logs": t.get_logs,
-            "pod": pod,
         }
+        if isinstance(t, KubernetesPodOperator):
+            d["tasks"][t.task_id].update({
+                "image": t.image,
+                "on_finish_action": str(getattr(t.on_finish_action, "value", t.on_finish_action)),
+                "do_xcom_push": t.do_xcom_push,
+                "get_logs": t.get_logs,
+                "pod": ApiClient().sanitize_for_serialization(t.build_pod_request_obj()),
+            })
+        for attr in ("trigger_dag_id", "trigger_run_id", "conf", "fail_when_dag_is_paused",
+                     "skip_when_already_exists"):
+            if hasattr(t, attr):
+                d["tasks"][t.task_id][attr] = getattr(t, attr)
+    return d
+
+out["dags"] = {dag_id: describe(dag) for dag_id, dag in bag.dags.items()}
+out.update(out["dags"].get("mlship_training", {}))
 print("PROBE-RESULT " + json.dumps(out, default=str))
 """
 
@@ -115,7 +122,7 @@ def probe(tmp_path_factory) -> dict:
 
 def test_dag_folder_imports_without_errors(probe):
     assert probe["import_errors"] == {}
-    assert probe["dag_ids"] == ["mlship_training"]
+    assert probe["dag_ids"] == ["mlship_drift", "mlship_training"]
 
 
 def test_steps_run_in_order(probe):
@@ -212,3 +219,37 @@ def test_xcom_sidecar_image_falls_back_to_the_connection_then_to_mlship_base(tmp
     unconfigured = run_probe(tmp_path / "b")
     assert {c["image"] for c in sidecars(unconfigured).values()} == {"mlship-base:dev"}
     assert {c["imagePullPolicy"] for c in sidecars(unconfigured).values()} == {"IfNotPresent"}
+
+
+def test_drift_dag_checks_in_its_own_pod_then_triggers_training_with_the_reason(probe):
+    dag = probe["dags"]["mlship_drift"]
+    assert dag["schedule"] == "@hourly" and dag["catchup"] is False and dag["max_active_runs"] == 1
+    tasks = dag["tasks"]
+    assert sorted(tasks) == ["detect", "retrain", "retrain_needed"]
+    assert tasks["retrain_needed"]["upstream"] == ["detect"]
+    assert tasks["retrain"]["upstream"] == ["retrain_needed"]
+    detect = tasks["detect"]
+    assert detect["is_kpo"] and detect["image"] == "mlship-step-drift:dev"
+    container = detect["pod"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "mlship.steps.drift"]
+    assert detect["pod"]["metadata"]["labels"]["app.kubernetes.io/component"] == "drift-check"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert tasks["retrain_needed"]["type"] == "ShortCircuitOperator"
+    retrain = tasks["retrain"]
+    assert retrain["type"] == "TriggerDagRunOperator"
+    assert retrain["trigger_dag_id"] == "mlship_training"
+    assert "reason" in retrain["conf"] and "xcom_pull(task_ids='detect')" in retrain["conf"]["reason"]
+    assert retrain["fail_when_dag_is_paused"] is True and retrain["skip_when_already_exists"] is True
+    assert {"model_name", "alias", "window_minutes", "min_rows", "threshold"} <= set(dag["params"])
+    assert dag["params"]["threshold"] == 0.5 and dag["params"]["min_rows"] == 100
+
+
+def test_drift_schedule_and_defaults_come_from_configuration(tmp_path):
+    probe = run_probe(
+        tmp_path, MLSHIP_DRIFT_SCHEDULE="none", MLSHIP_DRIFT_THRESHOLD="0.25",
+        MLSHIP_DRIFT_MIN_ROWS="500", MLSHIP_IMAGE_DRIFT="registry.test/mlship/step-drift:2.0",
+    )
+    dag = probe["dags"]["mlship_drift"]
+    assert dag["schedule"] == "None"
+    assert (dag["params"]["threshold"], dag["params"]["min_rows"]) == (0.25, 500)
+    assert dag["tasks"]["detect"]["image"] == "registry.test/mlship/step-drift:2.0"

@@ -39,15 +39,18 @@ def render(args: list[str], params: dict) -> list[str]:
     return [env.from_string(a).render(**ctx) for a in args]
 
 
-def default_params(**overrides) -> dict:
-    schema = spec.params_schema(spec.settings_from_env({}))
+def default_params(step: str = "ingest", **overrides) -> dict:
+    settings = spec.settings_from_env({})
+    schema = spec.drift_params_schema(settings) if step == "drift" else spec.params_schema(settings)
     return {**{k: v["default"] for k, v in schema.items()}, **overrides}
 
 
 def test_defaults_without_configuration():
     s = spec.settings_from_env({})
-    assert s.images == {step: f"mlship-step-{step}:dev" for step in spec.STEPS}
+    assert s.images == {step: f"mlship-step-{step}:dev" for step in spec.POD_STEPS}
     assert s.schedule == "@daily"
+    assert s.drift == spec.DriftSettings()
+    assert (s.drift.schedule, s.drift.alias, s.drift.threshold) == ("@hourly", "champion", 0.5)
     assert s.namespace == "mlship"
     assert s.retries == 2 and s.retry_delay == timedelta(minutes=1)
     assert spec.xcom_sidecar(s)["image"] == "mlship-base:dev"
@@ -77,6 +80,17 @@ def test_configuration_from_the_chart():
     assert spec.step_env(s)["MLFLOW_TRACKING_URI"] == "http://mlflow.ml:5000"
 
 
+def test_drift_configuration_from_the_chart():
+    d = spec.settings_from_env({
+        "MLSHIP_DRIFT_SCHEDULE": "*/15 * * * *", "MLSHIP_DRIFT_ALIAS": "prod",
+        "MLSHIP_DRIFT_WINDOW_MINUTES": "30", "MLSHIP_DRIFT_MIN_ROWS": "250",
+        "MLSHIP_DRIFT_THRESHOLD": "0.3", "MLSHIP_INFERENCE_LOG_EXPERIMENT": "inputs",
+        "MLSHIP_DRIFT_EXPERIMENT": "reports",
+    }).drift
+    assert d == spec.DriftSettings("*/15 * * * *", "prod", 30, 250, 0.3, "inputs", "reports")
+    assert spec.settings_from_env({"MLSHIP_DRIFT_SCHEDULE": "none"}).drift.schedule is None
+
+
 def test_xcom_sidecar_image_from_configuration():
     s = spec.settings_from_env({"MLSHIP_XCOM_SIDECAR_IMAGE": " reg.local/mlship/base:1.2.3 ",
                                 "MLSHIP_IMAGE_PULL_POLICY": "Never"})
@@ -95,6 +109,9 @@ def test_xcom_sidecar_image_from_configuration():
     ({"MLSHIP_TASK_RETRIES": "many"}, "MLSHIP_TASK_RETRIES='many' is not an integer"),
     ({"MLSHIP_STEP_RESOURCES": "{"}, "MLSHIP_STEP_RESOURCES is not JSON"),
     ({"MLSHIP_STEP_RESOURCES": '{"training": {}}'}, "unknown step(s): ['training']"),
+    ({"MLSHIP_DRIFT_THRESHOLD": "high"}, "MLSHIP_DRIFT_THRESHOLD='high' is not a number"),
+    ({"MLSHIP_DRIFT_THRESHOLD": "1.5"}, "MLSHIP_DRIFT_THRESHOLD='1.5' must be in (0, 1]"),
+    ({"MLSHIP_DRIFT_MIN_ROWS": "0"}, "MLSHIP_DRIFT_MIN_ROWS=0 must be >= 1"),
 ])
 def test_bad_configuration_is_named(env, message):
     with pytest.raises(spec.SettingsError) as err:
@@ -102,9 +119,9 @@ def test_bad_configuration_is_named(env, message):
     assert message in str(err.value)
 
 
-@pytest.mark.parametrize("step", spec.STEPS)
+@pytest.mark.parametrize("step", spec.POD_STEPS)
 def test_rendered_arguments_parse_with_the_step_cli(step):
-    params = default_params(hyperparameters={"n_estimators": 7}, threshold=0.8,
+    params = default_params(step, hyperparameters={"n_estimators": 7}, threshold=0.8,
                             validation_rules={"columns": {"a": {"min": 0}}})
     argv = render(spec.step_arguments(step), params)
     module = importlib.import_module(f"mlship.steps.{step}")
@@ -121,13 +138,19 @@ def test_rendered_arguments_parse_with_the_step_cli(step):
     if step == "register":
         assert (args.threshold, args.auto_promote, args.margin) == (0.8, True, 0.0)
         assert args.dataset_digest == "d" * 32
+    if step == "ingest":
+        assert args.reason == "manual"
+    if step == "drift":
+        assert (args.model_name, args.alias, args.threshold) == ("iris", "champion", 0.8)
+        assert (args.window_minutes, args.min_rows) == (60, 100)
+        assert (args.inference_experiment, args.report_experiment) == ("mlship-inference", "mlship-drift")
 
 
 def test_null_threshold_and_disabled_promotion_render_to_cli_values():
     from mlship.steps import register
 
     argv = render(spec.step_arguments("register"),
-                  default_params(threshold=None, auto_promote=False))
+                  default_params("register", threshold=None, auto_promote=False))
     args = register.build().parse_args(argv)
     assert args.threshold is None and args.auto_promote is False
 

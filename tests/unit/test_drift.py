@@ -15,7 +15,9 @@ CATEGORIES = ["red", "green", "blue", "black"]
 SHARES = [0.4, 0.3, 0.2, 0.1]
 
 
-def sample(rng: np.random.Generator, n: int, shift: float = 0.0, shares: list[float] = SHARES) -> pd.DataFrame:
+def sample(
+    rng: np.random.Generator, n: int, shift: float = 0.0, shares: list[float] = SHARES
+) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "x": rng.normal(0.0 + shift, 1.0, n),

@@ -26,6 +26,7 @@ from mlship.steps import common
 STEP = "ingest"
 TAG_DIGEST = "mlship.dataset_digest"
 TAG_SOURCE = "mlship.dataset_source"
+TAG_REASON = "mlship.trigger_reason"
 
 
 def build() -> argparse.ArgumentParser:
@@ -38,6 +39,10 @@ def build() -> argparse.ArgumentParser:
     p.add_argument(
         "--task", default="auto", choices=["auto", *datasets.TASKS],
         help="auto: known for sklearn sets, inferred from the target otherwise",
+    )
+    p.add_argument(
+        "--reason", default="manual",
+        help="why the pipeline runs, e.g. the drift that triggered it (default: %(default)s)",
     )
     return p
 
@@ -82,6 +87,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         for rid in (run_id, parent.info.run_id):
             client.set_tag(rid, TAG_DIGEST, loaded.digest)
             client.set_tag(rid, TAG_SOURCE, args.source)
+        client.set_tag(parent.info.run_id, TAG_REASON, args.reason[:5000])
         mlflow.log_params({"source": args.source, "target": args.target, "task": task})
         mlflow.log_metrics({"rows": len(frame), "columns": frame.shape[1]})
         with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,76 @@
+"""The pod every mlship step task runs in: its own image, the restricted profile, XCom out.
+
+Shared by the DAGs (mlship_training, mlship_drift); holds no DAG itself.
+"""
+
+from __future__ import annotations
+
+import mlship_dagspec as spec
+from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
+from airflow.sdk import Context
+from kubernetes.client import models as k8s
+
+
+class StepPodOperator(KubernetesPodOperator):
+    """A KubernetesPodOperator whose XCom sidecar runs from a configured image.
+
+    The provider takes the sidecar image only from the Kubernetes connection's extras (else
+    alpine, which an offline cluster cannot pull), and appends the sidecar after any pod
+    template is merged, so the built pod is adjusted here (after pod_mutation_hook has run).
+    """
+
+    def __init__(self, *, mlship_settings: spec.Settings, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.mlship_settings = mlship_settings
+
+    def build_pod_request_obj(
+        self, context: Context | None = None, *, dry_run: bool = False
+    ) -> k8s.V1Pod:
+        pod = super().build_pod_request_obj(context, dry_run=dry_run)
+        overrides = spec.xcom_sidecar(self.mlship_settings, self.hook.get_xcom_sidecar_container_image())
+        for container in pod.spec.containers:
+            if container.name == PodDefaults.SIDECAR_CONTAINER_NAME:
+                container.image = overrides["image"]
+                container.image_pull_policy = overrides["image_pull_policy"]
+                container.resources = k8s.V1ResourceRequirements(**overrides["resources"])
+        return pod
+
+
+def step_task(settings: spec.Settings, step: str, task_id: str | None = None) -> KubernetesPodOperator:
+    res = settings.resources[step]
+    return StepPodOperator(
+        mlship_settings=settings,
+        task_id=task_id or step,
+        name=f"mlship-{step}",
+        namespace=settings.namespace,
+        image=settings.images[step],
+        image_pull_policy=settings.image_pull_policy,
+        image_pull_secrets=[
+            k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets
+        ],
+        cmds=spec.step_command(step),
+        arguments=spec.step_arguments(step),
+        env_vars=spec.step_env(settings),
+        labels=spec.labels(step),
+        container_resources=k8s.V1ResourceRequirements(
+            requests=res.get("requests"), limits=res.get("limits")
+        ),
+        security_context=spec.pod_security_context(),
+        container_security_context=spec.container_security_context(),
+        # the sidecar that reads /airflow/xcom must pass the "restricted" profile too
+        xcom_sidecar_container_security_context=spec.xcom_sidecar(settings)["security_context"],
+        volumes=[k8s.V1Volume(name="tmp", empty_dir=k8s.V1EmptyDirVolumeSource())],
+        volume_mounts=[k8s.V1VolumeMount(name="tmp", mount_path="/tmp")],  # noqa: S108
+        service_account_name=settings.service_account,
+        # steps talk to MLflow only, never to the Kubernetes API
+        automount_service_account_token=False,
+        do_xcom_push=True,
+        get_logs=True,  # the step's stdout/stderr become the task log in the Airflow UI
+        log_events_on_failure=True,
+        startup_timeout_seconds=settings.startup_timeout_seconds,
+        # Succeeded pods are deleted (their logs are already in the task log); failed pods are
+        # kept so `kubectl logs/describe` can show what the task log cannot (OOMKilled, image
+        # pull errors, evictions). Retries create new pods, so a kept pod never blocks one.
+        on_finish_action="delete_succeeded_pod",
+    )

@@ -1,0 +1,119 @@
+"""The drift check (`python -m mlship.steps.drift`) against a real MLflow server: a champion
+registered by the pipeline, inference records in serving's format, the report it logs."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from sklearn.datasets import load_iris
+
+from mlship import inference_log
+
+pytestmark = pytest.mark.integration
+
+FEATURES = list(load_iris(as_frame=True).data.columns)
+
+
+def iris_rows(n: int, seed: int, shift_cm: float = 0.0) -> list[dict[str, float]]:
+    """n rows drawn from iris itself (the training distribution), optionally shifted."""
+    data = load_iris(as_frame=True).data
+    picked = data.sample(n, replace=True, random_state=seed).to_numpy() + shift_cm
+    return [dict(zip(FEATURES, map(float, row), strict=True)) for row in picked]
+
+
+def log_inputs(
+    client: MlflowClient, experiment: str, model: str, version: str, rows: list[dict]
+) -> None:
+    """What a serving process writes: one run per process, JSON lines per hour folder."""
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    pod = f"iris-{uuid.uuid4().hex[:5]}"
+    run = client.create_run(exp_id, tags=inference_log.run_tags(model, version, pod))
+    now = time.time()
+    lines = b"".join(
+        inference_log.encode_record(now - 60 + i * 0.01, row, 0) for i, row in enumerate(rows)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / inference_log.file_name(now - 60, 0)
+        path.write_bytes(lines)
+        folder = inference_log.artifact_dir(inference_log.hour_of(now - 60))
+        client.log_artifact(run.info.run_id, str(path), folder)
+    client.set_terminated(run.info.run_id)
+
+
+@pytest.fixture
+def experiments() -> dict[str, str]:
+    suffix = uuid.uuid4().hex[:6]
+    return {"inference": f"inputs-{suffix}", "report": f"drift-{suffix}"}
+
+
+def check(steps, iris_pipeline, experiments, *flags: str, expect_ok: bool = True):
+    return steps.run(
+        "drift", "--model-name", iris_pipeline["model"],
+        "--inference-experiment", experiments["inference"],
+        "--report-experiment", experiments["report"], *flags,
+        key=f"drift-{uuid.uuid4().hex[:6]}", expect_ok=expect_ok,
+    )
+
+
+def reports(mlflow_server: str, experiments: dict[str, str]) -> list:
+    client = MlflowClient(mlflow_server)
+    exp = client.get_experiment_by_name(experiments["report"])
+    return client.search_runs([exp.experiment_id]) if exp else []
+
+
+def test_too_few_recent_inputs_is_said_and_nothing_is_reported(
+    steps, iris_pipeline, experiments, mlflow_server
+) -> None:
+    client = MlflowClient(mlflow_server)
+    log_inputs(client, experiments["inference"], iris_pipeline["model"], "1", iris_rows(40, seed=1))
+    result, stderr = check(steps, iris_pipeline, experiments)
+    assert result["status"] == "not_enough_data" and result["drifted"] is False
+    assert result["rows"] == 40
+    assert "not enough data: 40 inputs" in result["reason"] and "100 needed" in result["reason"]
+    assert reports(mlflow_server, experiments) == []
+
+
+def test_inputs_like_the_training_data_are_no_drift(steps, iris_pipeline, experiments, mlflow_server) -> None:
+    client = MlflowClient(mlflow_server)
+    log_inputs(client, experiments["inference"], iris_pipeline["model"], "1", iris_rows(300, seed=2))
+    result, _ = check(steps, iris_pipeline, experiments)
+    assert result["status"] == "no_drift", result["reason"]
+    assert result["rows"] == 300 and result["version"] == "1"
+    [run] = reports(mlflow_server, experiments)
+    assert run.info.run_id == result["report_run_id"]
+    assert run.data.tags["mlship.drift"] == "no_drift"
+    assert run.data.params["recent_rows"] == "300" and run.data.params["reference_rows"] == "150"
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"drift_report.json", "drift.png"} <= artifacts
+    table = json.loads(Path(client.download_artifacts(run.info.run_id, "drift_report.json")).read_text())
+    assert sorted(row[0] for row in table["data"]) == sorted(FEATURES)
+
+
+def test_shifted_inputs_are_drift_with_the_features_named(
+    steps, iris_pipeline, experiments, mlflow_server
+) -> None:
+    client = MlflowClient(mlflow_server)
+    log_inputs(client, experiments["inference"], iris_pipeline["model"], "1",
+               iris_rows(300, seed=3, shift_cm=1.5))
+    result, _ = check(steps, iris_pipeline, experiments, "--window-minutes", "10")
+    assert result["status"] == "drift" and result["drifted"] is True
+    assert set(result["drifted_features"]) == set(FEATURES)
+    assert result["reason"].startswith(f"drift in 300 inputs to {iris_pipeline['model']} v1")
+    [run] = reports(mlflow_server, experiments)
+    assert run.data.tags["mlship.drift"] == "drift"
+    assert run.data.metrics["drifted_share"] == 1.0
+
+
+def test_unknown_model_is_a_clear_error(steps, experiments) -> None:
+    _, stderr = steps.run(
+        "drift", "--model-name", "no-such-model", "--inference-experiment", experiments["inference"],
+        key="drift-unknown", expect_ok=False,
+    )
+    assert "model 'no-such-model' has no version with alias 'champion'" in stderr
