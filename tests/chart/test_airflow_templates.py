@@ -227,9 +227,14 @@ class TestAirflowEnvironment:
 
     def test_pipeline_settings_default(self) -> None:
         e = env(main_container(deployment("dag-processor-deployment.yaml")))
-        for step in ("ingest", "validate", "featurize", "train", "evaluate", "register"):
+        for step in ("ingest", "validate", "featurize", "train", "evaluate", "register", "drift"):
             assert e[f"MLSHIP_IMAGE_{step.upper()}"] == f"mlship-step-{step}:dev"
         assert e["MLSHIP_NAMESPACE"] == "mlship"
+        assert (e["MLSHIP_DRIFT_SCHEDULE"], e["MLSHIP_DRIFT_ALIAS"]) == ("@hourly", "champion")
+        assert (e["MLSHIP_DRIFT_WINDOW_MINUTES"], e["MLSHIP_DRIFT_MIN_ROWS"]) == ("60", "100")
+        assert e["MLSHIP_DRIFT_THRESHOLD"] == "0.5"
+        assert e["MLSHIP_INFERENCE_LOG_EXPERIMENT"] == "mlship-inference"
+        assert e["MLSHIP_DRIFT_EXPERIMENT"] == "mlship-drift"
         assert e["MLSHIP_MLFLOW_TRACKING_URI"] == "http://mlship-mlflow.mlship.svc.cluster.local:5000"
         assert e["MLSHIP_SCHEDULE"] == "@daily"
         assert e["MLSHIP_IMAGE_PULL_POLICY"] == "IfNotPresent"
@@ -260,6 +265,7 @@ class TestAirflowEnvironment:
                             "stepResources": {"train": {"requests": {"cpu": "500m"}}},
                             "xcomSidecarImage": "alpine:3.20",
                         },
+                        "drift": {"schedule": "none", "threshold": 0.3, "minRows": 20},
                     },
                 )
             )
@@ -277,6 +283,9 @@ class TestAirflowEnvironment:
         assert e["MLSHIP_DEFAULT_MODEL_NAME"] == "wine"
         assert e["MLSHIP_SERVICE_ACCOUNT"] == "steps"
         assert json.loads(e["MLSHIP_STEP_RESOURCES"]) == {"train": {"requests": {"cpu": "500m"}}}
+        assert e["MLSHIP_IMAGE_DRIFT"] == "ghcr.io/acme/mlship-step-drift:1.2.3"
+        assert (e["MLSHIP_DRIFT_SCHEDULE"], e["MLSHIP_DRIFT_THRESHOLD"]) == ("none", "0.3")
+        assert (e["MLSHIP_DRIFT_MIN_ROWS"], e["MLSHIP_DRIFT_ALIAS"]) == ("20", "champion")
         assert (
             json.loads(e["AIRFLOW_CONN_KUBERNETES_DEFAULT"])["extra"]["xcom_sidecar_container_image"]
             == "alpine:3.20"
@@ -290,7 +299,7 @@ class TestAirflowEnvironment:
         spec = (Path(__file__).resolve().parents[2] / "dags" / "mlship_dagspec.py").read_text()
         read = set(re.findall(r'"(MLSHIP_[A-Z_]+)"', spec)) | {
             f"MLSHIP_IMAGE_{s.upper()}"
-            for s in ("ingest", "validate", "featurize", "train", "evaluate", "register")
+            for s in ("ingest", "validate", "featurize", "train", "evaluate", "register", "drift")
         }
         e = env(
             main_container(

@@ -350,6 +350,9 @@ class TestNotes:
         path = tmp_path / "values.json"
         path.write_text(json.dumps(values))
         proc = helm("install", "mlship", str(CHART), "--dry-run=client", "--namespace", "ml", "-f", str(path))
+        if "Kubernetes cluster unreachable" in proc.stderr:
+            # helm 3 checks the cluster even for a client-only dry run (helm/helm#13144)
+            pytest.skip("rendering NOTES.txt needs a reachable cluster with helm 3 (helm/helm#13144)")
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.split("NOTES:", 1)[1]
 
@@ -372,7 +375,7 @@ class TestNotes:
     def test_impossible_values_fail_the_install(self, tmp_path: Any) -> None:
         path = tmp_path / "values.json"
         path.write_text(json.dumps({"postgresql": {"enabled": False}}))
-        proc = helm("install", "mlship", str(CHART), "--dry-run=client", "-f", str(path))
+        proc = helm("template", "mlship", str(CHART), "-f", str(path))
         assert proc.returncode != 0
         assert "externalDatabase.host is required" in proc.stderr
 

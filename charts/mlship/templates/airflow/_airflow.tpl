@@ -67,7 +67,7 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
 # KubernetesPodOperator's connection: the in-cluster API, and the XCom sidecar's image.
 - name: AIRFLOW_CONN_KUBERNETES_DEFAULT
   value: {{ dict "conn_type" "kubernetes" "extra" (dict "in_cluster" true "namespace" .Release.Namespace "xcom_sidecar_container_image" .Values.pipeline.xcomSidecarImage) | toJson | quote }}
-# The training DAG's settings (dags/mlship_dagspec.py).
+# The DAGs' settings (dags/mlship_dagspec.py).
 {{- range $step, $image := .Values.pipeline.images }}
 - name: MLSHIP_IMAGE_{{ upper $step }}
   value: {{ include "mlship.image" (dict "ctx" $ "image" $image) | quote }}
@@ -100,6 +100,21 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
 - name: MLSHIP_STEP_RESOURCES
   value: {{ toJson . | quote }}
 {{- end }}
+# The drift monitor's settings (dags/mlship_drift.py).
+- name: MLSHIP_DRIFT_SCHEDULE
+  value: {{ .Values.drift.schedule | quote }}
+- name: MLSHIP_DRIFT_ALIAS
+  value: {{ .Values.drift.alias | quote }}
+- name: MLSHIP_DRIFT_WINDOW_MINUTES
+  value: {{ .Values.drift.windowMinutes | quote }}
+- name: MLSHIP_DRIFT_MIN_ROWS
+  value: {{ .Values.drift.minRows | quote }}
+- name: MLSHIP_DRIFT_THRESHOLD
+  value: {{ .Values.drift.threshold | quote }}
+- name: MLSHIP_INFERENCE_LOG_EXPERIMENT
+  value: {{ .Values.drift.inferenceExperiment | quote }}
+- name: MLSHIP_DRIFT_EXPERIMENT
+  value: {{ .Values.drift.reportExperiment | quote }}
 # The root filesystem is read-only; /tmp is an emptyDir.
 - name: HOME
   value: /tmp
