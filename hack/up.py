@@ -243,6 +243,8 @@ mlship is up. The champion {a.model!r} answered: {json.dumps(answer)}
                curl -s localhost:8081/invocations -H 'Content-Type: application/json' \\
                  -d '{json.dumps(IRIS_ROW)}'
   Status:      kubectl -n {ns} get mldep {a.model} -o wide
+  Drift:       the DAG mlship_drift (hourly once unpaused in the Airflow UI) compares what the model
+               is asked with its training data; reports in MLflow's experiment mlship-drift
 """)
 
 

@@ -1,0 +1,175 @@
+"""The loop closed on the installed system: a served champion logs what it is asked (surviving a
+pod restart), mlship_drift finds shifted traffic and triggers mlship_training with the reason,
+and too little traffic is "not enough data" that triggers nothing.
+
+Runs on the session's release (tests/e2e/conftest.py); trains a champion first if no earlier
+test left one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import requests
+from e2e.kit import (
+    IRIS_COLUMNS,
+    IRIS_ROWS,
+    MD_GROUP,
+    MD_PLURAL,
+    MD_VERSION,
+    MODEL,
+    Airflow,
+    Release,
+    condition,
+    wait_for,
+)
+
+from mlship import inference_log
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+DRIFT_DAG = "mlship_drift"
+TRAINING_DAG = "mlship_training"
+NAME = "iris-monitored"
+SHIFT_CM = 1.5
+ROWS = 300
+
+
+def start_run(airflow: Airflow, dag: str, conf: dict[str, Any]) -> str:
+    wait_for(f"{dag} to be parsed", lambda: airflow.get(f"/dags/{dag}"), timeout=300)
+    if airflow.get(f"/dags/{dag}")["is_paused"]:
+        airflow.send("PATCH", f"/dags/{dag}", {"is_paused": False}, update_mask="is_paused")
+    run_ = airflow.send("POST", f"/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})
+    return str(run_["dag_run_id"])
+
+
+def finish(airflow: Airflow, dag: str, run_id: str, timeout: float = 1200) -> str:
+    def ended() -> str | None:
+        state = airflow.get(f"/dags/{dag}/dagRuns/{run_id}")["state"]
+        return state if state in ("success", "failed") else None
+
+    return str(wait_for(f"{dag} run {run_id}", ended, timeout=timeout, interval=3))
+
+
+def task_states(airflow: Airflow, dag: str, run_id: str) -> dict[str, str]:
+    listing = airflow.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    return {t["task_id"]: t["state"] for t in listing}
+
+
+def detect_log(airflow: Airflow, run_id: str) -> str:
+    log = airflow.get(
+        f"/dags/{DRIFT_DAG}/dagRuns/{run_id}/taskInstances/detect/logs/1", full_content="true"
+    )
+    return str(log)
+
+
+def champion_version(release: Release) -> str | None:
+    with release.mlflow_client() as mlflow:
+        try:
+            return str(mlflow.get_model_version_by_alias(MODEL, "champion").version)
+        except Exception:
+            return None
+
+
+@pytest.fixture(scope="module")
+def monitored(release: Release) -> Iterator[str]:
+    """A ModelDeployment of the champion that logs every request, flushing rarely (so only the
+    last flush at pod shutdown can save what a restart would otherwise lose)."""
+    if champion_version(release) is None:
+        with release.airflow() as airflow:
+            run_id = start_run(airflow, TRAINING_DAG, {})
+            airflow.require_success(run_id, finish(airflow, TRAINING_DAG, run_id))
+    release.apply_model_deployment(
+        NAME,
+        {"model": MODEL, "alias": "champion", "replicas": 1,
+         "inferenceLog": {"sampleRate": 1.0, "flushSeconds": 600}},
+    )
+    wait_for(
+        f"ModelDeployment {NAME} to be Ready",
+        lambda: condition(release.model_deployment(NAME), "Ready").get("status") == "True",
+        timeout=600,
+    )
+    yield NAME
+    release.custom.delete_namespaced_custom_object(MD_GROUP, MD_VERSION, release.namespace, MD_PLURAL, NAME)
+
+
+def logged_rows(release: Release, version: str, since: datetime) -> int:
+    with release.mlflow_client() as mlflow:
+        return len(inference_log.load_records(mlflow, MODEL, version, since=since))
+
+
+def test_too_little_traffic_is_not_enough_data_and_triggers_nothing(release: Release, monitored: str) -> None:
+    with release.airflow() as airflow:
+        before = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns")["total_entries"]
+        run_id = start_run(airflow, DRIFT_DAG, {"min_rows": 1_000_000})
+        assert finish(airflow, DRIFT_DAG, run_id) == "success"
+        assert task_states(airflow, DRIFT_DAG, run_id) == {
+            "detect": "success", "retrain_needed": "success", "retrain": "skipped"}
+        assert "not enough data" in detect_log(airflow, run_id)
+        assert airflow.get(f"/dags/{TRAINING_DAG}/dagRuns")["total_entries"] == before
+
+
+def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
+    release: Release, monitored: str, record_property: Any
+) -> None:
+    version = release.model_deployment(NAME)["status"]["servingVersion"]
+    since = datetime.now(UTC) - timedelta(seconds=5)
+    shifted = [[round(x + SHIFT_CM, 2) for x in row] for row, _ in IRIS_ROWS] * (ROWS // len(IRIS_ROWS))
+    [pod] = release.serving_pods(NAME)
+    with release.serving(NAME) as url:
+        for start in range(0, len(shifted), 10):
+            resp = requests.post(
+                f"{url}/invocations",
+                json={"dataframe_split": {"columns": IRIS_COLUMNS, "data": shifted[start:start + 10]}},
+                timeout=30,
+            )
+            assert resp.ok, resp.text
+    # The rows sit in the pod's buffer (flushSeconds 600): a graceful restart must write them.
+    release.core.delete_namespaced_pod(pod.metadata.name, release.namespace)
+    wait_for(
+        "the restarted serving pod",
+        lambda: [p for p in release.serving_pods(NAME) if p.metadata.uid != pod.metadata.uid
+                 and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])],
+        timeout=300,
+    )
+    assert logged_rows(release, version, since) == ROWS
+
+    with release.airflow() as airflow:
+        started = time.monotonic()
+        drift_run = start_run(airflow, DRIFT_DAG, {"window_minutes": 30, "min_rows": 100})
+        assert finish(airflow, DRIFT_DAG, drift_run) == "success", task_states(airflow, DRIFT_DAG, drift_run)
+        assert task_states(airflow, DRIFT_DAG, drift_run) == dict.fromkeys(
+            ("detect", "retrain_needed", "retrain"), "success")
+        training_run = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns/drift__{drift_run}")
+        reason = training_run["conf"]["reason"]
+        assert reason.startswith(f"drift in {ROWS} inputs to {MODEL} v{version}"), reason
+        assert "4 of 4 features drifted" in reason, reason
+        state = finish(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
+        airflow.require_success(training_run["dag_run_id"], state)
+        record_property("drift_to_trained_seconds", round(time.monotonic() - started, 1))
+
+    with release.mlflow_client() as mlflow:
+        [report] = mlflow.search_runs(
+            [mlflow.get_experiment_by_name("mlship-drift").experiment_id],
+            filter_string=f"tags.`mlship.pipeline_run_key` = '{drift_run}'",
+        )
+        assert report.data.tags["mlship.drift"] == "drift"
+        artifacts = {a.path for a in mlflow.list_artifacts(report.info.run_id)}
+        assert {"drift.png", "drift_report.json"} <= artifacts
+        # the triggered pipeline carries the reason and compared its model with the champion
+        [parent] = mlflow.search_runs(
+            [mlflow.get_experiment_by_name("mlship").experiment_id],
+            filter_string=f"tags.`mlship.pipeline_run_key` = '{training_run['dag_run_id']}' "
+            "and tags.`mlship.trigger_reason` != ''",
+        )
+        assert parent.data.tags["mlship.trigger_reason"] == reason
+        [new] = [
+            v for v in mlflow.search_model_versions(f"name = '{MODEL}'")
+            if v.tags.get("mlship.parent_run_id") == parent.info.run_id
+        ]
+        # the quality gate decided, against the champion scored on the same fresh holdout
+        assert new.tags["mlship.gate"] and "champion" in new.tags["mlship.gate_reason"], new.tags
