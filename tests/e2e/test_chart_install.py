@@ -1,168 +1,58 @@
-"""The chart on a real cluster: install with --wait in a namespace that enforces PodSecurity
-"restricted", `helm test`, the training DAG end to end, an upgrade, and a PostgreSQL restart.
+"""The whole system on a real cluster, as a user drives it: install the chart in a namespace that
+enforces PodSecurity "restricted", `helm test`, train through Airflow's REST API, follow the
+lineage in MLflow, serve the champion with a ModelDeployment, promote another version by moving
+the alias, feed a bad dataset that must stop at `validate`, look at both UIs in a real browser,
+then upgrade the release and restart PostgreSQL.
 
-The tests share one release (module fixture) and run in file order; each later test relies on
-the state the earlier ones leave (a finished DAG run, a registered model). Images must already be
-in the cluster (`hack/build-images --load ...`). Figures (install time, requests) are printed and
-recorded as junit properties.
+The tests share one release (the session fixture in conftest.py) and run in file order; each
+later test relies on the state the earlier ones leave (finished DAG runs, registered versions, the
+ModelDeployment). Figures (install time, DAG runs, promotion) are printed and recorded as junit
+properties.
 """
 
 from __future__ import annotations
 
-import base64
-import importlib.util
-import json
 import shutil
-import socket
-import subprocess
-import sys
+import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
-from kubernetes import client, config
+from e2e.kit import (
+    ARTIFACTS,
+    BASE_VALUES,
+    CHART,
+    DAG,
+    EXPERIMENT,
+    MODEL,
+    RELEASE,
+    STEPS,
+    TAG_RUN_KEY,
+    Release,
+    StepPods,
+    all_ready,
+    condition,
+    iris_accuracy,
+    wait_for,
+)
 from mlflow import MlflowClient
-from testkit import free_port
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "mlship"
-RELEASE = "mlship"
-STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
-DAG = "mlship_training"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
-
-def _unreachable_reason() -> str | None:
-    """tests/cluster/conftest.py decides whether a cluster is reachable; reuse it as it is."""
-    cluster_tests = ROOT / "tests" / "cluster"
-    spec = importlib.util.spec_from_file_location("cluster_conftest", cluster_tests / "conftest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(cluster_tests))  # for the helper modules that conftest imports
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(cluster_tests))
-    reason: str | None = module._cluster_unreachable_reason()
-    if reason:
-        return reason
-    missing = [tool for tool in ("helm", "kubectl") if shutil.which(tool) is None]
-    return f'{" and ".join(missing)} not on PATH (eval "$(hack/cluster env)")' if missing else None
+CHAMPION = "champion"
+CHALLENGER = "challenger"
 
 
-def run(*cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 3) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, client.ApiException) as exc:
-            last = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})"[:2000])
-
-
-
-@contextmanager
-def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
-    """http://127.0.0.1:<local> forwarded to a Service, as a user reaches the UIs."""
-    local = free_port()
-    proc = subprocess.Popen(
-        ["kubectl", "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-
-        def connected() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"kubectl port-forward to {service} exited: {proc.stderr.read() if proc.stderr else ''}"
-                )
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", local)) == 0
-
-        wait_for(f"port-forward to {service}", connected, timeout=30, interval=0.3)
-        yield f"http://127.0.0.1:{local}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
-class Airflow:
-    """The Airflow REST API through a port-forward, logged in as the chart's admin."""
-
-    def __init__(self, url: str, password: str) -> None:
-        self.url = url
-        resp = requests.post(
-            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
-        )
-        resp.raise_for_status()
-        self.headers = {"Authorization": f"Bearer {resp.json()['access_token']}"}
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = requests.get(f"{self.url}/api/v2{path}", headers=self.headers, params=params, timeout=60)
-        resp.raise_for_status()
-        return resp.json() if "json" in resp.headers.get("content-type", "") else resp.text
-
-    def send(self, method: str, path: str, body: dict[str, Any], **params: Any) -> Any:
-        resp = requests.request(
-            method, f"{self.url}/api/v2{path}", headers=self.headers, json=body, params=params, timeout=60
-        )
-        assert resp.ok, f"{method} {path}: {resp.status_code} {resp.text}"
-        return resp.json()
-
-
-class Release:
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self.core = client.CoreV1Api()
-        self.figures: dict[str, Any] = {}
-        self.run_id: str | None = None
-
-    def name(self, component: str) -> str:
-        return f"{RELEASE}-{component}"
-
-    def secret(self, name: str) -> dict[str, str]:
-        data = self.core.read_namespaced_secret(name, self.namespace).data
-        return {k: base64.b64decode(v).decode() for k, v in data.items()}
-
-    def pods(self, selector: str = "") -> list[client.V1Pod]:
-        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
-
-    def helm(self, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
-        return run("helm", *args, "-n", self.namespace, timeout=timeout)
-
-    @contextmanager
-    def airflow(self) -> Iterator[Airflow]:
-        password = self.secret(self.name("airflow"))["admin-password"]
-        with port_forward(self.namespace, self.name("airflow-api-server"), 8080) as url:
-            yield Airflow(url, password)
-
-    @contextmanager
-    def mlflow(self) -> Iterator[str]:
-        with port_forward(self.namespace, self.name("mlflow"), 5000) as url:
-            yield url
-
-
-def all_ready(pods: list[client.V1Pod]) -> bool:
-    running = [p for p in pods if p.status.phase != "Succeeded" and not p.metadata.deletion_timestamp]
-    return bool(running) and all(
-        any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])) for p in running
-    )
+@pytest.fixture(scope="module", autouse=True)
+def _remove_the_model_deployment(release: Release) -> Iterator[None]:
+    """Later e2e modules share the release: leave them the node's CPU, not this module's server."""
+    yield
+    if release.deployment:
+        release.delete_model_deployment(release.deployment)
+        release.deployment = None
 
 
 def cpu_millis(q: str) -> int:
@@ -172,67 +62,6 @@ def cpu_millis(q: str) -> int:
 def mebibytes(q: str) -> int:
     factor = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}[q[-2:]]
     return int(float(q[:-2]) * factor)
-
-
-# What the default values run; a cluster without a registry (hack/cluster) must hold them all.
-IMAGES = (
-    "mlship-airflow:dev",
-    "mlship-mlflow:dev",
-    "mlship-operator:dev",
-    *(f"mlship-step-{step}:dev" for step in STEPS),
-    "postgres:15-bookworm",  # the PostgreSQL StatefulSet
-    "python:3.11-slim-bookworm",  # the XCom sidecar of the step pods
-)
-
-
-def missing_images(core: client.CoreV1Api) -> list[str]:
-    names = {n for node in core.list_node().items for i in node.status.images or [] for n in i.names or []}
-    return [i for i in IMAGES if not any(n == i or n.endswith(f"/{i}") for n in names)]
-
-
-@pytest.fixture(scope="module")
-def release() -> Iterator[Release]:
-    reason = _unreachable_reason()
-    if reason:
-        pytest.skip(reason)
-    config.load_kube_config()
-    core = client.CoreV1Api()
-    missing = missing_images(core)
-    if missing:
-        pytest.skip(
-            f"images not in the cluster: {', '.join(missing)} (hack/build-images --load; "
-            f"hack/cluster load postgres:15-bookworm python:3.11-slim-bookworm)"
-        )
-    namespace = f"mlship-e2e-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(
-        {
-            "metadata": {
-                "name": namespace,
-                "labels": {
-                    "pod-security.kubernetes.io/enforce": "restricted",
-                    "pod-security.kubernetes.io/enforce-version": "latest",
-                },
-            }
-        }
-    )
-    rel = Release(namespace)
-    try:
-        start = time.monotonic()
-        # pipeline.schedule=none: only the run triggered below, no scheduled one competing with it
-        proc = rel.helm(
-            "install", RELEASE, str(CHART), "--wait", "--timeout", "15m", "--set", "pipeline.schedule=none"
-        )
-        rel.figures["install_to_ready_seconds"] = round(time.monotonic() - start, 1)
-        assert proc.returncode == 0, (
-            f"helm install failed:\n{proc.stdout}\n{proc.stderr}\n"
-            + run("kubectl", "-n", namespace, "get", "pods,events").stdout
-        )
-        yield rel
-    finally:
-        print(f"\nmlship e2e figures: {json.dumps(rel.figures)}")
-        rel.helm("uninstall", RELEASE, "--wait", "--timeout", "5m")
-        # the namespace takes the kept PVCs and Secrets with it
-        core.delete_namespace(namespace)
 
 
 def test_install_is_ready_in_a_restricted_namespace(release: Release, record_property: Any) -> None:
@@ -277,69 +106,354 @@ def test_helm_test_passes(release: Release) -> None:
 
 
 def test_training_dag_runs_each_step_in_its_own_pod(release: Release) -> None:
-    seen: dict[str, set[str]] = {}  # step -> images of its pods
-
-    def watch_steps() -> None:
-        for pod in release.pods("app.kubernetes.io/component=training-step"):
-            step = pod.metadata.labels["mlship.io/step"]
-            images = {c.image for c in pod.spec.containers if c.name == "base"}
-            seen.setdefault(step, set()).update(images)
-
+    pods = StepPods(release)
     with release.airflow() as airflow:
-        dag = wait_for("the DAG to be parsed", lambda: airflow.get(f"/dags/{DAG}"), timeout=300)
-        if dag["is_paused"]:
-            airflow.send("PATCH", f"/dags/{DAG}", {"is_paused": False}, update_mask="is_paused")
-        run_ = airflow.send("POST", f"/dags/{DAG}/dagRuns", {"logical_date": None, "conf": {}})
-        release.run_id = run_id = run_["dag_run_id"]
+        run_id = airflow.trigger()
         start = time.monotonic()
-
-        def finished() -> str | None:
-            watch_steps()
-            state = airflow.get(f"/dags/{DAG}/dagRuns/{run_id}")["state"]
-            return state if state in ("success", "failed") else None
-
-        state = wait_for(f"DAG run {run_id}", finished, timeout=1800, interval=2)
+        state = airflow.wait_run(run_id, on_poll=pods.poll)
         release.figures["dag_run_seconds"] = round(time.monotonic() - start, 1)
-        tasks = {
-            t["task_id"]: t
-            for t in airflow.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        }
-        if state != "success":
-            failed = [t for t, ti in tasks.items() if ti["state"] != "success"]
-            logs = {
-                t: airflow.get(
-                    f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{t}/logs/{max(tasks[t]['try_number'], 1)}",
-                    full_content="true",
-                )
-                for t in failed
-            }
-            pytest.fail(
-                f"DAG run {run_id} {state}; tasks not successful: "
-                f"{ {t: tasks[t]['state'] for t in failed} }\n{json.dumps(logs)[-6000:]}"
-            )
+        airflow.require_success(run_id, state)
+        release.run_id = run_id
+        tasks = airflow.tasks(run_id)
         assert {t: ti["state"] for t, ti in tasks.items()} == dict.fromkeys(STEPS, "success")
-        # the step's own output reached the task log the UI shows (scheduler log server)
-        log = airflow.get(
-            f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/train/logs/{tasks['train']['try_number']}",
-            full_content="true",
-        )
         # the train step's own output (container "base") is in the task log the UI shows
-        text = json.dumps(log)
-        assert "[base]" in text and "model_uri" in text, (
-            f"the train pod's output is not in the task log: {text[-3000:]}"
+        log = airflow.log(run_id, "train", tasks["train"]["try_number"])
+        assert "[base]" in log and "model_uri" in log, (
+            f"the train pod's output is not in the task log: {log[-3000:]}"
         )
 
-    assert set(seen) == set(STEPS), f"step pods seen: {seen}"
+    assert set(pods.images) == set(STEPS), f"step pods seen: {pods.images}"
     for step in STEPS:
-        assert seen[step] == {f"mlship-step-{step}:dev"}, f"{step} ran from {seen[step]}"
+        assert pods.images[step] == {f"mlship-step-{step}:dev"}, f"{step} ran from {pods.images[step]}"
 
-    with release.mlflow() as url:
-        model = requests.get(
-            f"{url}/api/2.0/mlflow/registered-models/get", params={"name": "iris"}, timeout=30
+    with release.mlflow_client() as mlflow:
+        assert CHAMPION in mlflow.get_registered_model(MODEL).aliases
+
+
+def pipeline_runs(mlflow: MlflowClient, run_key: str) -> tuple[Any, dict[str, Any]]:
+    """The MLflow parent run of one DAG run, and its step runs by step name."""
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    assert experiment is not None, f"no MLflow experiment {EXPERIMENT!r}"
+    runs = mlflow.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_key}'", max_results=100
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1, f"parent runs of {run_key}: {[r.info.run_id for r in parents]}"
+    parent = mlflow.get_run(parents[0].info.run_id)  # with its inputs
+    steps: dict[str, Any] = {}
+    for r in runs:
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id:
+            steps[r.data.tags["mlship.step"]] = r  # one attempt per step in a run that succeeded
+    return parent, steps
+
+
+def training_digest(parent: Any) -> str:
+    inputs = [
+        d
+        for d in parent.inputs.dataset_inputs
+        if any(t.key == "mlflow.data.context" and t.value == "training" for t in d.tags)
+    ]
+    assert len(inputs) == 1, f"training dataset inputs of the parent run: {parent.inputs.dataset_inputs}"
+    return str(inputs[0].dataset.digest)
+
+
+def test_mlflow_lineage_leads_from_the_champion_to_the_dag_run_and_its_data(release: Release) -> None:
+    from mlship.datasets import load  # the ml extra: only this test needs pandas/scikit-learn
+
+    assert release.run_id, "needs the DAG run of the training test"
+    with release.mlflow_client() as mlflow:
+        parent, steps = pipeline_runs(mlflow, release.run_id)
+        assert parent.info.status == "FINISHED"
+        assert set(steps) == set(STEPS), f"step runs under the parent: {sorted(steps)}"
+        digest = training_digest(parent)
+        # the digest is of the data the run was asked to train on: the bundled iris set
+        assert digest == load("sklearn:iris").digest
+        assert parent.data.tags["mlship.dataset_digest"] == digest
+
+        champion = mlflow.get_model_version_by_alias(MODEL, CHAMPION)
+        # the model was logged by this DAG run's train step ...
+        assert champion.run_id == steps["train"].info.run_id
+        train_run = mlflow.get_run(champion.run_id)
+        assert train_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        # ... and the version's lineage tags name the run and the data
+        assert champion.tags[TAG_RUN_KEY] == release.run_id
+        assert champion.tags["mlship.parent_run_id"] == parent.info.run_id
+        assert champion.tags["mlship.dataset_digest"] == digest
+        assert champion.tags["mlship.gate"] == CHAMPION
+        assert parent.data.tags["mlship.model_version"] == f"{MODEL}/{champion.version}"
+    release.figures["champion_after_first_run"] = champion.version
+    print(
+        f"\nDAG run {release.run_id} -> MLflow run {parent.info.run_id} (dataset {digest}) "
+        f"-> {MODEL} v{champion.version} @{CHAMPION}"
+    )
+
+
+def test_a_second_run_on_the_same_data_registers_a_challenger_not_a_champion(release: Release) -> None:
+    # Before the ModelDeployment exists on purpose: on a 2-CPU node that also holds `make up`'s
+    # release, a serving pod next to this namespace's stack leaves no room for the 1-CPU train pod.
+    assert release.run_id, "needs the DAG run of the training test"
+    with release.mlflow_client() as mlflow:
+        v1 = mlflow.get_model_version_by_alias(MODEL, CHAMPION)
+
+    pods = StepPods(release)
+    with release.airflow() as airflow:
+        run_id = airflow.trigger()
+        start = time.monotonic()
+        state = airflow.wait_run(run_id, on_poll=pods.poll)
+        release.figures["second_dag_run_seconds"] = round(time.monotonic() - start, 1)
+        airflow.require_success(run_id, state)
+    assert set(pods.images) == set(STEPS), f"step pods seen: {pods.images}"
+
+    with release.mlflow_client() as mlflow:
+        registered = mlflow.search_model_versions(f"name = '{MODEL}' and tags.`{TAG_RUN_KEY}` = '{run_id}'")
+        assert len(registered) == 1, f"versions of run {run_id}: {registered}"
+        v2 = mlflow.get_model_version(MODEL, registered[0].version)
+        assert int(v2.version) > int(v1.version)
+        # the same data and seed give an equal score, and an equal score does not beat the champion
+        assert mlflow.get_model_version_by_alias(MODEL, CHAMPION).version == v1.version
+        assert v2.tags["mlship.gate"] == CHALLENGER, v2.tags.get("mlship.gate_reason")
+        assert CHALLENGER in v2.aliases and CHAMPION not in v2.aliases
+        assert v2.tags["mlship.dataset_digest"] == v1.tags["mlship.dataset_digest"]
+    release.challenger = v2.version
+    print(
+        f"\nsecond DAG run {run_id}: v{v2.version} registered as {CHALLENGER} "
+        f"({v2.tags.get('mlship.gate_reason')}); v{v1.version} stays {CHAMPION}"
+    )
+
+
+def serving(release: Release, name: str, version: str) -> dict[str, Any] | None:
+    """The ModelDeployment once it reports `version` rolled out and Ready, else None."""
+    md = release.model_deployment(name)
+    status = md.get("status") or {}
+    ready = condition(md, "Ready")
+    if (
+        status.get("servingVersion") == version
+        and ready.get("status") == "True"
+        and status.get("observedGeneration") == md["metadata"]["generation"]
+    ):
+        return md
+    return None
+
+
+def metadata(url: str) -> dict[str, Any]:
+    resp = requests.get(f"{url}/metadata", timeout=30)
+    assert resp.ok, f"/metadata answered {resp.status_code}: {resp.text}"
+    return dict(resp.json())
+
+
+def test_model_deployment_serves_the_champion(release: Release) -> None:
+    with release.mlflow_client() as mlflow:
+        champion = mlflow.get_model_version_by_alias(MODEL, CHAMPION).version
+    # a newer version (the challenger) exists: the alias, not the newest number, decides
+    assert release.challenger and int(release.challenger) > int(champion)
+    start = time.monotonic()
+    release.apply_model_deployment(MODEL, {"model": MODEL, "alias": CHAMPION})
+    release.deployment = MODEL
+    md = wait_for(
+        f"ModelDeployment {MODEL} to serve v{champion}", lambda: serving(release, MODEL, champion), 600
+    )
+    release.figures["model_deployment_ready_seconds"] = round(time.monotonic() - start, 1)
+    status = md["status"]
+    assert status["desiredVersion"] == status["lastGoodVersion"] == champion
+    assert status["alias"] == CHAMPION and status["model"] == MODEL
+    assert status["url"] == f"http://{MODEL}.{release.namespace}.svc.cluster.local"
+    assert condition(md, "Degraded")["status"] == "False"
+    pods = release.serving_pods(MODEL)
+    assert all_ready(pods), [(p.metadata.name, p.status.phase) for p in pods]
+    assert {p.metadata.labels["mlship.io/model-version"] for p in pods} == {champion}
+
+    with release.serving(MODEL) as url:
+        assert metadata(url)["version"] == champion
+        accuracy = iris_accuracy(url)
+    assert accuracy >= 0.9, f"only {accuracy:.0%} of known iris rows predicted right"
+    seconds = release.figures["model_deployment_ready_seconds"]
+    print(f"\nModelDeployment {MODEL}: v{champion} Ready {seconds} s after it was applied")
+
+
+def test_moving_the_champion_alias_rolls_the_deployment_to_the_new_version(release: Release) -> None:
+    assert release.deployment and release.challenger, "needs the ModelDeployment and the challenger"
+    with release.mlflow_client() as mlflow:
+        v1 = mlflow.get_model_version_by_alias(MODEL, CHAMPION)
+        v2 = mlflow.get_model_version(MODEL, release.challenger)
+        assert release.model_deployment(MODEL)["status"]["servingVersion"] == v1.version
+
+        # promotion by hand, the way a person overrides the gate
+        start = time.monotonic()
+        mlflow.set_registered_model_alias(MODEL, CHAMPION, v2.version)
+        md = wait_for(
+            f"ModelDeployment {MODEL} to serve v{v2.version}",
+            lambda: serving(release, MODEL, v2.version),
+            timeout=600,
+            interval=1,
         )
-        assert model.ok, model.text
-        aliases = {a["alias"] for a in model.json()["registered_model"].get("aliases", [])}
-        assert "champion" in aliases
+        promotion = round(time.monotonic() - start, 1)
+    release.figures["promotion_to_ready_seconds"] = promotion
+    assert md["status"]["desiredVersion"] == md["status"]["lastGoodVersion"] == v2.version
+    pods_now = release.serving_pods(MODEL)
+    assert {p.metadata.labels["mlship.io/model-version"] for p in pods_now} == {v2.version}
+
+    with release.serving(MODEL) as url:
+        assert metadata(url)["version"] == v2.version
+        accuracy = iris_accuracy(url)
+    assert accuracy >= 0.9, f"only {accuracy:.0%} of known iris rows predicted right"
+
+    def rollout_events() -> list[tuple[str, str]] | None:
+        events = [(e.reason, e.message) for e in release.events_of(md)]
+        started = [m for r, m in events if r == "RolloutStarted" and f"version {v2.version} " in m]
+        done = [m for r, m in events if r == "RolloutComplete" and f"version {v2.version} " in m]
+        return events if started and done else None
+
+    events = wait_for(f"Events of the rollout to v{v2.version}", rollout_events, timeout=60)
+    assert any(
+        r == "RolloutStarted" and f"replacing version {v1.version}" in m for r, m in events
+    ), events
+    print(f"\nalias {CHAMPION} moved to v{v2.version}: serving and Ready {promotion} s later")
+
+
+def registry_snapshot(mlflow: MlflowClient) -> dict[str, Any]:
+    versions = mlflow.search_model_versions(f"name = '{MODEL}'")
+    return {
+        "versions": sorted((v.version, v.run_id, v.source, sorted(v.tags.items())) for v in versions),
+        "aliases": dict(sorted(mlflow.get_registered_model(MODEL).aliases.items())),
+    }
+
+
+def serving_snapshot(release: Release) -> dict[str, Any]:
+    md = release.model_deployment(MODEL)
+    status = md["status"]
+    return {
+        "versions": {k: status.get(k) for k in ("servingVersion", "desiredVersion", "lastGoodVersion")},
+        "ready": {k: condition(md, "Ready").get(k) for k in ("status", "reason", "lastTransitionTime")},
+        "generation": md["metadata"]["generation"],
+        "pods": sorted(
+            (
+                p.metadata.uid,
+                p.metadata.labels["mlship.io/model-version"],
+                p.status.container_statuses[0].restart_count,
+            )
+            for p in release.serving_pods(MODEL)
+        ),
+    }
+
+
+def upload_dataset(mlflow: MlflowClient, release: Release, name: str, content: bytes) -> str:
+    """Store a file in MLflow (through its artifact proxy); its URL as step pods fetch it."""
+    experiment = mlflow.get_experiment_by_name("e2e-fixtures")
+    exp_id = experiment.experiment_id if experiment else mlflow.create_experiment("e2e-fixtures")
+    run = mlflow.create_run(exp_id, run_name="bad datasets")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        path.write_bytes(content)
+        mlflow.log_artifact(run.info.run_id, str(path), "datasets")
+    mlflow.set_terminated(run.info.run_id)
+    prefix = "mlflow-artifacts:/"
+    assert run.info.artifact_uri.startswith(prefix), run.info.artifact_uri
+    location = f"{run.info.artifact_uri.removeprefix(prefix)}/datasets/{name}"
+    # the same path through the port-forward answers the same bytes
+    stored = requests.get(f"{mlflow.tracking_uri}/api/2.0/mlflow-artifacts/artifacts/{location}", timeout=30)
+    assert stored.ok and stored.content == content, (stored.status_code, stored.text[:300])
+    return f"{release.mlflow_in_cluster}/api/2.0/mlflow-artifacts/artifacts/{location}"
+
+
+def test_a_dataset_that_fails_validation_stops_at_validate_and_changes_nothing(release: Release) -> None:
+    from mlship.datasets import sklearn_frame  # the ml extra
+
+    assert release.deployment, "needs the ModelDeployment of the earlier tests"
+    frame = sklearn_frame("iris")
+    frame.loc[[3, 60, 120], "petal width (cm)"] = None
+    with release.mlflow_client() as mlflow:
+        url = upload_dataset(mlflow, release, "iris-with-nulls.csv", frame.to_csv(index=False).encode())
+        registry_before = registry_snapshot(mlflow)
+    serving_before = serving_snapshot(release)
+
+    pods = StepPods(release)
+    with release.airflow() as airflow:
+        run_id = airflow.trigger({"dataset": url})
+        start = time.monotonic()
+        state = airflow.wait_run(run_id, on_poll=pods.poll)
+        release.figures["failed_dag_run_seconds"] = round(time.monotonic() - start, 1)
+        tasks = airflow.tasks(run_id)
+        states = {t: ti["state"] for t, ti in tasks.items()}
+        validate_log = airflow.log(run_id, "validate", tasks["validate"]["try_number"])
+    assert state == "failed", states
+    assert states == {
+        "ingest": "success",
+        "validate": "failed",
+        **dict.fromkeys(("featurize", "train", "evaluate", "register"), "upstream_failed"),
+    }
+    release.figures["failed_run_validate_tries"] = tasks["validate"]["try_number"]
+    expected = "column 'petal width (cm)': rule max_nulls=0 violated by 3 (3 null value(s))"
+    assert "mlship validate failed: validation failed" in validate_log and expected in validate_log, (
+        validate_log[-3000:]
+    )
+    # no pod was ever started for the steps after validate
+    assert set(pods.images) == {"ingest", "validate"}, f"step pods seen: {pods.images}"
+
+    with release.mlflow_client() as mlflow:
+        parent, steps = pipeline_runs(mlflow, run_id)
+        assert parent.info.status == "FAILED"
+        assert parent.data.tags["mlship.validation"] == "failed"
+        assert set(steps) == {"ingest", "validate"}
+        assert registry_snapshot(mlflow) == registry_before
+    assert serving_snapshot(release) == serving_before
+    with release.serving(MODEL) as serving_url:
+        accuracy = iris_accuracy(serving_url)
+    assert accuracy >= 0.9
+    print(
+        f"\nbad dataset run {run_id}: failed at validate after {tasks['validate']['try_number']} tries "
+        f"in {release.figures['failed_dag_run_seconds']} s; registry and serving unchanged"
+    )
+
+
+def test_the_airflow_and_mlflow_uis_render_in_a_headless_browser(release: Release) -> None:
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        reason = "no `chromium` on PATH (Debian: apt-get install --no-install-recommends chromium)"
+        print(f"\nSKIP: {reason}")
+        pytest.skip(reason)
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:  # the test dependency group is not installed
+        reason = "playwright is not installed (uv sync --frozen)"
+        print(f"\nSKIP: {reason}")
+        pytest.skip(reason)
+    ARTIFACTS.mkdir(exist_ok=True)
+    password = release.secret(release.name("airflow"))["admin-password"]
+    with release.airflow() as airflow, release.mlflow() as mlflow_url, sync_playwright() as pw:
+        champion = MlflowClient(mlflow_url).get_model_version_by_alias(MODEL, CHAMPION).version
+        browser = pw.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1440, "height": 900})
+            start = time.monotonic()
+            # Airflow: the login form, then the DAG's page with its runs
+            # "load", not "networkidle": both UIs keep polling their APIs
+            page.goto(f"{airflow.url}/")
+            page.get_by_label("Username").fill("admin")
+            page.get_by_label("Password").fill(password)
+            page.get_by_role("button", name="Sign in").click()
+            page.get_by_label("Password").wait_for(state="detached", timeout=60_000)
+            page.goto(f"{airflow.url}/dags/{DAG}/runs")
+            page.get_by_text(release.run_id or "", exact=False).first.wait_for(timeout=60_000)
+            airflow_text = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "airflow-dag-runs.png"), full_page=True)
+            release.figures["airflow_ui_seconds"] = round(time.monotonic() - start, 1)
+
+            start = time.monotonic()
+            # MLflow: the registered model's page, listing its versions and aliases
+            page.goto(f"{mlflow_url}/#/models/{MODEL}")
+            page.get_by_text(f"Version {champion}").first.wait_for(timeout=60_000)
+            page.get_by_text(CHAMPION).first.wait_for(timeout=60_000)
+            mlflow_text = page.inner_text("body")
+            page.screenshot(path=str(ARTIFACTS / "mlflow-model.png"), full_page=True)
+            release.figures["mlflow_ui_seconds"] = round(time.monotonic() - start, 1)
+        finally:
+            browser.close()
+    assert DAG in airflow_text and "success" in airflow_text.lower() and "failed" in airflow_text.lower(), (
+        airflow_text[:2000]
+    )
+    assert MODEL in mlflow_text and f"Version {champion}" in mlflow_text, mlflow_text[:2000]
+    assert CHAMPION in mlflow_text and CHALLENGER in mlflow_text, mlflow_text[:2000]
+    print(f"\nscreenshots: {ARTIFACTS / 'airflow-dag-runs.png'}, {ARTIFACTS / 'mlflow-model.png'}")
 
 
 def registry_state(url: str) -> dict[str, Any]:
@@ -353,14 +467,16 @@ def registry_state(url: str) -> dict[str, Any]:
     }
 
 
-def test_upgrade_keeps_generated_secrets_and_models(release: Release) -> None:
-    assert release.run_id, "needs the DAG run of the previous test"
+def test_upgrade_keeps_generated_secrets_models_and_serving(release: Release) -> None:
+    assert release.run_id, "needs the DAG run of the training test"
     secrets = {name: release.secret(release.name(name)) for name in ("airflow", "postgresql")}
     old_pods = {p.metadata.uid for p in release.pods()}
+    serving_before = serving_snapshot(release) if release.deployment else None
     with release.mlflow() as url:
         before = registry_state(url)
     assert before["versions"], "no registered model version to keep"
     # Not --reuse-values: the generated secrets must survive an upgrade that does not pass them.
+    values = [arg for value in BASE_VALUES for arg in ("--set", value)]
     proc = release.helm(
         "upgrade",
         RELEASE,
@@ -368,8 +484,7 @@ def test_upgrade_keeps_generated_secrets_and_models(release: Release) -> None:
         "--wait",
         "--timeout",
         "15m",
-        "--set",
-        "pipeline.schedule=none",
+        *values,
         "--set",
         "operator.logLevel=DEBUG",
         "--set",
@@ -377,8 +492,11 @@ def test_upgrade_keeps_generated_secrets_and_models(release: Release) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {name: release.secret(release.name(name)) for name in ("airflow", "postgresql")} == secrets
-    pods = release.pods()
-    assert all_ready(pods)
+    # the release's own pods (failed step pods of the bad dataset run are kept on purpose)
+    pods = [
+        p for p in release.pods() if p.metadata.labels.get("app.kubernetes.io/component") != "training-step"
+    ]
+    assert all_ready(pods), [(p.metadata.name, p.status.phase) for p in pods]
     # the changed values reached new pods (so the checks below meet freshly started components)
     renewed = {
         p.metadata.labels["app.kubernetes.io/component"] for p in pods if p.metadata.uid not in old_pods
@@ -390,6 +508,10 @@ def test_upgrade_keeps_generated_secrets_and_models(release: Release) -> None:
         assert registry_state(url) == before
     with release.airflow() as airflow:  # the same admin password, the same metadata DB
         assert airflow.get(f"/dags/{DAG}/dagRuns/{release.run_id}")["state"] == "success"
+    if serving_before is not None:
+        # the new operator takes over the ModelDeployment without restarting its model server
+        time.sleep(10)  # a few of its polls (every 5 s)
+        assert serving_snapshot(release) == serving_before
 
 
 def test_postgresql_restart_loses_no_run_or_model_version(release: Release) -> None:

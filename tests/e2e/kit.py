@@ -1,0 +1,351 @@
+"""Helpers of the e2e tier: the installed release, Airflow's REST API, MLflow, ModelDeployments.
+
+Imported as `e2e.kit` (tests/ is on pytest's pythonpath); the session-scoped `release` fixture
+that installs the chart lives in tests/e2e/conftest.py.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.util
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from kubernetes import client
+from mlflow import MlflowClient
+from testkit import free_port, stop_process
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "mlship"
+ARTIFACTS = ROOT / "test-artifacts"  # gitignored: screenshots and other evidence of a run
+RELEASE = "mlship"
+STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+DAG = "mlship_training"
+EXPERIMENT = "mlship"  # the chart's pipeline.experiment
+MODEL = "iris"
+TAG_RUN_KEY = "mlship.pipeline_run_key"
+# --set values of every install/upgrade: only triggered DAG runs (no scheduled one competing), and
+# a short retry delay so a step that fails for good (a bad dataset) fails the run in ~1 min, not 3.
+BASE_VALUES = ("pipeline.schedule=none", "pipeline.retryDelaySeconds=5")
+MD_GROUP, MD_VERSION, MD_PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
+
+# Rows of the iris data set with their species (0 setosa, 1 versicolor, 2 virginica).
+IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
+IRIS_ROWS = [
+    ([5.1, 3.5, 1.4, 0.2], 0),
+    ([4.9, 3.0, 1.4, 0.2], 0),
+    ([5.4, 3.9, 1.7, 0.4], 0),
+    ([7.0, 3.2, 4.7, 1.4], 1),
+    ([6.4, 3.2, 4.5, 1.5], 1),
+    ([5.7, 2.8, 4.5, 1.3], 1),
+    ([5.5, 2.4, 3.8, 1.1], 1),
+    ([6.3, 3.3, 6.0, 2.5], 2),
+    ([7.2, 3.6, 6.1, 2.5], 2),
+    ([6.7, 3.0, 5.2, 2.3], 2),
+]
+
+
+def unreachable_reason() -> str | None:
+    """tests/cluster/conftest.py decides whether a cluster is reachable; reuse it as it is."""
+    cluster_tests = ROOT / "tests" / "cluster"
+    spec = importlib.util.spec_from_file_location("cluster_conftest", cluster_tests / "conftest.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(cluster_tests))  # for the helper modules that conftest imports
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(cluster_tests))
+    reason: str | None = module._cluster_unreachable_reason()
+    if reason:
+        return reason
+    missing = [tool for tool in ("helm", "kubectl") if shutil.which(tool) is None]
+    return f'{" and ".join(missing)} not on PATH (eval "$(hack/cluster env)")' if missing else None
+
+
+def run(*cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 3) -> Any:
+    """Poll `check` until it returns something truthy; API errors count as "not yet"."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (requests.RequestException, client.ApiException) as exc:
+            last = exc
+        time.sleep(interval)
+    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})"[:3000])
+
+
+@contextmanager
+def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
+    """http://127.0.0.1:<local> forwarded to a Service, as a user reaches the UIs.
+
+    kubectl binds the forward to one pod behind the Service when it starts: open a new one after
+    that pod is replaced (a rollout, a restart).
+    """
+    local = free_port()
+    proc = subprocess.Popen(
+        ["kubectl", "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+
+        def connected() -> bool:
+            if proc.poll() is not None:
+                pytest.fail(
+                    f"kubectl port-forward to {service} exited: {proc.stderr.read() if proc.stderr else ''}"
+                )
+            with socket.socket() as s:
+                return s.connect_ex(("127.0.0.1", local)) == 0
+
+        wait_for(f"port-forward to {service}", connected, timeout=30, interval=0.3)
+        yield f"http://127.0.0.1:{local}"
+    finally:
+        stop_process(proc, timeout=10)
+
+
+class Airflow:
+    """The Airflow REST API through a port-forward, logged in as the chart's admin."""
+
+    def __init__(self, url: str, password: str) -> None:
+        self.url = url
+        self.password = password
+        resp = requests.post(
+            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
+        )
+        resp.raise_for_status()
+        self.token = resp.json()["access_token"]
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+
+    def get(self, path: str, **params: Any) -> Any:
+        resp = requests.get(f"{self.url}/api/v2{path}", headers=self.headers, params=params, timeout=60)
+        resp.raise_for_status()
+        return resp.json() if "json" in resp.headers.get("content-type", "") else resp.text
+
+    def send(self, method: str, path: str, body: dict[str, Any], **params: Any) -> Any:
+        resp = requests.request(
+            method, f"{self.url}/api/v2{path}", headers=self.headers, json=body, params=params, timeout=60
+        )
+        assert resp.ok, f"{method} {path}: {resp.status_code} {resp.text}"
+        return resp.json()
+
+    def trigger(self, conf: dict[str, Any] | None = None) -> str:
+        """Start a run of the training DAG (unpausing it if needed); returns its dag_run_id."""
+        dag = wait_for("the DAG to be parsed", lambda: self.get(f"/dags/{DAG}"), timeout=300)
+        if dag["is_paused"]:
+            self.send("PATCH", f"/dags/{DAG}", {"is_paused": False}, update_mask="is_paused")
+        run_ = self.send("POST", f"/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        return str(run_["dag_run_id"])
+
+    def wait_run(self, run_id: str, timeout: float = 1800, on_poll: Callable[[], None] | None = None) -> str:
+        """Wait until the run ends; returns "success" or "failed"."""
+
+        def finished() -> str | None:
+            if on_poll:
+                on_poll()
+            state = self.get(f"/dags/{DAG}/dagRuns/{run_id}")["state"]
+            return state if state in ("success", "failed") else None
+
+        return str(wait_for(f"DAG run {run_id}", finished, timeout=timeout, interval=2))
+
+    def tasks(self, run_id: str) -> dict[str, dict[str, Any]]:
+        listing = self.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {t["task_id"]: t for t in listing}
+
+    def log(self, run_id: str, task: str, try_number: int) -> str:
+        """The task log the UI shows for one try, as text."""
+        log = self.get(
+            f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/logs/{max(try_number, 1)}",
+            full_content="true",
+        )
+        content = log.get("content", log) if isinstance(log, dict) else log
+        if isinstance(content, list):  # structured log lines (Airflow 3)
+            return "\n".join(
+                json.dumps(line, ensure_ascii=False) if isinstance(line, dict) else str(line)
+                for line in content
+            )
+        return str(content)
+
+    def require_success(self, run_id: str, state: str) -> None:
+        """Fail the test with the failed tasks' logs when the run did not succeed."""
+        if state == "success":
+            return
+        tasks = self.tasks(run_id)
+        failed = [t for t, ti in tasks.items() if ti["state"] != "success"]
+        logs = {t: self.log(run_id, t, tasks[t]["try_number"])[-3000:] for t in failed}
+        pytest.fail(
+            f"DAG run {run_id} {state}; tasks not successful: "
+            f"{ {t: tasks[t]['state'] for t in failed} }\n{json.dumps(logs, indent=1)[-8000:]}"
+        )
+
+
+class StepPods:
+    """Which step pods appear while a DAG run goes on (succeeded ones are deleted, so poll)."""
+
+    def __init__(self, release: Release) -> None:
+        self.release = release
+        self.before = {p.metadata.uid for p in release.pods("app.kubernetes.io/component=training-step")}
+        self.images: dict[str, set[str]] = {}  # step -> images of its new pods
+
+    def poll(self) -> None:
+        for pod in self.release.pods("app.kubernetes.io/component=training-step"):
+            if pod.metadata.uid in self.before:
+                continue
+            step = pod.metadata.labels["mlship.io/step"]
+            images = {c.image for c in pod.spec.containers if c.name == "base"}
+            self.images.setdefault(step, set()).update(images)
+
+
+class Release:
+    """The chart installed in its own namespace, and ways to reach what it runs."""
+
+    def __init__(self, namespace: str) -> None:
+        self.namespace = namespace
+        self.core = client.CoreV1Api()
+        self.custom = client.CustomObjectsApi()
+        self.figures: dict[str, Any] = {}
+        # what earlier tests leave for later ones (tests run in file order on one release)
+        self.run_id: str | None = None  # the first successful training run
+        self.challenger: str | None = None  # the version a second run registered, not promoted
+        self.deployment: str | None = None  # the ModelDeployment serving MODEL
+
+    def name(self, component: str) -> str:
+        return f"{RELEASE}-{component}"
+
+    @property
+    def mlflow_in_cluster(self) -> str:
+        """MLflow as pods in the cluster reach it."""
+        return f"http://{self.name('mlflow')}.{self.namespace}.svc.cluster.local:5000"
+
+    def secret(self, name: str) -> dict[str, str]:
+        data = self.core.read_namespaced_secret(name, self.namespace).data
+        return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+    def pods(self, selector: str = "") -> list[client.V1Pod]:
+        return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+
+    def helm(self, *args: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
+        return run("helm", *args, "-n", self.namespace, timeout=timeout)
+
+    @contextmanager
+    def airflow(self) -> Iterator[Airflow]:
+        password = self.secret(self.name("airflow"))["admin-password"]
+        with port_forward(self.namespace, self.name("airflow-api-server"), 8080) as url:
+            yield wait_for("an Airflow API token", lambda: Airflow(url, password), timeout=120)
+
+    @contextmanager
+    def mlflow(self) -> Iterator[str]:
+        with port_forward(self.namespace, self.name("mlflow"), 5000) as url:
+            yield url
+
+    @contextmanager
+    def mlflow_client(self) -> Iterator[MlflowClient]:
+        with self.mlflow() as url:
+            yield MlflowClient(tracking_uri=url, registry_uri=url)
+
+    # ---- ModelDeployments
+
+    def apply_model_deployment(self, name: str, spec: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": f"{MD_GROUP}/{MD_VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": spec,
+        }
+        return dict(
+            self.custom.create_namespaced_custom_object(MD_GROUP, MD_VERSION, self.namespace, MD_PLURAL, body)
+        )
+
+    def model_deployment(self, name: str) -> dict[str, Any]:
+        return dict(
+            self.custom.get_namespaced_custom_object(MD_GROUP, MD_VERSION, self.namespace, MD_PLURAL, name)
+        )
+
+    def model_deployments(self) -> list[dict[str, Any]]:
+        listing = self.custom.list_namespaced_custom_object(MD_GROUP, MD_VERSION, self.namespace, MD_PLURAL)
+        return list(listing["items"])
+
+    def delete_model_deployment(self, name: str, timeout: float = 180) -> None:
+        """Delete one and wait until the operator released its finalizer (its pods go with it)."""
+        self.custom.delete_namespaced_custom_object(MD_GROUP, MD_VERSION, self.namespace, MD_PLURAL, name)
+        wait_for(
+            f"ModelDeployment {name} to be deleted",
+            lambda: name not in {md["metadata"]["name"] for md in self.model_deployments()},
+            timeout=timeout,
+        )
+
+    def delete_model_deployments(self, timeout: float = 180) -> None:
+        """Delete every ModelDeployment and wait until the operator released its finalizer."""
+        for md in self.model_deployments():
+            self.custom.delete_namespaced_custom_object(
+                MD_GROUP, MD_VERSION, self.namespace, MD_PLURAL, md["metadata"]["name"]
+            )
+        wait_for("ModelDeployments to be deleted", lambda: not self.model_deployments(), timeout=timeout)
+
+    def serving_pods(self, name: str) -> list[client.V1Pod]:
+        return [
+            p
+            for p in self.pods(f"app.kubernetes.io/name=mlship-serving,app.kubernetes.io/instance={name}")
+            if not p.metadata.deletion_timestamp
+        ]
+
+    def events_of(self, obj: dict[str, Any]) -> list[client.CoreV1Event]:
+        uid = obj["metadata"]["uid"]
+        return list(
+            self.core.list_namespaced_event(self.namespace, field_selector=f"involvedObject.uid={uid}").items
+        )
+
+    @contextmanager
+    def serving(self, name: str) -> Iterator[str]:
+        with port_forward(self.namespace, name, 80) as url:
+            yield url
+
+
+def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:
+    for c in (obj.get("status") or {}).get("conditions") or []:
+        if c.get("type") == type_:
+            return dict(c)
+    return {}
+
+
+def all_ready(pods: list[client.V1Pod]) -> bool:
+    running = [p for p in pods if p.status.phase != "Succeeded" and not p.metadata.deletion_timestamp]
+    return bool(running) and all(
+        any(c.type == "Ready" and c.status == "True" for c in (p.status.conditions or [])) for p in running
+    )
+
+
+def predict(url: str, rows: list[list[float]]) -> list[Any]:
+    """POST rows to a model server's /invocations (MLflow scoring protocol); its predictions."""
+    resp = requests.post(
+        f"{url}/invocations",
+        json={"dataframe_split": {"columns": IRIS_COLUMNS, "data": rows}},
+        timeout=30,
+    )
+    assert resp.ok, f"/invocations answered {resp.status_code}: {resp.text}"
+    return list(resp.json()["predictions"])
+
+
+def iris_accuracy(url: str) -> float:
+    predictions = predict(url, [row for row, _ in IRIS_ROWS])
+    assert len(predictions) == len(IRIS_ROWS), predictions
+    hits = sum(int(p) == label for p, (_, label) in zip(predictions, IRIS_ROWS, strict=True))
+    return hits / len(IRIS_ROWS)
