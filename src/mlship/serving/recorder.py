@@ -248,11 +248,12 @@ class InferenceRecorder:
 
     def _files(self, entries: list[_Entry]) -> list[_File]:
         """One file per hour the entries fall in (every record lies in its folder's hour)."""
-        by_hour: dict[str, list[_Entry]] = {}
-        for entry in entries:
-            by_hour.setdefault(fmt.hour_of(entry.ts), []).append(entry)
+        by_hour: dict[int, list[_Entry]] = {}
+        for entry in entries:  # UTC hours are whole multiples of 3600 epoch seconds
+            by_hour.setdefault(int(entry.ts // 3600), []).append(entry)
         files = []
-        for hour, group in sorted(by_hour.items()):
+        for hour_number, group in sorted(by_hour.items()):
+            hour = fmt.hour_of(hour_number * 3600)
             first = min(e.ts for e in group)
             data = b"".join(encode_entry(e, self._columns) for e in group)
             self._seq += 1
