@@ -130,8 +130,8 @@ def test_training_dag_runs_each_step_in_its_own_pod(release: Release) -> None:
         assert CHAMPION in mlflow.get_registered_model(MODEL).aliases
 
 
-def pipeline_runs(mlflow: MlflowClient, run_key: str) -> tuple[Any, dict[str, Any]]:
-    """The MLflow parent run of one DAG run, and its step runs by step name."""
+def pipeline_runs(mlflow: MlflowClient, run_key: str) -> tuple[Any, dict[str, list[Any]]]:
+    """The MLflow parent run of one DAG run, and its step runs (one per attempt) by step name."""
     experiment = mlflow.get_experiment_by_name(EXPERIMENT)
     assert experiment is not None, f"no MLflow experiment {EXPERIMENT!r}"
     runs = mlflow.search_runs(
@@ -140,10 +140,10 @@ def pipeline_runs(mlflow: MlflowClient, run_key: str) -> tuple[Any, dict[str, An
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1, f"parent runs of {run_key}: {[r.info.run_id for r in parents]}"
     parent = mlflow.get_run(parents[0].info.run_id)  # with its inputs
-    steps: dict[str, Any] = {}
+    steps: dict[str, list[Any]] = {}
     for r in runs:
         if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id:
-            steps[r.data.tags["mlship.step"]] = r  # one attempt per step in a run that succeeded
+            steps.setdefault(r.data.tags["mlship.step"], []).append(r)
     return parent, steps
 
 
@@ -172,7 +172,7 @@ def test_mlflow_lineage_leads_from_the_champion_to_the_dag_run_and_its_data(rele
 
         champion = mlflow.get_model_version_by_alias(MODEL, CHAMPION)
         # the model was logged by this DAG run's train step ...
-        assert champion.run_id == steps["train"].info.run_id
+        assert champion.run_id in {r.info.run_id for r in steps["train"]}
         train_run = mlflow.get_run(champion.run_id)
         assert train_run.data.tags["mlflow.parentRunId"] == parent.info.run_id
         # ... and the version's lineage tags name the run and the data
@@ -394,6 +394,8 @@ def test_a_dataset_that_fails_validation_stops_at_validate_and_changes_nothing(r
         assert parent.info.status == "FAILED"
         assert parent.data.tags["mlship.validation"] == "failed"
         assert set(steps) == {"ingest", "validate"}
+        assert len(steps["validate"]) == tasks["validate"]["try_number"]  # each try failed alike
+        assert all(r.info.status == "FAILED" for r in steps["validate"])
         assert registry_snapshot(mlflow) == registry_before
     assert serving_snapshot(release) == serving_before
     with release.serving(MODEL) as serving_url:
