@@ -55,6 +55,27 @@ def finish(airflow: Airflow, dag: str, run_id: str, timeout: float = 1200) -> st
     return str(wait_for(f"{dag} run {run_id}", ended, timeout=timeout, interval=3))
 
 
+def succeeded(airflow: Airflow, dag: str, run_id: str, timeout: float = 1200) -> None:
+    """Wait for the run; fail with the logs of its unsuccessful tasks unless it succeeded."""
+    state = finish(airflow, dag, run_id, timeout)
+    if state == "success":
+        return
+    listing = airflow.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    logs = {t["task_id"]: step_output(airflow, dag, run_id, t) for t in listing if t["state"] == "failed"}
+    pytest.fail(f"{dag} run {run_id} {state}: {logs}")
+
+
+def step_output(airflow: Airflow, dag: str, run_id: str, task: dict[str, Any]) -> list[str]:
+    """What the task's pod printed (the "[base]" lines of the task log), else its last lines."""
+    log = airflow.get(
+        f"/dags/{dag}/dagRuns/{run_id}/taskInstances/{task['task_id']}/logs/{max(task['try_number'], 1)}",
+        full_content="true",
+    )
+    content = log.get("content", []) if isinstance(log, dict) else [log]
+    lines = [str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content]
+    return [line for line in lines if "[base]" in line][-30:] or [line[:500] for line in lines[-10:]]
+
+
 def task_states(airflow: Airflow, dag: str, run_id: str) -> dict[str, str]:
     listing = airflow.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
     return {t["task_id"]: t["state"] for t in listing}
@@ -81,8 +102,7 @@ def monitored(release: Release) -> Iterator[str]:
     last flush at pod shutdown can save what a restart would otherwise lose)."""
     if champion_version(release) is None:
         with release.airflow() as airflow:
-            run_id = start_run(airflow, TRAINING_DAG, {})
-            airflow.require_success(run_id, finish(airflow, TRAINING_DAG, run_id))
+            succeeded(airflow, TRAINING_DAG, start_run(airflow, TRAINING_DAG, {}))
     release.apply_model_deployment(
         NAME,
         {"model": MODEL, "alias": "champion", "replicas": 1,
@@ -106,7 +126,7 @@ def test_too_little_traffic_is_not_enough_data_and_triggers_nothing(release: Rel
     with release.airflow() as airflow:
         before = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns")["total_entries"]
         run_id = start_run(airflow, DRIFT_DAG, {"min_rows": 1_000_000})
-        assert finish(airflow, DRIFT_DAG, run_id) == "success"
+        succeeded(airflow, DRIFT_DAG, run_id)
         assert task_states(airflow, DRIFT_DAG, run_id) == {
             "detect": "success", "retrain_needed": "success", "retrain": "skipped"}
         assert "not enough data" in detect_log(airflow, run_id)
@@ -141,15 +161,14 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
     with release.airflow() as airflow:
         started = time.monotonic()
         drift_run = start_run(airflow, DRIFT_DAG, {"window_minutes": 30, "min_rows": 100})
-        assert finish(airflow, DRIFT_DAG, drift_run) == "success", task_states(airflow, DRIFT_DAG, drift_run)
+        succeeded(airflow, DRIFT_DAG, drift_run)
         assert task_states(airflow, DRIFT_DAG, drift_run) == dict.fromkeys(
             ("detect", "retrain_needed", "retrain"), "success")
         training_run = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns/drift__{drift_run}")
         reason = training_run["conf"]["reason"]
         assert reason.startswith(f"drift in {ROWS} inputs to {MODEL} v{version}"), reason
         assert "4 of 4 features drifted" in reason, reason
-        state = finish(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
-        airflow.require_success(training_run["dag_run_id"], state)
+        succeeded(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
         record_property("drift_to_trained_seconds", round(time.monotonic() - started, 1))
 
     with release.mlflow_client() as mlflow:

@@ -131,3 +131,21 @@ def test_validation_failure_in_a_container_registers_nothing(
     ) in proc.stderr
     assert "featurize" not in proc.stdout
     assert MlflowClient(mlflow_server).search_registered_models(f"name = '{model}'") == []
+
+
+@pytest.mark.parametrize("step", [*STEPS, "drift"])
+def test_every_step_image_starts_its_cli(step: str) -> None:
+    """Each image holds what its module imports (a missing extra fails here, not in a pod)."""
+    reason = docker_unusable()
+    image = f"mlship-step-{step}:{TAG}"
+    if reason is None and subprocess.run(["docker", "image", "inspect", image], capture_output=True,
+                                         timeout=60, check=False).returncode != 0:
+        reason = f"{image} not built: run hack/build-images step-{step}"
+    if reason:
+        pytest.skip(reason)
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "--read-only", "--network", "none", image, "--help"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"usage: python -m mlship.steps.{step}" in proc.stdout
