@@ -35,7 +35,8 @@ def figure(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) 
     for ax in list(axes.flat)[n:]:
         ax.set_visible(False)
     verdict = "DRIFT" if report.drifted else "no drift"
-    fig.suptitle(f"{verdict}: {report.summary()}"[:160], fontsize=11)
+    counts = f"{len(report.drifted_features)} of {n} features drifted (threshold {report.threshold:.0%})"
+    fig.suptitle(f"{verdict}: {counts}", fontsize=12, color=DRIFTED if report.drifted else STABLE)
     fig.tight_layout()
     return fig
 
