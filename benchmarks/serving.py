@@ -71,6 +71,7 @@ class Result:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_ms: float  # CPU time of the server's processes per request, while measured
 
     @property
     def rps(self) -> float:
@@ -84,6 +85,7 @@ class Target:
     ready_url: str
     bodies: list[str]  # single-row JSON bodies, one per iris row
     check: Callable[[dict], list[int]]  # response JSON -> predicted labels
+    pgid: int = 0  # the server's process group, once started
 
 
 def free_port() -> int:
@@ -190,8 +192,21 @@ def v2_bodies(rows: list[list[float]]) -> list[str]:
     ]
 
 
+def cpu_seconds(pgid: int) -> float:
+    """User + system CPU time of the live processes in a process group (all their threads)."""
+    ticks = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        if int(fields[2]) == pgid:  # pgrp; utime and stime follow at 11 and 12
+            ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def started(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[None]:
+def started(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> Iterator[int]:
     with open(log, "wb") as out:
         # Own session: the servers fork workers; the whole group is stopped by its id below.
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -208,7 +223,7 @@ def started(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> I
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{ready_url} not ready; see {log}")
                 time.sleep(0.5)
-            yield
+            yield proc.pid  # == its process group id
         finally:
             with_group(proc, signal.SIGTERM)
             try:
@@ -264,7 +279,7 @@ def wrk(target: Target, clients: int, seconds: float, script: Path) -> Result:
     if match is None:
         raise RuntimeError(f"unexpected wrk output:\n{out}")
     n, duration_us, p50, p99, errors = map(int, match.groups())
-    return Result(target.name, clients, n, duration_us / 1e6, p50 / 1000, p99 / 1000, errors)
+    return Result(target.name, clients, n, duration_us / 1e6, p50 / 1000, p99 / 1000, errors, 0.0)
 
 
 def lua_script(target: Target, cache: Path) -> Path:
@@ -276,10 +291,13 @@ def lua_script(target: Target, cache: Path) -> Path:
 
 def measure(target: Target, clients: int, seconds: float, warmup: float, script: Path) -> Result:
     wrk(target, clients, warmup, script)
+    cpu = cpu_seconds(target.pgid)
     result = wrk(target, clients, seconds, script)
+    result.cpu_ms = (cpu_seconds(target.pgid) - cpu) * 1000 / max(result.requests, 1)
     print(
         f"  {target.name:<10} {clients:>3} clients: {result.rps:8.1f} req/s  "
-        f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}",
+        f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  "
+        f"CPU {result.cpu_ms:5.2f} ms/req  errors {result.errors}",
         flush=True,
     )
     return result
@@ -298,19 +316,17 @@ def verify(target: Target, labels: list[int]) -> None:
         raise RuntimeError(f"{target.name} answered {wrong} of 15 rows wrongly")
 
 
-def log_counts(target: Target) -> str:
+def log_counts(target: Target) -> dict[str, float]:
     """The logging server's own count of rows written, dropped and waiting: proof it logged."""
     from prometheus_client.parser import text_string_to_metric_families
 
     text = requests.get(target.url.replace("/invocations", "/metrics"), timeout=10).text
-    values = {
-        sample.name: sample.value
+    return {
+        sample.name.removeprefix("mlship_inference_log_"): sample.value
         for family in text_string_to_metric_families(text)
         for sample in family.samples
         if sample.name.startswith("mlship_inference_log_")
     }
-    return ", ".join(f"{name.removeprefix('mlship_inference_log_')} {value:.0f}"
-                     for name, value in sorted(values.items()))
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -321,6 +337,11 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=15.0, help="seconds per measurement")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds before each")
     parser.add_argument("--clients", default="1,8,64")
+    parser.add_argument(
+        "--rounds", type=int, default=1,
+        help="measure every server at every concurrency this many times, interleaved; the "
+        "table shows medians (several short rounds resist drifting background load best)",
+    )
     parser.add_argument("--servers", default="mlship,mlship-log,mlflow,mlserver")
     parser.add_argument(
         "--cache-dir",
@@ -420,29 +441,66 @@ def main() -> None:
 
     # All servers run at once and are measured in turn at each concurrency, so load from
     # anything else on the machine drifts over all of them alike. Idle, they cost next to nothing.
-    logged = ""
+    logged: dict[str, float] = {}
+    tracking_cpu = 0.0
     with ExitStack() as stack:
+        tracking_pgid = 0
         if tracking is not None:
             cmd, uri = tracking
-            stack.enter_context(
+            tracking_pgid = stack.enter_context(
                 started(cmd, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                         f"{uri}/health", cache / "tracking.log")
             )
         for target, cmd, server_env in launches:
-            stack.enter_context(started(cmd, server_env, target.ready_url, cache / f"{target.name}.log"))
+            target.pgid = stack.enter_context(
+                started(cmd, server_env, target.ready_url, cache / f"{target.name}.log")
+            )
             verify(target, labels)
         scripts = {target.name: lua_script(target, cache) for target, _, _ in launches}
-        for n in clients:
-            for target, _, _ in launches:
-                results.append(measure(target, n, args.duration, args.warmup, scripts[target.name]))
-        logged = next((log_counts(t) for t, _, _ in launches if t.name == "mlship-log"), "")
+        tracking_cpu = cpu_seconds(tracking_pgid) if tracking_pgid else 0.0
+        for round_ in range(args.rounds):
+            if args.rounds > 1:
+                print(f"round {round_ + 1} of {args.rounds}", flush=True)
+            for n in clients:
+                for target, _, _ in launches:
+                    results.append(measure(target, n, args.duration, args.warmup, scripts[target.name]))
+        logging = next((t for t, _, _ in launches if t.name == "mlship-log"), None)
+        if logging is not None:
+            time.sleep(12)  # the last interval's flush
+            logged = log_counts(logging)
+            tracking_cpu = cpu_seconds(tracking_pgid) - tracking_cpu
 
-    report(results, clients, servers)
+    report(results, clients, servers, args.rounds)
     if logged:
-        print(f"\nmlship-log's inference log at the end: {logged}")
+        written = logged.get("rows_total", 0.0)
+        print(
+            f"\nmlship-log's inference log: {written:.0f} rows written, "
+            f"{logged.get('dropped_rows_total', 0):.0f} dropped, "
+            f"{logged.get('flush_failures_total', 0):.0f} failed flushes, "
+            f"{logged.get('buffered_rows', 0):.0f} waiting; the MLflow server spent "
+            f"{tracking_cpu:.1f} CPU-s taking them ({tracking_cpu * 1e6 / max(written, 1.0):.0f} us/row)"
+        )
 
 
-def report(results: list[Result], clients: list[int], servers: list[str]) -> None:
+def median_results(results: list[Result]) -> dict[tuple[str, int], Result]:
+    """Per (server, clients), the median of each figure over the rounds."""
+    from statistics import median
+
+    groups: dict[tuple[str, int], list[Result]] = {}
+    for r in results:
+        groups.setdefault((r.server, r.clients), []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        rps = median(r.rps for r in rs)
+        out[key] = Result(
+            key[0], key[1], round(rps * 1000), 1000.0,
+            median(r.p50_ms for r in rs), median(r.p99_ms for r in rs),
+            sum(r.errors for r in rs), median(r.cpu_ms for r in rs),
+        )
+    return out
+
+
+def report(results: list[Result], clients: list[int], servers: list[str], rounds: int = 1) -> None:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -451,19 +509,23 @@ def report(results: list[Result], clients: list[int], servers: list[str]) -> Non
         ),
         platform.processor(),
     )
-    print(f"\n{os.cpu_count()} CPUs ({cpu}); single-row JSON over loopback; wrk; one run\n")
-    by = {(r.server, r.clients): r for r in results}
-    head = "| clients | " + " | ".join(f"{s} req/s | p50 ms | p99 ms" for s in servers) + " |"
+    runs = "one run" if rounds == 1 else f"medians of {rounds} interleaved rounds"
+    print(f"\n{os.cpu_count()} CPUs ({cpu}); single-row JSON over loopback; wrk; {runs}\n")
+    by = median_results(results)
+    head = "| clients | " + " | ".join(
+        f"{s} req/s | p50 ms | p99 ms | CPU ms/req" for s in servers
+    ) + " |"
     print(head)
-    print("|" + "---|" * (1 + 3 * len(servers)))
+    print("|" + "---|" * (1 + 4 * len(servers)))
     for n in clients:
         cells = []
         for s in servers:
             r = by.get((s, n))
             cells.append(
-                f"{r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f}" + (f" ({r.errors} err)" if r.errors else "")
+                f"{r.rps:.0f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {r.cpu_ms:.2f}"
+                + (f" ({r.errors} err)" if r.errors else "")
                 if r
-                else "- | - | -"
+                else "- | - | - | -"
             )
         print(f"| {n} | " + " | ".join(cells) + " |")
     ours_hi, ms_hi = by.get(("mlship", max(clients))), by.get(("mlserver", max(clients)))
@@ -477,7 +539,8 @@ def report(results: list[Result], clients: list[int], servers: list[str]) -> Non
         if off and on:
             print(
                 f"at {n} clients, inference log on vs off: {on.rps / off.rps:.2f}x req/s, "
-                f"p50 {on.p50_ms - off.p50_ms:+.1f} ms, p99 {on.p99_ms - off.p99_ms:+.1f} ms"
+                f"p50 {on.p50_ms - off.p50_ms:+.1f} ms, p99 {on.p99_ms - off.p99_ms:+.1f} ms, "
+                f"CPU {on.cpu_ms - off.cpu_ms:+.3f} ms/req"
             )
     ours_lo = by.get(("mlship", min(clients)))
     others = [
