@@ -218,6 +218,9 @@ def up(a: argparse.Namespace) -> None:
        stdin=json.dumps(namespace))
     sh("kubectl", "label", "--overwrite", "namespace", a.namespace,
        "pod-security.kubernetes.io/enforce=restricted", stage="chart", look="kubectl get ns", capture=True)
+    # Helm installs crds/ once and never upgrades them: apply the CRD so a re-run brings new fields.
+    sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts/mlship/crds"),
+       stage="chart", look="kubectl get crd modeldeployments.mlship.io -o yaml", capture=True)
     sh("helm", "upgrade", "--install", a.release, str(ROOT / "charts/mlship"), "-n", a.namespace,
        "--wait", "--timeout", "20m", stage="chart", look=f"kubectl -n {a.namespace} get pods,events")
     say("[4/6] serving: apply the ModelDeployment (it waits for a champion)")
