@@ -68,6 +68,8 @@ def step_task(settings: spec.Settings, step: str, task_id: str | None = None) ->
         do_xcom_push=True,
         get_logs=True,  # the step's stdout/stderr become the task log in the Airflow UI
         log_events_on_failure=True,
+        # the step's own error is its last log line; a dump of the whole V1Pod would bury it
+        log_pod_spec_on_failure=False,
         startup_timeout_seconds=settings.startup_timeout_seconds,
         # Succeeded pods are deleted (their logs are already in the task log); failed pods are
         # kept so `kubectl logs/describe` can show what the task log cannot (OOMKilled, image

@@ -147,33 +147,35 @@ class Airflow:
         assert resp.ok, f"{method} {path}: {resp.status_code} {resp.text}"
         return resp.json()
 
-    def trigger(self, conf: dict[str, Any] | None = None) -> str:
-        """Start a run of the training DAG (unpausing it if needed); returns its dag_run_id."""
-        dag = wait_for("the DAG to be parsed", lambda: self.get(f"/dags/{DAG}"), timeout=300)
-        if dag["is_paused"]:
-            self.send("PATCH", f"/dags/{DAG}", {"is_paused": False}, update_mask="is_paused")
-        run_ = self.send("POST", f"/dags/{DAG}/dagRuns", {"logical_date": None, "conf": conf or {}})
+    def trigger(self, conf: dict[str, Any] | None = None, *, dag: str = DAG) -> str:
+        """Start a run of a DAG (unpausing it if needed); returns its dag_run_id."""
+        info = wait_for(f"the DAG {dag} to be parsed", lambda: self.get(f"/dags/{dag}"), timeout=300)
+        if info["is_paused"]:
+            self.send("PATCH", f"/dags/{dag}", {"is_paused": False}, update_mask="is_paused")
+        run_ = self.send("POST", f"/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf or {}})
         return str(run_["dag_run_id"])
 
-    def wait_run(self, run_id: str, timeout: float = 1800, on_poll: Callable[[], None] | None = None) -> str:
+    def wait_run(
+        self, run_id: str, timeout: float = 1800, on_poll: Callable[[], None] | None = None, *, dag: str = DAG
+    ) -> str:
         """Wait until the run ends; returns "success" or "failed"."""
 
         def finished() -> str | None:
             if on_poll:
                 on_poll()
-            state = self.get(f"/dags/{DAG}/dagRuns/{run_id}")["state"]
+            state = self.get(f"/dags/{dag}/dagRuns/{run_id}")["state"]
             return state if state in ("success", "failed") else None
 
-        return str(wait_for(f"DAG run {run_id}", finished, timeout=timeout, interval=2))
+        return str(wait_for(f"{dag} run {run_id}", finished, timeout=timeout, interval=2))
 
-    def tasks(self, run_id: str) -> dict[str, dict[str, Any]]:
-        listing = self.get(f"/dags/{DAG}/dagRuns/{run_id}/taskInstances")["task_instances"]
+    def tasks(self, run_id: str, *, dag: str = DAG) -> dict[str, dict[str, Any]]:
+        listing = self.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {t["task_id"]: t for t in listing}
 
-    def log(self, run_id: str, task: str, try_number: int) -> str:
+    def log(self, run_id: str, task: str, try_number: int, *, dag: str = DAG) -> str:
         """The task log the UI shows for one try, as text."""
         log = self.get(
-            f"/dags/{DAG}/dagRuns/{run_id}/taskInstances/{task}/logs/{max(try_number, 1)}",
+            f"/dags/{dag}/dagRuns/{run_id}/taskInstances/{task}/logs/{max(try_number, 1)}",
             full_content="true",
         )
         content = log.get("content", log) if isinstance(log, dict) else log
@@ -184,17 +186,26 @@ class Airflow:
             )
         return str(content)
 
-    def require_success(self, run_id: str, state: str) -> None:
-        """Fail the test with the failed tasks' logs when the run did not succeed."""
+    def require_success(self, run_id: str, state: str, *, dag: str = DAG) -> None:
+        """Fail the test with the failed tasks' output when the run did not succeed."""
         if state == "success":
             return
-        tasks = self.tasks(run_id)
+        tasks = self.tasks(run_id, dag=dag)
         failed = [t for t, ti in tasks.items() if ti["state"] != "success"]
-        logs = {t: self.log(run_id, t, tasks[t]["try_number"])[-3000:] for t in failed}
+        logs = {
+            t: pod_output(self.log(run_id, t, tasks[t]["try_number"], dag=dag))
+            for t in failed if tasks[t]["try_number"] >= 1  # upstream_failed tasks never ran
+        }
         pytest.fail(
             f"DAG run {run_id} {state}; tasks not successful: "
             f"{ {t: tasks[t]['state'] for t in failed} }\n{json.dumps(logs, indent=1)[-8000:]}"
         )
+
+
+def pod_output(log: str) -> str:
+    """What a step's pod printed (the "[base]" lines of its task log), else the log's end."""
+    lines = [line for line in log.splitlines() if "[base]" in line]
+    return "\n".join(lines[-30:]) if lines else log[-3000:]
 
 
 class StepPods:

@@ -39,53 +39,13 @@ SHIFT_CM = 1.5
 ROWS = 300
 
 
-def start_run(airflow: Airflow, dag: str, conf: dict[str, Any]) -> str:
-    wait_for(f"{dag} to be parsed", lambda: airflow.get(f"/dags/{dag}"), timeout=300)
-    if airflow.get(f"/dags/{dag}")["is_paused"]:
-        airflow.send("PATCH", f"/dags/{dag}", {"is_paused": False}, update_mask="is_paused")
-    run_ = airflow.send("POST", f"/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf})
-    return str(run_["dag_run_id"])
-
-
-def finish(airflow: Airflow, dag: str, run_id: str, timeout: float = 1200) -> str:
-    def ended() -> str | None:
-        state = airflow.get(f"/dags/{dag}/dagRuns/{run_id}")["state"]
-        return state if state in ("success", "failed") else None
-
-    return str(wait_for(f"{dag} run {run_id}", ended, timeout=timeout, interval=3))
-
-
-def succeeded(airflow: Airflow, dag: str, run_id: str, timeout: float = 1200) -> None:
-    """Wait for the run; fail with the logs of its unsuccessful tasks unless it succeeded."""
-    state = finish(airflow, dag, run_id, timeout)
-    if state == "success":
-        return
-    listing = airflow.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
-    logs = {t["task_id"]: step_output(airflow, dag, run_id, t) for t in listing if t["state"] == "failed"}
-    pytest.fail(f"{dag} run {run_id} {state}: {logs}")
-
-
-def step_output(airflow: Airflow, dag: str, run_id: str, task: dict[str, Any]) -> list[str]:
-    """What the task's pod printed (the "[base]" lines of the task log), else its last lines."""
-    log = airflow.get(
-        f"/dags/{dag}/dagRuns/{run_id}/taskInstances/{task['task_id']}/logs/{max(task['try_number'], 1)}",
-        full_content="true",
-    )
-    content = log.get("content", []) if isinstance(log, dict) else [log]
-    lines = [str(line.get("event", line)) if isinstance(line, dict) else str(line) for line in content]
-    return [line for line in lines if "[base]" in line][-30:] or [line[:500] for line in lines[-10:]]
+def finish(airflow: Airflow, dag: str, run_id: str, timeout: float = 1200) -> None:
+    """Wait for the run; fail with its failed tasks' pod output unless it succeeded."""
+    airflow.require_success(run_id, airflow.wait_run(run_id, timeout, dag=dag), dag=dag)
 
 
 def task_states(airflow: Airflow, dag: str, run_id: str) -> dict[str, str]:
-    listing = airflow.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
-    return {t["task_id"]: t["state"] for t in listing}
-
-
-def detect_log(airflow: Airflow, run_id: str) -> str:
-    log = airflow.get(
-        f"/dags/{DRIFT_DAG}/dagRuns/{run_id}/taskInstances/detect/logs/1", full_content="true"
-    )
-    return str(log)
+    return {task: ti["state"] for task, ti in airflow.tasks(run_id, dag=dag).items()}
 
 
 def champion_version(release: Release) -> str | None:
@@ -102,7 +62,7 @@ def monitored(release: Release) -> Iterator[str]:
     last flush at pod shutdown can save what a restart would otherwise lose)."""
     if champion_version(release) is None:
         with release.airflow() as airflow:
-            succeeded(airflow, TRAINING_DAG, start_run(airflow, TRAINING_DAG, {}))
+            finish(airflow, TRAINING_DAG, airflow.trigger())
     release.apply_model_deployment(
         NAME,
         {"model": MODEL, "alias": "champion", "replicas": 1,
@@ -125,11 +85,11 @@ def logged_rows(release: Release, version: str, since: datetime) -> int:
 def test_too_little_traffic_is_not_enough_data_and_triggers_nothing(release: Release, monitored: str) -> None:
     with release.airflow() as airflow:
         before = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns")["total_entries"]
-        run_id = start_run(airflow, DRIFT_DAG, {"min_rows": 1_000_000})
-        succeeded(airflow, DRIFT_DAG, run_id)
+        run_id = airflow.trigger({"min_rows": 1_000_000}, dag=DRIFT_DAG)
+        finish(airflow, DRIFT_DAG, run_id)
         assert task_states(airflow, DRIFT_DAG, run_id) == {
             "detect": "success", "retrain_needed": "success", "retrain": "skipped"}
-        assert "not enough data" in detect_log(airflow, run_id)
+        assert "not enough data" in airflow.log(run_id, "detect", 1, dag=DRIFT_DAG)
         assert airflow.get(f"/dags/{TRAINING_DAG}/dagRuns")["total_entries"] == before
 
 
@@ -160,15 +120,15 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
 
     with release.airflow() as airflow:
         started = time.monotonic()
-        drift_run = start_run(airflow, DRIFT_DAG, {"window_minutes": 30, "min_rows": 100})
-        succeeded(airflow, DRIFT_DAG, drift_run)
+        drift_run = airflow.trigger({"window_minutes": 30, "min_rows": 100}, dag=DRIFT_DAG)
+        finish(airflow, DRIFT_DAG, drift_run)
         assert task_states(airflow, DRIFT_DAG, drift_run) == dict.fromkeys(
             ("detect", "retrain_needed", "retrain"), "success")
         training_run = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns/drift__{drift_run}")
         reason = training_run["conf"]["reason"]
         assert reason.startswith(f"drift in {ROWS} inputs to {MODEL} v{version}"), reason
         assert "4 of 4 features drifted" in reason, reason
-        succeeded(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
+        finish(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
         record_property("drift_to_trained_seconds", round(time.monotonic() - started, 1))
 
     with release.mlflow_client() as mlflow:
