@@ -8,6 +8,7 @@ test left one.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -126,7 +127,9 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
             ("detect", "retrain_needed", "retrain"), "success")
         training_run = airflow.get(f"/dags/{TRAINING_DAG}/dagRuns/drift__{drift_run}")
         reason = training_run["conf"]["reason"]
-        assert reason.startswith(f"drift in {ROWS} inputs to {MODEL} v{version}"), reason
+        # earlier tests' requests to the same version fall in the window too: at least ours
+        match = re.match(rf"drift in (\d+) inputs to {MODEL} v{version} ", reason)
+        assert match and int(match[1]) >= ROWS, reason
         assert "4 of 4 features drifted" in reason, reason
         finish(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
         record_property("drift_to_trained_seconds", round(time.monotonic() - started, 1))
