@@ -121,25 +121,27 @@ def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
 
 
 def drift_settings_from_env(env: Mapping[str, str]) -> DriftSettings:
+    default = DriftSettings()
     raw = env.get("MLSHIP_DRIFT_THRESHOLD", "").strip()
     try:
-        threshold = float(raw) if raw else DriftSettings.threshold
+        threshold = float(raw) if raw else default.threshold
     except ValueError as exc:
         raise SettingsError(f"MLSHIP_DRIFT_THRESHOLD={raw!r} is not a number") from exc
     if not 0 < threshold <= 1:
         raise SettingsError(f"MLSHIP_DRIFT_THRESHOLD={raw!r} must be in (0, 1]")
-    window, min_rows = _int(env, "MLSHIP_DRIFT_WINDOW_MINUTES", 60), _int(env, "MLSHIP_DRIFT_MIN_ROWS", 100)
+    window = _int(env, "MLSHIP_DRIFT_WINDOW_MINUTES", default.window_minutes)
+    min_rows = _int(env, "MLSHIP_DRIFT_MIN_ROWS", default.min_rows)
     for name, value in (("MLSHIP_DRIFT_WINDOW_MINUTES", window), ("MLSHIP_DRIFT_MIN_ROWS", min_rows)):
         if value < 1:
             raise SettingsError(f"{name}={value} must be >= 1")
     return DriftSettings(
-        schedule=_schedule(env, "MLSHIP_DRIFT_SCHEDULE", "@hourly"),
-        alias=env.get("MLSHIP_DRIFT_ALIAS") or "champion",
+        schedule=_schedule(env, "MLSHIP_DRIFT_SCHEDULE", default.schedule or "none"),
+        alias=env.get("MLSHIP_DRIFT_ALIAS") or default.alias,
         window_minutes=window,
         min_rows=min_rows,
         threshold=threshold,
-        inference_experiment=env.get("MLSHIP_INFERENCE_LOG_EXPERIMENT") or "mlship-inference",
-        report_experiment=env.get("MLSHIP_DRIFT_EXPERIMENT") or "mlship-drift",
+        inference_experiment=env.get("MLSHIP_INFERENCE_LOG_EXPERIMENT") or default.inference_experiment,
+        report_experiment=env.get("MLSHIP_DRIFT_EXPERIMENT") or default.report_experiment,
     )
 
 
