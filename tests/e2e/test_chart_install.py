@@ -31,6 +31,7 @@ from e2e.kit import (
     RELEASE,
     STEPS,
     TAG_RUN_KEY,
+    Airflow,
     Release,
     StepPods,
     all_ready,
@@ -105,14 +106,21 @@ def test_helm_test_passes(release: Release) -> None:
         assert f"{RELEASE}-{check}" in proc.stdout
 
 
+def successful_training_run(release: Release, airflow: Airflow, pods: StepPods, figure: str) -> str:
+    """Trigger mlship_training, watch its step pods, record its duration as `figure`; fail unless
+    it succeeded. Returns the run id."""
+    run_id = airflow.trigger()
+    start = time.monotonic()
+    state = airflow.wait_run(run_id, on_poll=pods.poll)
+    release.figures[figure] = round(time.monotonic() - start, 1)
+    airflow.require_success(run_id, state)
+    return run_id
+
+
 def test_training_dag_runs_each_step_in_its_own_pod(release: Release) -> None:
     pods = StepPods(release)
     with release.airflow() as airflow:
-        run_id = airflow.trigger()
-        start = time.monotonic()
-        state = airflow.wait_run(run_id, on_poll=pods.poll)
-        release.figures["dag_run_seconds"] = round(time.monotonic() - start, 1)
-        airflow.require_success(run_id, state)
+        run_id = successful_training_run(release, airflow, pods, "dag_run_seconds")
         release.run_id = run_id
         tasks = airflow.tasks(run_id)
         assert {t: ti["state"] for t, ti in tasks.items()} == dict.fromkeys(STEPS, "success")
@@ -197,11 +205,7 @@ def test_a_second_run_on_the_same_data_registers_a_challenger_not_a_champion(rel
 
     pods = StepPods(release)
     with release.airflow() as airflow:
-        run_id = airflow.trigger()
-        start = time.monotonic()
-        state = airflow.wait_run(run_id, on_poll=pods.poll)
-        release.figures["second_dag_run_seconds"] = round(time.monotonic() - start, 1)
-        airflow.require_success(run_id, state)
+        run_id = successful_training_run(release, airflow, pods, "second_dag_run_seconds")
     assert set(pods.images) == set(STEPS), f"step pods seen: {pods.images}"
 
     with release.mlflow_client() as mlflow:
