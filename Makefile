@@ -1,55 +1,78 @@
-# mlship's two everyday commands are `make up` and `make test` (see README.md).
+# mlship's two everyday commands are `make up` and `make test` (see README.md); `make help` lists all.
+# Each target installs what it needs first (hack/setup: uv at the pinned version, the locked
+# Python environment, host packages), so a fresh clone needs nothing else.
 SHELL := /bin/bash
-UV ?= uv
-PYTEST := $(UV) run --frozen pytest
+UV ?= hack/uv
+RUN := $(UV) run --frozen --all-extras
+PYTEST := $(RUN) pytest
 
-.PHONY: up down test test-unit test-integration test-images test-chart test-cluster test-e2e lint images skaffold cluster-up cluster-down
+# After `sudo make up` on bare Linux, the tests and kubectl find hack/cluster without `eval $(hack/cluster env)`.
+HACK_KUBECONFIG := /var/lib/mlship-cluster/admin.kubeconfig
+ifeq ($(origin KUBECONFIG),undefined)
+ifneq ($(wildcard $(HACK_KUBECONFIG)),)
+export KUBECONFIG := $(HACK_KUBECONFIG)
+export PATH := /var/cache/mlship/bin:$(PATH)
+endif
+endif
 
-## up: cluster (current kind/minikube context, else hack/cluster as root), images, chart, a trained
-## and served champion; prints where to look. down: uninstall (volumes stay).
-up:
-	$(UV) run --frozen python hack/up.py
+.PHONY: help up down test test-unit test-integration test-images test-chart test-cluster test-e2e \
+	lint bench images skaffold cluster-up cluster-down setup-env setup-test setup-bench
+.DEFAULT_GOAL := help
 
-down:
-	$(UV) run --frozen python hack/up.py --down
+help: ## this list
+	@awk -F':.*## ' '/^[a-z0-9-]+:.*## / {printf "  make %-17s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-## test: every tier; a tier whose prerequisite is absent (e.g. no cluster) is skipped with the reason
-test:
+up: setup-env ## cluster (kind/minikube context, else hack/cluster as root), images, chart, a served champion
+	$(RUN) python hack/up.py
+
+down: setup-env ## uninstall the release (the namespace keeps the database and artifact volumes)
+	$(RUN) python hack/up.py --down
+
+test: setup-test ## every tier; one whose prerequisite is absent is skipped with the reason
 	$(PYTEST)
 
-test-unit:
+test-unit: setup-env ## pure logic, no servers
 	$(PYTEST) -m unit
 
-test-integration:
+test-integration: setup-env ## real local MLflow and serving processes, no cluster
 	$(PYTEST) -m integration
 
-test-images:
+test-images: setup-env ## the step images run as containers (needs Docker and built images)
 	$(PYTEST) -m images
 
-test-chart:
+test-chart: setup-env ## helm template render tests
 	$(PYTEST) -m chart
 
-test-cluster:
+test-cluster: setup-env ## operator and serving on the cluster KUBECONFIG names
 	$(PYTEST) -m cluster
 
-test-e2e:
+test-e2e: setup-test ## the whole chart installed and used as a person would
 	$(PYTEST) -m e2e
 
-## images: build every image (add LOAD=1 to copy them into hack/cluster's cluster)
-images:
+lint: setup-env ## ruff
+	$(RUN) ruff check .
+
+bench: setup-bench ## serving throughput and latency next to mlflow models serve and MLServer
+	$(RUN) python benchmarks/serving.py
+
+images: ## build every image (LOAD=1 also copies them into hack/cluster's cluster)
 	hack/build-images $(if $(LOAD),--load)
 
-lint:
-	$(UV) run --frozen ruff check .
-
-## skaffold: build skaffold through the Go module proxy (no release downloads here) into the cluster's cache
 SKAFFOLD_BIN ?= /var/cache/mlship/bin/skaffold
-skaffold:
+skaffold: ## build skaffold through the Go module proxy into the cluster's cache
 	cd hack/build/skaffold && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(SKAFFOLD_BIN) tool
 
-## cluster-up / cluster-down: the local Kubernetes of hack/cluster (bare Linux, as root)
-cluster-up:
+cluster-up: ## start hack/cluster, the local Kubernetes for bare Linux (root)
 	hack/cluster up
 
-cluster-down:
+cluster-down: ## stop hack/cluster and undo its changes to the host
 	hack/cluster down
+
+setup-env:
+	@hack/setup env
+
+setup-test:
+	@hack/setup test
+
+setup-bench:
+	@hack/setup bench

@@ -52,13 +52,15 @@ XCOM_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {
     "limits": {"cpu": "100m", "memory": "64Mi"},  # limits too, for namespaces with a quota
 }
 
-# Requests/limits per step; training gets the most. Override with MLSHIP_STEP_RESOURCES (JSON).
+# Requests/limits per step; training may use the most. Override with MLSHIP_STEP_RESOURCES (JSON).
+# Requests stay small so a step schedules on a 2-core laptop already running a release or two
+# (requests are what the scheduler reserves); the CPU limits let a step use an idle node.
 _SMALL = {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "ingest": _SMALL,
     "validate": _SMALL,
     "featurize": _SMALL,
-    "train": {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
+    "train": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "2Gi"}},
     "evaluate": _SMALL,
     "register": _SMALL,
     "drift": _SMALL,

@@ -68,13 +68,27 @@ build_cluster_images() {
   fi
 }
 
-# Copies images from Docker into the cluster's containerd (its CRI namespace, k8s.io).
+# Copies images from Docker into the cluster's containerd (its CRI namespace, k8s.io), skipping
+# those whose image ID the cluster has already under that name.
 load_images() {
   [ $# -gt 0 ] || die "usage: hack/cluster load IMAGE..."
   [ -S "$CONTAINERD_SOCK" ] || die "the cluster is not running (no $CONTAINERD_SOCK): run 'hack/cluster up' first"
-  local img
-  for img in "$@"; do have_image "$img" || die "no such image in Docker: $img"; done
-  log "loading into the cluster: $*"
-  docker save "$@" | ctr -a "$CONTAINERD_SOCK" -n k8s.io images import - >/dev/null \
-    || die "importing $* into the cluster's containerd failed"
+  local img want=()
+  for img in "$@"; do
+    have_image "$img" || die "no such image in Docker: $img"
+    if [ "$(cluster_image_id "$img")" = "$(docker image inspect -f '{{.Id}}' "$img")" ]; then
+      log "$img: already in the cluster"
+    else
+      want+=("$img")
+    fi
+  done
+  [ ${#want[@]} -gt 0 ] || return 0
+  log "loading into the cluster: ${want[*]}"
+  docker save "${want[@]}" | ctr -a "$CONTAINERD_SOCK" -n k8s.io images import - >/dev/null \
+    || die "importing ${want[*]} into the cluster's containerd failed"
+}
+
+# The ID (config digest) of the image the cluster's containerd has under that name, or nothing.
+cluster_image_id() {
+  crictl --runtime-endpoint "unix://$CONTAINERD_SOCK" inspecti -o go-template --template '{{.status.id}}' "$1" 2>/dev/null || true
 }
