@@ -87,8 +87,9 @@ def pick_cluster(env: dict[str, str]) -> str:
         return "hack"
     if sys.platform != "linux" or os.geteuid() != 0:
         raise StageFailed("cluster", f"the current context {ctx!r} is neither kind nor minikube, and "
-                          "bringing up hack/cluster needs root on Linux",
-                          "kind create cluster, minikube start, or sudo make up")
+                          "bringing up hack/cluster (a local Kubernetes) needs root on Linux",
+                          "`kind create cluster` or `minikube start`, then `make up`; "
+                          "or, on bare Linux, `sudo make up`")
     say("no kind or minikube context: bringing up hack/cluster (first time ~16 min)")
     sh(str(ROOT / "hack/cluster"), "up", stage="cluster", look="/var/lib/mlship-cluster/logs/")
     line = sh(str(ROOT / "hack/cluster"), "env", stage="cluster", look="hack/cluster status",
@@ -98,6 +99,45 @@ def pick_cluster(env: dict[str, str]) -> str:
         env[key] = value.replace("$PATH", env["PATH"])
     os.environ.update(env)
     return "hack"
+
+
+def need_tools(cluster: str) -> None:
+    """kind and minikube machines bring their own tools; say which is missing and how to get it."""
+    if cluster == "hack":
+        return  # hack/cluster builds helm and kubectl, and starts dockerd
+    wanted = {"docker": "Docker Engine (Debian: sudo apt-get install -y docker.io; then "
+                        "sudo usermod -aG docker $USER and log in again)",
+              "helm": "Helm 3 (https://helm.sh/docs/intro/install/)",
+              "kubectl": "kubectl (https://kubernetes.io/docs/tasks/tools/)"}
+    if cluster.startswith("kind:"):
+        wanted["kind"] = "kind (https://kind.sigs.k8s.io/docs/user/quick-start/)"
+    else:
+        wanted["minikube"] = "minikube (https://minikube.sigs.k8s.io/docs/start/)"
+    missing = [how for tool, how in wanted.items() if shutil.which(tool) is None]
+    if missing:
+        raise StageFailed("tools", "missing: " + "; ".join(missing), "install them, then run make up again")
+    if subprocess.run(["docker", "info"], capture_output=True, check=False).returncode != 0:
+        raise StageFailed("tools", "Docker is installed but not answering (`docker info` failed)",
+                          "sudo systemctl start docker; without sudo: add yourself to the docker "
+                          "group (sudo usermod -aG docker $USER) and log in again")
+
+
+def settle_release(ns: str, release: str) -> None:
+    """A `make up` stopped half-way leaves the release pending-install/-upgrade, and helm then
+    refuses every operation: roll a pending upgrade back, remove a pending install (its data
+    volume and generated secrets are kept by helm.sh/resource-policy: keep)."""
+    proc = subprocess.run(["helm", "status", release, "-n", ns, "-o", "json"], capture_output=True,
+                          text=True, check=False)
+    if proc.returncode != 0:
+        return  # no such release yet
+    status = json.loads(proc.stdout).get("info", {}).get("status", "")
+    look = f"helm history {release} -n {ns}"
+    if status in ("pending-upgrade", "pending-rollback"):
+        say(f"      release {release} was left {status} by an interrupted run: rolling it back")
+        sh("helm", "rollback", release, "-n", ns, "--wait", "--timeout", "10m", stage="chart", look=look)
+    elif status == "pending-install":
+        say(f"      release {release} was left {status} by an interrupted run: removing it (data kept)")
+        sh("helm", "uninstall", release, "-n", ns, "--wait", stage="chart", look=look)
 
 
 def built_images() -> list[str]:
@@ -204,6 +244,7 @@ def up(a: argparse.Namespace) -> None:
     say("[1/6] cluster")
     cluster = pick_cluster(env)
     say(f"      using {cluster} (context {current_context()})")
+    need_tools(cluster)
     say("[2/6] images: hack/build-images")
     if cluster == "hack":
         sh(str(ROOT / "hack/cluster"), "images", stage="images", look="hack/cluster images")
@@ -221,6 +262,7 @@ def up(a: argparse.Namespace) -> None:
     # Helm installs crds/ once and never upgrades them: apply the CRD so a re-run brings new fields.
     sh("kubectl", "apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "charts/mlship/crds"),
        stage="chart", look="kubectl get crd modeldeployments.mlship.io -o yaml", capture=True)
+    settle_release(a.namespace, a.release)
     sh("helm", "upgrade", "--install", a.release, str(ROOT / "charts/mlship"), "-n", a.namespace,
        "--wait", "--timeout", "20m", stage="chart", look=f"kubectl -n {a.namespace} get pods,events")
     say("[4/6] serving: apply the ModelDeployment (it waits for a champion)")

@@ -14,6 +14,21 @@ save_host_state() {
   fi
 }
 
+# The ports each component listens on. One taken by a process that is not ours would make that
+# component exit at start with a log line few people find: say it before anything starts.
+COMPONENT_PORTS=(etcd:2379 etcd:2380 etcd:2381 kube-apiserver:$APISERVER_PORT kube-controller-manager:10257
+  kube-scheduler:10259 kubelet:10250 kubelet:10248 kube-proxy:10249 kube-proxy:10256)
+
+check_ports() {
+  local item name port holder
+  for item in "${COMPONENT_PORTS[@]}"; do
+    name=${item%%:*} port=${item#*:}
+    is_running "$name" && continue
+    holder=$(ss -Hltnp "( sport = :$port )" 2>/dev/null | grep -o 'users:(([^)]*' | head -1 | sed 's/users:((//')
+    [ -z "$holder" ] || die "port $port, which $name needs, is taken by $holder: stop that process (if it is left from an earlier hack/cluster, run 'hack/cluster down' first)"
+  done
+}
+
 prepare_host() {
   modprobe br_netfilter 2>/dev/null || true
   modprobe overlay 2>/dev/null || true

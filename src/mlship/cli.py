@@ -73,7 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--home", default=".mlship", type=Path,
         help="local state: SQLite DB, artifacts, step logs (default: %(default)s)",
     )
-    r.add_argument("--tracking-uri", help="use this MLflow instead of the local SQLite one")
+    r.add_argument(
+        "--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI") or None,
+        help="use this MLflow instead of the local SQLite one (default: $MLFLOW_TRACKING_URI if set)",
+    )
     r.add_argument("--experiment", default=DEFAULT_EXPERIMENT)
     r.add_argument(
         "--run-key", help="pipeline run key; reuse one to resume a failed run (default: new)",

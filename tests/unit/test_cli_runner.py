@@ -150,3 +150,19 @@ def test_docker_launcher_needs_an_mlflow_server(tmp_path, capsys):
         cli.main(["run", "--dataset", "sklearn:iris", "--launcher", "docker",
                   "--home", str(tmp_path / "home")])
     assert not (tmp_path / "home").exists()  # refused before anything was recorded
+
+
+def test_tracking_uri_defaults_to_mlflow_tracking_uri(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    args = cli.build_parser().parse_args(["run", "--dataset", "sklearn:iris"])
+    assert args.tracking_uri == "http://mlflow.example:5000"
+    explicit = cli.build_parser().parse_args(
+        ["run", "--dataset", "sklearn:iris", "--tracking-uri", "http://other:5000"])
+    assert explicit.tracking_uri == "http://other:5000"
+
+
+def test_no_tracking_uri_means_the_local_store(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert cli.build_parser().parse_args(["run", "--dataset", "sklearn:iris"]).tracking_uri is None
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # set but empty: as if unset, like MLflow
+    assert cli.build_parser().parse_args(["run", "--dataset", "sklearn:iris"]).tracking_uri is None
