@@ -5,8 +5,8 @@ The chart provides the configuration as environment variables of the scheduler/w
 dag-processor; every one has a default that works for a local image build (`:dev` tags):
 
   MLSHIP_IMAGE_<STEP>              image of one step, e.g. MLSHIP_IMAGE_TRAIN (mlship-step-train:dev)
-  MLSHIP_XCOM_SIDECAR_IMAGE        image of the XCom sidecar each step pod gets: needs sh, sleep
-                                   and cat; runs as uid 10001. Unset: the Kubernetes connection's
+  MLSHIP_XCOM_SIDECAR_IMAGE        image of the XCom sidecar each step pod gets: needs sh, sleep,
+                                   cat and pgrep; runs as uid 10001. Unset: the Kubernetes connection's
                                    `xcom_sidecar_container_image` extra, else mlship-base:dev,
                                    never the provider's alpine default (an offline cluster cannot
                                    pull it).
