@@ -72,6 +72,20 @@ def configure_client(config: Config) -> None:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+def drop_pooled_connections() -> None:
+    """Make MLflow's next request open new connections instead of reusing pooled ones.
+
+    MLflow caches one requests Session, with its keep-alive pool, per process. During an outage
+    a proxy or catch-all responder on MLflow's address can answer on those connections and keep
+    them open; without this they are reused after MLflow is back, and every query fails until
+    the process restarts. Sessions in use by another thread finish their request undisturbed:
+    the cache only forgets them.
+    """
+    from mlflow.utils import request_utils
+
+    request_utils._cached_get_request_session.cache_clear()
+
+
 def _client(uri: str) -> Any:
     from mlflow import MlflowClient  # heavy import, kept out of module import time
 
@@ -89,11 +103,18 @@ def resolve(spec: ServingSpec, client_factory: Callable[[str], Any] = _client) -
         else:
             mv = client.get_model_version_by_alias(spec.model, spec.alias)
     except MlflowException as err:
-        return classify_error(
+        failed = classify_error(
             spec, error_code=err.error_code, http_status=err.get_http_status_code(), text=str(err)
         )
     except Exception as err:  # noqa: BLE001 - any transport failure means "unreachable"
-        return classify_error(spec, error_code=None, http_status=None, text=repr(err))
+        failed = classify_error(spec, error_code=None, http_status=None, text=repr(err))
+    else:
+        failed = None
+    if failed is not None:
+        # Not an answer from MLflow's registry: whatever answered may be holding our connections.
+        if failed.reason in (MLFLOW_UNREACHABLE, MLFLOW_ACCESS_DENIED):
+            drop_pooled_connections()
+        return failed
     version = str(mv.version)
     status = str(getattr(mv, "status", "READY") or "READY")
     if status != "READY":

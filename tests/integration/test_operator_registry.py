@@ -3,8 +3,12 @@ every way the answer can be missing, each with a message saying exactly what is 
 
 from __future__ import annotations
 
+import http.server
+import socket
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from mlflow import MlflowClient
@@ -90,3 +94,95 @@ def test_unreachable_mlflow_fails_fast_without_client_retries(fast_failing_clien
     assert time.monotonic() - started < 10  # MLflow's own 7 retries would take minutes
     assert answer.reason == "MlflowUnreachable"
     assert f"cannot query MLflow at {uri}" in answer.message
+
+
+class _NotMlflow(http.server.BaseHTTPRequestHandler):
+    """A catch-all responder: 404 to everything, keeping the connection open (HTTP/1.1)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"default backend - 404"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class SwitchingProxy:
+    """A TCP proxy whose upstream can be switched: a new connection goes to the current
+    upstream, an open one stays with the upstream it was opened to (as with kube-proxy and
+    conntrack when a Service's backends change)."""
+
+    def __init__(self, upstream: tuple[str, int]) -> None:
+        self.upstream = upstream
+        self.accepted = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            upstream = socket.create_connection(self.upstream)
+            for src, dst in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+@pytest.fixture
+def outage() -> Iterator[SwitchingProxy]:
+    """MLflow's address during an outage: a proxy to a catch-all that is not MLflow."""
+    catch_all = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotMlflow)
+    threading.Thread(target=catch_all.serve_forever, daemon=True).start()
+    proxy = SwitchingProxy(("127.0.0.1", catch_all.server_address[1]))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+        catch_all.shutdown()
+        catch_all.server_close()
+
+
+def test_recovers_when_mlflow_is_back_behind_connections_held_by_another_server(
+    mlflow_server, model, fast_failing_client, outage
+) -> None:
+    name, versions = model
+    spec = make_spec(f"http://127.0.0.1:{outage.port}", model=name)
+    during = registry.resolve(spec)
+    assert during.reason == "MlflowUnreachable", during
+    assert "404" in during.message
+    # MLflow is back: new connections reach it; the one opened during the outage still leads to
+    # the catch-all, which keeps it open. The next question must not be asked on it.
+    host, port = mlflow_server.rsplit("/", 1)[1].split(":")
+    outage.upstream = (host, int(port))
+    after = registry.resolve(spec)
+    assert (after.reason, after.version) == ("Resolved", versions[0]), after
+    assert registry.resolve(spec).version == versions[0]
