@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from testkit import free_port, wait_http
+from testkit import MLSHIP, clean_env, free_port, wait_http
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +40,15 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def run_mlship() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs the `mlship` console script as a user would (the integration and images tiers)."""
+    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(MLSHIP), *args], cwd=cwd, capture_output=True, text=True, env=clean_env(),
+            timeout=600, check=False,
+        )
+
+    return run

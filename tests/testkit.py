@@ -2,11 +2,114 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
+from typing import NoReturn
 
+import pytest
 import requests
+
+# CI sets MLSHIP_REQUIRE=all (.ci/run): a tier whose prerequisite is absent (no helm, no cluster, an
+# image not built, no docker, no chromium) then fails with the reason instead of skipping, so a
+# green run has run every tier. A comma-separated list of tiers requires only those.
+REQUIRE = "MLSHIP_REQUIRE"
+TIERS = ("unit", "integration", "images", "chart", "cluster", "e2e")
+
+
+def required(tier: str) -> bool:
+    """Whether MLSHIP_REQUIRE says `tier` must run here (its missing prerequisites fail)."""
+    assert tier in TIERS, tier
+    wanted = {t.strip() for t in os.environ.get(REQUIRE, "").split(",") if t.strip()}
+    unknown = wanted - {"all", *TIERS}
+    if unknown:
+        pytest.fail(f"{REQUIRE}={os.environ[REQUIRE]}: unknown {sorted(unknown)}; "
+                    f"'all' or a comma-separated list of {', '.join(TIERS)}", pytrace=False)
+    return "all" in wanted or tier in wanted
+
+
+def require_or_skip(reason: str, tier: str) -> NoReturn:
+    """A prerequisite of `tier` is absent: skip with `reason`, or fail with it where the tier is
+    required (MLSHIP_REQUIRE)."""
+    __tracebackhide__ = True  # report the caller's line, not this one
+    if required(tier):
+        pytest.fail(f"{reason} [{REQUIRE}={os.environ[REQUIRE]}: the {tier} tier must run, not skip]",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+def _refused_or_timed_out(exc: BaseException) -> bool:
+    """Whether `exc` (or what it wraps) is a connection refused or a timeout, nothing else."""
+    import urllib3.exceptions as u3
+
+    seen: set[int] = set()
+    todo: list[object] = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:  # (an ApiException's .reason is a str)
+            continue
+        seen.add(id(e))
+        if isinstance(e, ConnectionRefusedError | TimeoutError | u3.ReadTimeoutError):
+            return True
+        if isinstance(e, u3.ConnectTimeoutError) and not isinstance(e, u3.NewConnectionError):
+            return True
+        todo += [e.__cause__, e.__context__, getattr(e, "reason", None)]
+    return False
+
+
+def cluster_unreachable_reason(timeout: float = 5) -> str | None:
+    """Why there is no cluster to test on, or None when KUBECONFIG's cluster answers.
+
+    "No cluster" is only: no kubeconfig at all, or its API server refusing the connection or not
+    answering within `timeout`. Anything else (a kubeconfig that does not load, a TLS or auth
+    error, an unknown host) is raised: a broken setup is an error, never a skip.
+    """
+    from kubernetes import client, config
+
+    paths = [p for p in os.environ.get("KUBECONFIG", "").split(os.pathsep) if p]
+    if not any(os.path.exists(p) for p in paths or [os.path.expanduser("~/.kube/config")]):
+        where = f"KUBECONFIG={os.environ['KUBECONFIG']} does not exist" if paths else "KUBECONFIG is not set"
+        return f"no cluster: {where} (run `hack/cluster up` and `eval $(hack/cluster env)`)"
+    conf = client.Configuration()
+    # the file named now (kubernetes reads KUBECONFIG once, at import); one that does not load raises
+    config.load_kube_config(os.pathsep.join(paths) or None, client_configuration=conf)
+    conf.retries = 1
+    api = client.ApiClient(conf)
+    try:
+        client.VersionApi(api).get_code(_request_timeout=timeout)
+    except Exception as exc:
+        if _refused_or_timed_out(exc):
+            return (f"no cluster: {conf.host} refused the connection or did not answer within "
+                    f"{timeout:g}s ({exc.__class__.__name__}: {exc})")[:400]
+        raise
+    finally:
+        api.close()
+    return None
+
+
+MLSHIP = Path(sys.executable).with_name("mlship")  # the console script from pyproject
+
+# Every step is a fresh interpreter importing mlflow, pandas and scikit-learn. With
+# PYTHONDONTWRITEBYTECODE set (as on this machine) each one would recompile thousands of
+# modules; a bytecode cache outside the venv makes that a one-time cost.
+PYCACHE = Path(tempfile.gettempdir()) / "mlship-test-pycache"
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process running mlship: none of this one's MLFLOW_/MLSHIP_
+    settings (MLSHIP_REQUIRE included: it is the tests', not mlship's)."""
+    env = {
+        k: v for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "MLSHIP_")) and k != "PYTHONDONTWRITEBYTECODE"
+    }
+    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
+    env["MLSHIP_MLFLOW_WAIT_SECONDS"] = "2"
+    env.update(extra)
+    return env
 
 
 def free_port() -> int:

@@ -20,10 +20,14 @@ KUBE_VERSION = "1.34.0"  # the Kubernetes minor mlship is tested on (hack/cluste
 RELEASE = "mlship"
 NAMESPACE = "mlship"
 
-requires_helm = pytest.mark.skipif(
-    shutil.which("helm") is None,
-    reason='helm is not on PATH (on the dev machine: eval "$(hack/cluster env)")',
-)
+# skips without helm, fails under MLSHIP_REQUIRE (the fixture is in tests/chart/conftest.py)
+requires_helm = pytest.mark.usefixtures("helm_on_path")
+
+
+def helm_missing_reason() -> str | None:
+    if shutil.which("helm") is None:
+        return 'helm is not on PATH (on the dev machine: eval "$(hack/cluster env)")'
+    return None
 
 
 class RenderError(RuntimeError):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,24 +18,17 @@ from operator_harness import (
     has_image,
     node_ip_and_images,
 )
-
-
-def _cluster_unreachable_reason() -> str | None:
-    if not os.environ.get("KUBECONFIG") and not os.path.exists(os.path.expanduser("~/.kube/config")):
-        return "no cluster: KUBECONFIG is not set (run `hack/cluster up` and `eval $(hack/cluster env)`)"
-    try:
-        config.load_kube_config()
-        client.VersionApi().get_code(_request_timeout=5)
-    except Exception as exc:  # any failure to reach it means: no cluster for these tests
-        return f"no cluster reachable through KUBECONFIG: {exc.__class__.__name__}: {exc}"[:300]
-    return None
+from testkit import cluster_unreachable_reason, require_or_skip
 
 
 @pytest.fixture(scope="session")
 def kube() -> client.ApiClient:
-    reason = _cluster_unreachable_reason()
+    # skips (fails under MLSHIP_REQUIRE) only without a kubeconfig or on a refused or timed-out
+    # connection; a TLS, auth or kubeconfig error is raised as the error it is
+    reason = cluster_unreachable_reason()
     if reason:
-        pytest.skip(reason)
+        require_or_skip(reason, "cluster")
+    config.load_kube_config()
     return client.ApiClient()
 
 
@@ -122,8 +114,8 @@ def serving_mlflow(core: client.CoreV1Api, mlflow_server: str) -> Iterator[str]:
     when the serving image is not in the cluster."""
     node_ip, images = node_ip_and_images(core)
     if not has_image(images, SERVING_IMAGE):
-        pytest.skip(f"serving image {SERVING_IMAGE} is not loaded in the cluster "
-                    f"(build it, then `hack/cluster load {SERVING_IMAGE}`)")
+        require_or_skip(f"serving image {SERVING_IMAGE} is not loaded in the cluster "
+                        f"(build it, then `hack/cluster load {SERVING_IMAGE}`)", "cluster")
     proxy = HttpForwarder(mlflow_server)
     try:
         yield f"http://{node_ip}:{proxy.port}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from cluster_helpers import (
 )
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from testkit import require_or_skip
 
 pytestmark = pytest.mark.cluster
 
@@ -45,7 +47,9 @@ def test_pod_from_local_image_runs_to_completion(core: client.CoreV1Api, namespa
     assert logs.strip() == "uid 10001"
 
 
-def test_service_resolves_by_dns_and_answers_on_cluster_ip(core: client.CoreV1Api, namespace: str) -> None:
+def test_service_resolves_by_dns_and_answers_on_cluster_ip(
+    core: client.CoreV1Api, namespace: str, record_property: Callable[[str, object], None]
+) -> None:
     server = python_pod(
         "web",
         "import http.server as h; "
@@ -60,25 +64,30 @@ def test_service_resolves_by_dns_and_answers_on_cluster_ip(core: client.CoreV1Ap
     })
     wait_until("web to be ready", lambda: core.read_namespaced_endpoints("web", namespace).subsets)
     fqdn = f"web.{namespace}.svc.cluster.local"
-    # A few tries: once (1 run in ~10, after tests that churn many Services) the first request
-    # was answered 404 by some other server; each miss is logged so a recurrence can be traced.
+    # Once (1 run in ~10, after tests that churn many Services) the first request was answered 404
+    # by some other server. One such miss is tolerated, never more, and the count is always
+    # printed and recorded (junit property service_misses) so a trend shows in green runs too.
     client_code = textwrap.dedent(f"""
         import socket, time, urllib.error, urllib.request
         ip = socket.gethostbyname('{fqdn}')
         short = socket.gethostbyname('web')
         url = 'http://' + ip + '/hostname'
-        for attempt in range(10):
+        misses, body = 0, '-'
+        for attempt in range(2):
             try:
                 body = urllib.request.urlopen(url, timeout=10).read().decode().strip()
                 break
             except urllib.error.HTTPError as exc:
+                misses += 1
                 print('miss', attempt, exc.code, exc.headers.get('server'), exc.read()[:200], flush=True)
                 time.sleep(1)
-        print(ip, short, body)
+        print(ip, short, body, misses)
     """)
     logs = run_to_completion(core, namespace, python_pod("client", client_code))
-    print(logs)
-    ip, short, body = logs.strip().splitlines()[-1].split()
+    ip, short, body, misses = logs.strip().splitlines()[-1].split()
+    record_property("service_misses", int(misses))
+    print(f"\nService {fqdn}: {misses} request(s) answered by some other server\n{logs}")
+    assert int(misses) <= 1, f"{misses} requests to the Service were answered by some other server:\n{logs}"
     assert ip == short == svc.spec.cluster_ip
     assert body == "web", "the Service should answer with the server pod's /etc/hostname"
 
@@ -140,8 +149,9 @@ def test_restricted_namespace_rejects_a_privileged_pod(core: client.CoreV1Api, n
     assert 'violates PodSecurity \\"restricted:latest\\": privileged' in rejected.value.body
 
 
-@pytest.mark.skipif(helm_binary() is None, reason="helm is not on PATH (hack/cluster env adds it)")
 def test_helm_installs_a_chart(kube: client.ApiClient, namespace: str, tmp_path: Path) -> None:
+    if helm_binary() is None:
+        require_or_skip("helm is not on PATH (hack/cluster env adds it)", "cluster")
     chart = tmp_path / "tiny"
     (chart / "templates").mkdir(parents=True)
     (chart / "Chart.yaml").write_text("apiVersion: v2\nname: tiny\nversion: 0.1.0\n")

@@ -7,12 +7,10 @@ that installs the chart lives in tests/e2e/conftest.py.
 from __future__ import annotations
 
 import base64
-import importlib.util
 import json
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,7 +21,7 @@ import pytest
 import requests
 from kubernetes import client
 from mlflow import MlflowClient
-from testkit import free_port, stop_process
+from testkit import cluster_unreachable_reason, free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mlship"
@@ -56,17 +54,9 @@ IRIS_ROWS = [
 
 
 def unreachable_reason() -> str | None:
-    """tests/cluster/conftest.py decides whether a cluster is reachable; reuse it as it is."""
-    cluster_tests = ROOT / "tests" / "cluster"
-    spec = importlib.util.spec_from_file_location("cluster_conftest", cluster_tests / "conftest.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(cluster_tests))  # for the helper modules that conftest imports
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(cluster_tests))
-    reason: str | None = module._cluster_unreachable_reason()
+    """Why the e2e tier cannot run here (no cluster, as testkit defines it; no helm or kubectl), or
+    None. A cluster that is there but fails (TLS, auth, a broken kubeconfig) raises."""
+    reason = cluster_unreachable_reason()
     if reason:
         return reason
     missing = [tool for tool in ("helm", "kubectl") if shutil.which(tool) is None]

@@ -40,6 +40,7 @@ from e2e.kit import (
     wait_for,
 )
 from mlflow import MlflowClient
+from testkit import require_or_skip
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -416,13 +417,13 @@ def test_the_airflow_and_mlflow_uis_render_in_a_headless_browser(release: Releas
     if chromium is None:
         reason = "no `chromium` on PATH (Debian: apt-get install --no-install-recommends chromium)"
         print(f"\nSKIP: {reason}")
-        pytest.skip(reason)
+        require_or_skip(reason, "e2e")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:  # the test dependency group is not installed
         reason = "playwright is not installed (uv sync --frozen)"
         print(f"\nSKIP: {reason}")
-        pytest.skip(reason)
+        require_or_skip(reason, "e2e")
     ARTIFACTS.mkdir(exist_ok=True)
     password = release.secret(release.name("airflow"))["admin-password"]
     with release.airflow() as airflow, release.mlflow() as mlflow_url, sync_playwright() as pw:

@@ -2,7 +2,8 @@
 `mlship run --launcher docker`, against the real MLflow server (reached over host networking).
 
 Needs a usable `docker` and the step images (`hack/build-images base step-ingest step-validate
-step-featurize step-train step-evaluate step-register`); skipped with the reason otherwise.
+step-featurize step-train step-evaluate step-register`); skipped with the reason otherwise (failed
+under MLSHIP_REQUIRE, as in CI).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import uuid
 
 import pytest
 from mlflow.tracking import MlflowClient
+from testkit import require_or_skip
 
 from mlship import datasets
 from mlship.cli import STEPS
@@ -46,7 +48,7 @@ def docker_unusable() -> str | None:
 def docker_steps() -> None:
     reason = docker_unusable()
     if reason:
-        pytest.skip(reason)
+        require_or_skip(reason, "images")
 
 
 def field(stdout: str, name: str) -> str:
@@ -142,7 +144,7 @@ def test_every_step_image_starts_its_cli(step: str) -> None:
                                          timeout=60, check=False).returncode != 0:
         reason = f"{image} not built: run hack/build-images step-{step}"
     if reason:
-        pytest.skip(reason)
+        require_or_skip(reason, "images")
     proc = subprocess.run(
         ["docker", "run", "--rm", "--read-only", "--network", "none", image, "--help"],
         capture_output=True, text=True, timeout=120, check=False,

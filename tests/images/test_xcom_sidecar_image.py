@@ -14,6 +14,7 @@ import subprocess
 import time
 
 import pytest
+from testkit import require_or_skip
 
 pytestmark = pytest.mark.images
 
@@ -34,9 +35,9 @@ def docker(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[
 @pytest.fixture
 def sidecar(tmp_path):
     if shutil.which("docker") is None:
-        pytest.skip("no `docker` command on PATH")
+        require_or_skip("no `docker` command on PATH", "images")
     if docker("image", "inspect", IMAGE).returncode != 0:
-        pytest.skip(f"{IMAGE} not built (or docker not usable): run hack/build-images base")
+        require_or_skip(f"{IMAGE} not built (or docker not usable): run hack/build-images base", "images")
     xcom = tmp_path / "xcom"
     xcom.mkdir()
     xcom.chmod(0o777)

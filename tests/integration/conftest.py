@@ -3,36 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-MLSHIP = Path(sys.executable).with_name("mlship")  # the console script from pyproject
-
-
-# Every step is a fresh interpreter importing mlflow, pandas and scikit-learn. With
-# PYTHONDONTWRITEBYTECODE set (as on this machine) each one would recompile thousands of
-# modules; a bytecode cache outside the venv makes that a one-time cost.
-PYCACHE = Path(tempfile.gettempdir()) / "mlship-test-pycache"
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        k: v for k, v in os.environ.items()
-        if not k.startswith(("MLFLOW_", "MLSHIP_")) and k != "PYTHONDONTWRITEBYTECODE"
-    }
-    env["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
-    env["MLSHIP_MLFLOW_WAIT_SECONDS"] = "2"
-    env.update(extra)
-    return env
+from testkit import clean_env
 
 
 class Steps:
@@ -43,8 +23,10 @@ class Steps:
         self.workdir = workdir
 
     def run(
-        self, step: str, *flags: str, key: str, uri: str | None = None, expect_ok: bool = True
+        self, step: str, *flags: str, key: str, uri: str | None = None, expect_ok: bool = True,
+        code: int = 1,
     ) -> tuple[dict[str, Any] | None, str]:
+        """Run a step; when not `expect_ok`, it must exit with `code` (65: bad input)."""
         xcom = self.workdir / f"{key}-{step}-{uuid.uuid4().hex[:6]}.json"
         proc = subprocess.run(
             [sys.executable, "-m", f"mlship.steps.{step}", "--tracking-uri", uri or self.uri,
@@ -56,7 +38,7 @@ class Steps:
             assert proc.returncode == 0, proc.stderr[-3000:]
             assert result is not None
         else:
-            assert proc.returncode == 1, proc.stderr[-3000:]
+            assert proc.returncode == code, proc.stderr[-3000:]
             assert result is None  # a failed step leaves nothing for the next one to pull
         return result, proc.stderr
 
@@ -64,17 +46,6 @@ class Steps:
 @pytest.fixture(scope="session")
 def steps(mlflow_server: str, tmp_path_factory: pytest.TempPathFactory) -> Steps:
     return Steps(mlflow_server, tmp_path_factory.mktemp("steps"))
-
-
-@pytest.fixture(scope="session")
-def run_mlship() -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [str(MLSHIP), *args], cwd=cwd, capture_output=True, text=True, env=clean_env(),
-            timeout=600, check=False,
-        )
-
-    return run
 
 
 @pytest.fixture(scope="session")
