@@ -177,10 +177,23 @@ class Airflow:
         return str(content)
 
     def require_success(self, run_id: str, state: str, *, dag: str = DAG) -> None:
-        """Fail the test with the failed tasks' output when the run did not succeed."""
-        if state == "success":
-            return
+        """Fail the test with the failed tasks' output when the run did not succeed, and when it did
+        but a task needed a retry (steps retry twice: a green run must not hide a flaky step)."""
         tasks = self.tasks(run_id, dag=dag)
+        if state == "success":
+            retried = {
+                t: (ti["state"], ti["try_number"]) for t, ti in tasks.items()
+                # a task that succeeded did on try 1; one skipped without running has try 0 or 1
+                if ti["try_number"] > 1 or (ti["state"] == "success" and ti["try_number"] != 1)
+            }
+            if retried:
+                logs = {t: pod_output(self.log(run_id, t, 1, dag=dag)) for t in retried}
+                pytest.fail(
+                    f"DAG run {run_id} succeeded, but not each task on its first try "
+                    f"(task: (state, try_number)): {retried}\nfirst tries:\n"
+                    f"{json.dumps(logs, indent=1)[-8000:]}"
+                )
+            return
         failed = [t for t, ti in tasks.items() if ti["state"] != "success"]
         logs = {
             t: pod_output(self.log(run_id, t, tasks[t]["try_number"], dag=dag))

@@ -125,6 +125,8 @@ def test_training_dag_runs_each_step_in_its_own_pod(release: Release) -> None:
         release.run_id = run_id
         tasks = airflow.tasks(run_id)
         assert {t: ti["state"] for t, ti in tasks.items()} == dict.fromkeys(STEPS, "success")
+        tries = {t: ti["try_number"] for t, ti in tasks.items()}
+        assert tries == dict.fromkeys(STEPS, 1), f"a step was retried: {tries}"
         # the train step's own output (container "base") is in the task log the UI shows
         log = airflow.log(run_id, "train", tasks["train"]["try_number"])
         assert "[base]" in log and "model_uri" in log, (
@@ -476,9 +478,10 @@ def registry_state(url: str) -> dict[str, Any]:
 
 def test_upgrade_keeps_generated_secrets_models_and_serving(release: Release) -> None:
     assert release.run_id, "needs the DAG run of the training test"
+    assert release.deployment, "needs the ModelDeployment of the serving test"
     secrets = {name: release.secret(release.name(name)) for name in ("airflow", "postgresql")}
     old_pods = {p.metadata.uid for p in release.pods()}
-    serving_before = serving_snapshot(release) if release.deployment else None
+    serving_before = serving_snapshot(release)
     with release.mlflow() as url:
         before = registry_state(url)
     assert before["versions"], "no registered model version to keep"
@@ -515,10 +518,9 @@ def test_upgrade_keeps_generated_secrets_models_and_serving(release: Release) ->
         assert registry_state(url) == before
     with release.airflow() as airflow:  # the same admin password, the same metadata DB
         assert airflow.get(f"/dags/{DAG}/dagRuns/{release.run_id}")["state"] == "success"
-    if serving_before is not None:
-        # the new operator takes over the ModelDeployment without restarting its model server
-        time.sleep(10)  # a few of its polls (every 5 s)
-        assert serving_snapshot(release) == serving_before
+    # the new operator takes over the ModelDeployment without restarting its model server
+    time.sleep(10)  # a few of its polls (every 5 s)
+    assert serving_snapshot(release) == serving_before
 
 
 def test_postgresql_restart_loses_no_run_or_model_version(release: Release) -> None:
