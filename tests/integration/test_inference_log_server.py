@@ -273,7 +273,10 @@ def test_an_mlflow_outage_fails_no_request_and_loses_no_row(
         sent += send(server, X.iloc[[i]])
         slowest = max(slowest, time.monotonic() - started)
         time.sleep(0.05)
-    assert slowest < 1.0, f"a request took {slowest:.2f}s while MLflow was down"
+    # no request waits on MLflow (each ~10 ms here); 3 s, not 1, so that a loaded 2-core machine
+    # (a Kubernetes build beside the suite) cannot fail it, while a request stuck behind a flush
+    # attempt and its 5 s MLFLOW_HTTP_REQUEST_TIMEOUT still would
+    assert slowest < 3.0, f"a request took {slowest:.2f}s while MLflow was down"
     deadline = time.monotonic() + 30
     while metric(server, "mlship_inference_log_buffered_rows") < 40:  # updated by each flush
         assert time.monotonic() < deadline, server.log()

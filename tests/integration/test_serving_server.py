@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 import signal
@@ -356,6 +357,17 @@ def test_a_missing_version_exits_3(start) -> None:
     assert f"cannot load models:/{MODEL}/999" in server.log()
 
 
+def test_an_unknown_mlflow_host_is_named_first_in_the_reason(start) -> None:
+    server = start(MLFLOW_TRACKING_URI="http://no-such-host.invalid:5000",
+                   MLFLOW_HTTP_REQUEST_MAX_RETRIES="0",
+                   MLSHIP_MODEL_NAME=MODEL, MLSHIP_MODEL_VERSION="1")
+    assert server.wait_exit() == 3
+    # the reason is also the termination message, which the operator shows clipped
+    assert (
+        f"cannot load models:/{MODEL}/1: NameResolutionError: Failed to resolve 'no-such-host.invalid'"
+    ) in server.log()
+
+
 def test_bad_configuration_exits_2_naming_every_problem(start) -> None:
     server = start(MLSHIP_MODEL_NAME=MODEL, MLSHIP_MODEL_VERSION="one", PORT="http")
     assert server.wait_exit(timeout=60) == 2
@@ -364,16 +376,36 @@ def test_bad_configuration_exits_2_naming_every_problem(start) -> None:
     assert "PORT='http' is not an integer" in log
 
 
+class SentBody(io.BytesIO):
+    """A request body that tells when the client has handed its last byte to the socket."""
+
+    def __init__(self, data: bytes) -> None:
+        super().__init__(data)
+        self.size = len(data)
+        self.sent = threading.Event()
+
+    def __len__(self) -> int:  # requests sends it with a Content-Length, not chunked
+        return self.size
+
+    def read(self, n: int | None = -1) -> bytes:
+        chunk = super().read(n)
+        if not chunk:  # asked for more after the last chunk went out
+            self.sent.set()
+        return chunk
+
+
 def test_sigterm_finishes_the_request_in_flight_then_exits_0(start, versions: Versions) -> None:
     server = start(MLSHIP_MODEL_NAME=MODEL, MLSHIP_MODEL_VERSION=versions.skops)
     server.wait_ready()
     # Big enough to take a second or more to parse and predict.
     rows = X.sample(300_000, replace=True, random_state=1)
-    body = json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode()  # before the clock
+    body = SentBody(json.dumps({"dataframe_split": rows.to_dict(orient="split")}).encode())
     result: dict[str, requests.Response] = {}
     sender = threading.Thread(target=lambda: result.update(r=server.post(data=body)))
     sender.start()
-    time.sleep(0.6)
+    # SIGTERM once the server has read the request (its last bytes are out of the client), not
+    # after a guessed sleep; parsing and predicting 300k rows still takes it a second or more
+    assert body.sent.wait(timeout=60), "the request body was not sent within 60 s"
     assert sender.is_alive(), "the request finished before SIGTERM: make it bigger"
     server.proc.send_signal(signal.SIGTERM)
     sender.join(timeout=60)
