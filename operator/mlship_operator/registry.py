@@ -7,6 +7,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from mlship.errors import clip, describe
+
 from .config import Config
 from .spec import ServingSpec
 
@@ -34,15 +36,20 @@ class Resolution:
         return self.version is not None
 
 
-def _clip(text: str) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
-
-
 def classify_error(
-    spec: ServingSpec, *, error_code: str | None, http_status: int | None, text: str
+    spec: ServingSpec,
+    *,
+    error_code: str | None,
+    http_status: int | None,
+    text: str,
+    detail: str | None = None,
 ) -> Resolution:
-    """Turn an MLflow client error into a Resolution that says exactly what is wrong."""
+    """Turn an MLflow client error into a Resolution that says exactly what is wrong.
+
+    `text` is the error's whole message, matched on; `detail` what the message shows of it
+    (default: `text`, clipped).
+    """
+    detail = clip(text if detail is None else detail, _MAX_DETAIL)
     where = f"MLflow at {spec.tracking_uri}"
     lowered = text.lower()
     if error_code == "RESOURCE_DOES_NOT_EXIST":
@@ -61,8 +68,8 @@ def classify_error(
             f"registered model '{spec.model}' has no alias '{spec.alias}' in {where}",
         )
     if http_status in (401, 403) or error_code in ("PERMISSION_DENIED", "UNAUTHENTICATED"):
-        return Resolution(None, MLFLOW_ACCESS_DENIED, f"{where} refused access: {_clip(text)}")
-    return Resolution(None, MLFLOW_UNREACHABLE, f"cannot query {where}: {_clip(text)}")
+        return Resolution(None, MLFLOW_ACCESS_DENIED, f"{where} refused access: {detail}")
+    return Resolution(None, MLFLOW_UNREACHABLE, f"cannot query {where}: {detail}")
 
 
 def configure_client(config: Config) -> None:
@@ -104,10 +111,14 @@ def resolve(spec: ServingSpec, client_factory: Callable[[str], Any] = _client) -
             mv = client.get_model_version_by_alias(spec.model, spec.alias)
     except MlflowException as err:
         failed = classify_error(
-            spec, error_code=err.error_code, http_status=err.get_http_status_code(), text=str(err)
+            spec, error_code=err.error_code, http_status=err.get_http_status_code(),
+            text=str(err), detail=describe(err, _MAX_DETAIL),
         )
     except Exception as err:  # noqa: BLE001 - any transport failure means "unreachable"
-        failed = classify_error(spec, error_code=None, http_status=None, text=repr(err))
+        failed = classify_error(
+            spec, error_code=None, http_status=None, text=repr(err),
+            detail=describe(err, _MAX_DETAIL),
+        )
     else:
         failed = None
     if failed is not None:

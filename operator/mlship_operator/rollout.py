@@ -7,6 +7,8 @@ import enum
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from mlship.errors import clip
+
 from . import resource as r
 
 # Waiting reasons that mean the container will not start without a change to the pod.
@@ -58,11 +60,6 @@ def needs_pod_check(deployment: Mapping[str, Any] | None) -> bool:
     )
 
 
-def _clip(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= _MAX_DETAIL else text[: _MAX_DETAIL - 1] + "…"
-
-
 def pod_failure(pod: Mapping[str, Any], crashloop_restarts: int) -> tuple[str, str] | None:
     """(reason, message) when a pod's serving container cannot become ready without help."""
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
@@ -72,7 +69,7 @@ def pod_failure(pod: Mapping[str, Any], crashloop_restarts: int) -> tuple[str, s
         waiting = (cs.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason", "")
         if reason in _HOPELESS_WAITING:
-            detail = _clip(waiting.get("message", ""))
+            detail = clip(waiting.get("message", ""), _MAX_DETAIL)
             return reason, f"pod {pod_name}: container {cs.get('name')} is {reason}: {detail}"
         restarts = int(cs.get("restartCount") or 0)
         if restarts >= crashloop_restarts and not cs.get("ready"):
@@ -81,7 +78,7 @@ def pod_failure(pod: Mapping[str, Any], crashloop_restarts: int) -> tuple[str, s
             if last:
                 exit_info = f"; last exit code {last.get('exitCode')} ({last.get('reason', '?')})"
                 if last.get("message"):
-                    exit_info += f": {_clip(last['message'])}"
+                    exit_info += f": {clip(last['message'], _MAX_DETAIL)}"
             return (
                 "CrashLoopBackOff",
                 f"pod {pod_name}: container {cs.get('name')} restarted {restarts} times"
@@ -142,7 +139,7 @@ def observe(
         ):
             return result(
                 Phase.FAILED, "ProgressDeadlineExceeded",
-                _clip(condition.get("message") or "the rollout made no progress in time"),
+                clip(condition.get("message") or "the rollout made no progress in time", _MAX_DETAIL),
             )
     updated = int(status.get("updatedReplicas") or 0)
     total = int(status.get("replicas") or 0)

@@ -96,6 +96,17 @@ def test_unreachable_mlflow_fails_fast_without_client_retries(fast_failing_clien
     assert f"cannot query MLflow at {uri}" in answer.message
 
 
+def test_an_unknown_host_is_named_before_the_message_is_clipped(fast_failing_client) -> None:
+    uri = "http://no-such-host.invalid:5000"
+    answer = registry.resolve(make_spec(uri, model="iris"))
+    assert answer.reason == "MlflowUnreachable"
+    # MLflow's own message names the cause only after ~290 characters of URL and pool details
+    assert answer.message.startswith(
+        f"cannot query MLflow at {uri}: NameResolutionError: Failed to resolve 'no-such-host.invalid'"
+    ), answer.message
+    assert len(answer.message) < 400
+
+
 class _NotMlflow(http.server.BaseHTTPRequestHandler):
     """A catch-all responder: 404 to everything, keeping the connection open (HTTP/1.1)."""
 

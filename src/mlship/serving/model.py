@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+from mlship.errors import describe
 from mlship.serving.config import ServingConfig
 from mlship.serving.protocol import (
     CSV,
@@ -189,9 +190,7 @@ def load_model(config: ServingConfig) -> ServedModel:
                 " (the skops file references types outside the model's skops_trusted_types: "
                 "re-log the model with skops_trusted_types listing them)"
             )
-        raise ModelLoadError(
-            f"cannot load {config.model_uri}: {type(e).__name__}: {e}{hint}"
-        ) from e
+        raise ModelLoadError(f"cannot load {config.model_uri}: {describe(e, 3000)}{hint}") from e
 
     meta = pyfunc.metadata
     signature = _signature_dict(meta.signature)
