@@ -35,6 +35,7 @@ and for mlship_drift (dags/mlship_drift.py):
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -46,6 +47,9 @@ POD_STEPS: tuple[str, ...] = (*STEPS, "drift")
 UID = 10001  # the non-root user every step image runs as
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
 DEFAULT_XCOM_SIDECAR_IMAGE = "mlship-base:dev"  # the step images are built FROM it
+# A step exits with this when its input is wrong and no retry can succeed (it is
+# mlship.steps.common.EX_DATAERR, which this module cannot import: a unit test holds them equal).
+BAD_INPUT_EXIT_CODE = os.EX_DATAERR
 # The sidecar only sleeps, then `cat`s the result when the operator execs into it.
 XCOM_SIDECAR_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "10m", "memory": "16Mi"},
@@ -371,3 +375,24 @@ def drift_params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
         "inference_experiment": {"default": d.inference_experiment, "type": "string", "minLength": 1},
         "report_experiment": {"default": d.report_experiment, "type": "string", "minLength": 1},
     }
+
+
+def bad_input_failure(pod: Any, container: str) -> str | None:
+    """Why a finished step pod must fail its task without retries, or None.
+
+    `pod` is a kubernetes V1Pod; when `container` terminated with BAD_INPUT_EXIT_CODE the answer
+    carries the step's own one-line error (its termination message).
+    """
+    statuses = getattr(getattr(pod, "status", None), "container_statuses", None) or []
+    for status in statuses:
+        terminated = getattr(getattr(status, "state", None), "terminated", None)
+        if status.name != container or terminated is None:
+            continue
+        if terminated.exit_code != BAD_INPUT_EXIT_CODE:
+            return None
+        said = (terminated.message or "").strip() or "see the task log for the step's error"
+        return (
+            f"{said}\n(exit code {BAD_INPUT_EXIT_CODE}: the input is wrong, so the task fails"
+            " without retries)"
+        )
+    return None

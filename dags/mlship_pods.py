@@ -9,11 +9,13 @@ import mlship_dagspec as spec
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
 from airflow.sdk import Context
+from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
 
 class StepPodOperator(KubernetesPodOperator):
-    """A KubernetesPodOperator whose XCom sidecar runs from a configured image.
+    """A KubernetesPodOperator whose XCom sidecar runs from a configured image, and whose task
+    fails without retries when the step says its input is wrong (exit code 65).
 
     The provider takes the sidecar image only from the Kubernetes connection's extras (else
     alpine, which an offline cluster cannot pull), and appends the sidecar after any pod
@@ -35,6 +37,23 @@ class StepPodOperator(KubernetesPodOperator):
                 container.image_pull_policy = overrides["image_pull_policy"]
                 container.resources = k8s.V1ResourceRequirements(**overrides["resources"])
         return pod
+
+    def cleanup(
+        self,
+        pod: k8s.V1Pod,
+        remote_pod: k8s.V1Pod,
+        xcom_result: dict | None = None,
+        context: Context | None = None,
+    ) -> None:
+        # The provider's cleanup raises on every failed pod (sync and deferrable paths both
+        # end here); a retry only helps when the step did not exit with bad input.
+        try:
+            super().cleanup(pod, remote_pod, xcom_result=xcom_result, context=context)
+        except Exception as err:
+            reason = spec.bad_input_failure(remote_pod, self.base_container_name)
+            if reason is None:
+                raise
+            raise AirflowFailException(reason) from err
 
 
 def step_task(settings: spec.Settings, step: str, task_id: str | None = None) -> KubernetesPodOperator:

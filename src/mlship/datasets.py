@@ -11,9 +11,12 @@ import io
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.error import HTTPError
 from urllib.parse import urlparse
 
 import pandas as pd
+
+from mlship.errors import BadInput
 
 SKLEARN_DATASETS: dict[str, str] = {
     # name -> task; all ship inside scikit-learn, nothing is downloaded
@@ -28,8 +31,17 @@ DIGEST_LENGTH = 32
 HTTP_TIMEOUT_SECONDS = 60
 
 
-class DatasetError(ValueError):
-    """A source that cannot be read, named in the message."""
+# Answers that say the request itself is wrong: asking again gets the same answer.
+_PERMANENT_HTTP = frozenset(range(400, 500)) - {408, 425, 429}
+
+
+class DatasetError(BadInput):
+    """A source that cannot be read, named in the message; `permanent` unless a retry may
+    succeed (the server did not answer, or answered 5xx/429)."""
+
+    def __init__(self, message: str, *, permanent: bool = True) -> None:
+        super().__init__(message)
+        self.permanent = permanent
 
 
 @dataclass(frozen=True)
@@ -92,7 +104,8 @@ def read_bytes(source: str) -> bytes:
             with urllib.request.urlopen(source, timeout=HTTP_TIMEOUT_SECONDS) as resp:  # noqa: S310 - scheme checked
                 return resp.read()
         except OSError as exc:
-            raise DatasetError(f"cannot download {source}: {exc}") from exc
+            permanent = isinstance(exc, HTTPError) and exc.code in _PERMANENT_HTTP
+            raise DatasetError(f"cannot download {source}: {exc}", permanent=permanent) from exc
     path = Path(source)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {source}")

@@ -23,6 +23,8 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from mlship.errors import BadInput
+
 
 @dataclass(frozen=True)
 class EstimatorSpec:
@@ -53,7 +55,7 @@ DEFAULT_ESTIMATOR = {"classification": "random_forest", "regression": "ridge"}
 SKOPS_TRUSTED_TYPES: list[str] = ["numpy.dtype", "sklearn.tree._tree.Tree"]
 
 
-class EstimatorError(ValueError):
+class EstimatorError(BadInput):
     """Unknown estimator or hyperparameter, named in the message."""
 
 

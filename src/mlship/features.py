@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from mlship.errors import BadInput
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -45,10 +47,10 @@ def split(
     frame: pd.DataFrame, spec: FeatureSpec, holdout_fraction: float, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     if not 0 < holdout_fraction < 1:
-        raise ValueError(f"holdout fraction must be between 0 and 1, got {holdout_fraction}")
+        raise BadInput(f"holdout fraction must be between 0 and 1, got {holdout_fraction}")
     n_holdout = round(len(frame) * holdout_fraction)
     if n_holdout < 1 or len(frame) - n_holdout < 2:
-        raise ValueError(
+        raise BadInput(
             f"{len(frame)} rows are too few for a {holdout_fraction:.0%} holdout split"
         )
     stratify = None

@@ -24,13 +24,15 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from mlship.errors import Explained, describe
+
 TAG_RUN_KEY = "mlship.pipeline_run_key"
 TAG_STEP = "mlship.step"
 DEFAULT_EXPERIMENT = "mlship"
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 
 
-class StepError(RuntimeError):
+class StepError(Explained, RuntimeError):
     """An expected failure with a message meant for the person reading the task log."""
 
 
@@ -152,9 +154,4 @@ def fetch(uri: str, dst: Path | None = None) -> Path:
     try:
         return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     except Exception as exc:
-        raise StepError(f"cannot download artifact {uri}: {first_line(exc)}") from exc
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+        raise StepError(f"cannot download artifact {uri}: {describe(exc)}") from exc

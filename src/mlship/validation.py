@@ -23,12 +23,14 @@ from typing import Any
 
 import pandas as pd
 
+from mlship.errors import BadInput
+
 DTYPES = ("numeric", "integer", "float", "string", "bool", "category")
 _TOP_KEYS = {"min_rows", "max_nulls", "allow_extra_columns", "columns"}
 _COLUMN_KEYS = {"dtype", "min", "max", "max_nulls", "allowed"}
 
 
-class RulesError(ValueError):
+class RulesError(BadInput):
     """The rules document itself is malformed."""
 
 

@@ -156,6 +156,7 @@ def test_unknown_estimator_fails_training_and_registers_nothing(chain, steps, ml
     _, err = steps.run(
         "train", "--train-uri", fea["train_uri"], "--features-uri", fea["features_uri"],
         "--estimator", "xgboost", key=f"it-bad-{uuid.uuid4().hex[:6]}", expect_ok=False,
+        code=65,
     )
     assert err.strip().splitlines()[-1] == (
         "mlship train failed: unknown estimator 'xgboost' for classification; "
@@ -169,7 +170,7 @@ def test_wrong_columns_fail_validation_naming_column_and_rule(chain, steps, mlfl
     rules = json.dumps({"columns": {"petal_len": {"dtype": "numeric"}}})
     _, err = steps.run(
         "validate", "--dataset-uri", chain["ingest"]["dataset_uri"], "--task", "classification",
-        "--rules", rules, key=key, expect_ok=False,
+        "--rules", rules, key=key, expect_ok=False, code=65,
     )
     assert err.strip().splitlines()[-1] == (
         "mlship validate failed: validation failed: column 'petal_len': rule column_present "
@@ -190,7 +191,7 @@ def test_ingest_names_a_missing_target_column(steps, tmp_path):
     csv = tmp_path / "houses.csv"
     csv.write_text("rooms,area,price\n3,70,100\n4,90,150\n")
     _, err = steps.run("ingest", "--source", str(csv), "--target", "target",
-                          key="it-target", expect_ok=False)
+                          key="it-target", expect_ok=False, code=65)
     assert err.strip().splitlines()[-1] == (
         f"mlship ingest failed: target column 'target' not in {csv} (columns: rooms, area, price)"
     )
@@ -199,7 +200,7 @@ def test_ingest_names_a_missing_target_column(steps, tmp_path):
 def test_ingest_rejects_an_empty_file(steps, tmp_path):
     csv = tmp_path / "empty.csv"
     csv.write_text("")
-    _, err = steps.run("ingest", "--source", str(csv), key="it-empty", expect_ok=False)
+    _, err = steps.run("ingest", "--source", str(csv), key="it-empty", expect_ok=False, code=65)
     assert err.strip().splitlines()[-1] == (
         f"mlship ingest failed: source '{csv}' is empty (0 bytes of data)"
     )

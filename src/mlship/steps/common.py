@@ -1,4 +1,4 @@
-"""What every step CLI shares: the common flags, the XCom file, one-line errors."""
+"""What every step CLI shares: the common flags, the XCom file, one-line errors, exit codes."""
 
 from __future__ import annotations
 
@@ -9,16 +9,31 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from mlship.tracking import DEFAULT_EXPERIMENT, first_line
+from mlship.errors import BadInput, describe
+from mlship.tracking import DEFAULT_EXPERIMENT
 
 # Where KubernetesPodOperator's sidecar picks up a task's return value.
 AIRFLOW_XCOM_PATH = "/airflow/xcom/return.json"
+# Kubernetes shows this file as the container's termination message; the DAG's pod operator
+# puts it into the task's failure.
+TERMINATION_LOG = Path("/dev/termination-log")
+
+EX_FAILED = 1
+EX_DATAERR = os.EX_DATAERR
+"""65: the input is wrong (data, flags, rules, names) and no retry can succeed. The DAG fails
+the task at once on it (dags/mlship_pods.py); every other failure exits EX_FAILED and is retried."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise BadInput(f"{message} (see --help)")
 
 
 def parser(step: str, description: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=f"python -m mlship.steps.{step}", description=description)
+    p = _Parser(prog=f"python -m mlship.steps.{step}", description=description)
     p.add_argument(
         "--tracking-uri",
         default=os.environ.get("MLFLOW_TRACKING_URI"),
@@ -63,22 +78,37 @@ def write_result(result: dict[str, Any], xcom_path: str | None) -> None:
     print(text, flush=True)
 
 
+def exit_code(exc: BaseException) -> int:
+    return EX_DATAERR if getattr(exc, "permanent", False) else EX_FAILED
+
+
+def _write_termination_message(message: str) -> None:
+    if TERMINATION_LOG.exists():
+        try:
+            TERMINATION_LOG.write_text(message[:4000])
+        except OSError:
+            pass  # the same line is on stderr
+
+
 def run(
     step: str,
     build: Callable[[], argparse.ArgumentParser],
     body: Callable[[argparse.Namespace], dict[str, Any]],
     argv: Sequence[str] | None = None,
 ) -> int:
-    """Parse, run the step's body, emit its result; any failure is one line on stderr, exit 1."""
-    args = build().parse_args(argv)
+    """Parse, run the step's body, emit its result; any failure is one line on stderr (and in
+    the termination message), exit code EX_DATAERR for bad input, else EX_FAILED."""
     try:
+        args = build().parse_args(argv)
         if not args.pipeline_run_key:
-            raise ValueError("no pipeline run key: pass --pipeline-run-key")
+            raise BadInput("no pipeline run key: pass --pipeline-run-key")
         result = body(args)
     except Exception as exc:
         if os.environ.get("MLSHIP_DEBUG"):
             traceback.print_exc()
-        print(f"mlship {step} failed: {first_line(exc)}", file=sys.stderr, flush=True)
-        return 1
+        message = f"mlship {step} failed: {describe(exc)}"
+        print(message, file=sys.stderr, flush=True)
+        _write_termination_message(message)
+        return exit_code(exc)
     write_result(result, args.xcom_path)
     return 0

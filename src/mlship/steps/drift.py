@@ -24,6 +24,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
 from mlship import drift, drift_plot, inference_log, tracking
+from mlship.errors import describe
 from mlship.steps import common
 
 STEP = "drift"
@@ -89,7 +90,7 @@ def served_version(client: mlflow.MlflowClient, name: str, alias: str) -> Any:
     except MlflowException as exc:
         raise tracking.StepError(
             f"model {name!r} has no version with alias {alias!r}, so nothing is served to check: "
-            f"{tracking.first_line(exc)}"
+            f"{describe(exc)}"
         ) from exc
 
 

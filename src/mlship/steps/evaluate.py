@@ -14,6 +14,7 @@ import mlflow.sklearn
 import pandas as pd
 
 from mlship import features, metrics, registry, tracking
+from mlship.errors import describe
 from mlship.steps import common
 
 STEP = "evaluate"
@@ -54,7 +55,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 champ_scores = score(f"models:/{args.model_name}/{champ.version}", spec, holdout)
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champ_scores.items()})
             except Exception as exc:  # e.g. trained on other columns: not comparable
-                champ_error = tracking.first_line(exc)
+                champ_error = describe(exc)
                 mlflow.set_tag("mlship.champion_error", champ_error[:5000])
         report = {
             "task": spec.task,

@@ -21,6 +21,7 @@ from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from mlship import datasets, tracking
+from mlship.errors import BadInput
 from mlship.steps import common
 
 STEP = "ingest"
@@ -61,9 +62,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
     frame = loaded.frame
     if args.target not in frame.columns:
         cols = ", ".join(map(str, frame.columns[:20]))
-        raise tracking.StepError(
-            f"target column {args.target!r} not in {args.source} (columns: {cols})"
-        )
+        raise BadInput(f"target column {args.target!r} not in {args.source} (columns: {cols})")
     task = args.task
     if task == "auto":
         task = loaded.task_hint or datasets.infer_task(frame[args.target])

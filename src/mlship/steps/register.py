@@ -15,6 +15,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from mlship import gate, metrics, registry, tracking
+from mlship.errors import BadInput
 from mlship.steps import common
 
 STEP = "register"
@@ -121,7 +122,7 @@ def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:
 
 def body(args: argparse.Namespace) -> dict[str, Any]:
     if args.margin < 0:
-        raise ValueError(f"--margin must be >= 0, got {args.margin}")
+        raise BadInput(f"--margin must be >= 0, got {args.margin}")
     client = tracking.connect(args.tracking_uri)
     key = args.pipeline_run_key
     with tracking.step_run(client, args.experiment, key, STEP) as (parent, run):

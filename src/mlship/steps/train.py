@@ -15,6 +15,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 
 from mlship import estimators, features, metrics, tracking
+from mlship.errors import BadInput
 from mlship.steps import common
 
 STEP = "train"
@@ -62,7 +63,7 @@ def log_model(model: Any, X: pd.DataFrame) -> mlflow.models.model.ModelInfo:
 
 def body(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(args.hyperparameters, dict):
-        raise ValueError("--hyperparameters must be a JSON object")
+        raise BadInput("--hyperparameters must be a JSON object")
     client = tracking.connect(args.tracking_uri)
     with tracking.step_run(client, args.experiment, args.pipeline_run_key, STEP) as (_, run):
         spec = features.FeatureSpec.from_dict(

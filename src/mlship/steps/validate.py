@@ -13,6 +13,7 @@ import mlflow
 import pandas as pd
 
 from mlship import datasets, tracking, validation
+from mlship.errors import BadInput
 from mlship.steps import common
 
 STEP = "validate"
@@ -45,9 +46,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         for rid in (run.info.run_id, parent.info.run_id):
             client.set_tag(rid, "mlship.validation", status)
         if violations:
-            raise tracking.StepError(
-                "validation failed: " + "; ".join(v.message() for v in violations)
-            )
+            raise BadInput("validation failed: " + "; ".join(v.message() for v in violations))
     return {"rows": len(frame), "violations": 0, "run_id": run.info.run_id}
 
 
