@@ -226,18 +226,25 @@ def test_the_buffer_stays_bounded_during_an_outage(sink: DirSink) -> None:
 
 
 def test_the_background_task_flushes_on_its_interval(sink: DirSink) -> None:
+    """Each interval writes what came in, while the recorder runs: close() (which flushes too)
+    comes only after both writes were seen, so only the interval flush can pass this."""
+
+    async def written(count: int) -> None:
+        while len(sink.written) < count:  # no deadline of its own: run()'s 20 s bounds it
+            await asyncio.sleep(0.01)
+
     async def scenario() -> None:
-        recorder, _ = make(sink, flush_s=0.05, clock=time.time)
+        recorder, _ = make(sink, flush_s=0.05, clock=time.time)  # flush_rows: the default, far off
         recorder.start()
         recorder.record(table((1.0, 1.0)), answer(1))
-        for _ in range(200):
-            if sink.written:
-                break
-            await asyncio.sleep(0.01)
+        await written(1)
+        assert recorder.buffered_rows == 0 and sink.finished == 0
+        recorder.record(table((2.0, 2.0)), answer(2))
+        await written(2)  # the next interval, again without a close
         await recorder.close(timeout=5)
 
     run(scenario())
-    assert len(sink.records()) == 1 and sink.finished == 1
+    assert [r["prediction"] for r in sink.records()] == [1, 2] and sink.finished == 1
 
 
 def test_enough_waiting_rows_flush_before_the_interval(sink: DirSink) -> None:
