@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from testkit import MLSHIP, clean_env, free_port, wait_http
@@ -52,3 +53,12 @@ def run_mlship() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def release() -> Iterator[Any]:
+    """The chart installed once per session, shared by the e2e and faults tiers (e2e/release.py)."""
+    from e2e.release import installed
+
+    with installed("e2e/faults") as rel:
+        yield rel

@@ -1,7 +1,8 @@
 """Helpers of the e2e tier: the installed release, Airflow's REST API, MLflow, ModelDeployments.
 
 Imported as `e2e.kit` (tests/ is on pytest's pythonpath); the session-scoped `release` fixture
-that installs the chart lives in tests/e2e/conftest.py.
+that installs the chart is in tests/conftest.py
+(tests/e2e/release.py).
 """
 
 from __future__ import annotations

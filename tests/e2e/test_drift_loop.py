@@ -2,7 +2,7 @@
 pod restart), mlship_drift finds shifted traffic and triggers mlship_training with the reason,
 and too little traffic is "not enough data" that triggers nothing.
 
-Runs on the session's release (tests/e2e/conftest.py); trains a champion first if no earlier
+Runs on the session's release (tests/e2e/release.py); trains a champion first if no earlier
 test left one.
 """
 
