@@ -59,7 +59,7 @@ def split(
         # stratify only when every class can appear on both sides
         if counts.min() >= 2 and n_holdout >= len(counts):
             stratify = frame[spec.target]
-    train, holdout = train_test_split(
-        frame, test_size=holdout_fraction, random_state=seed, stratify=stratify
-    )
+    # the row count checked above, not the fraction: sklearn would round a fraction up (3 rows at
+    # 34 % are 2 holdout rows and 1 to train on, which the check above never saw)
+    train, holdout = train_test_split(frame, test_size=n_holdout, random_state=seed, stratify=stratify)
     return train.reset_index(drop=True), holdout.reset_index(drop=True)

@@ -157,3 +157,11 @@ def test_a_negative_margin_is_refused_with_its_value_and_zero_is_not():
     with pytest.raises(ValueError, match=r"^promotion margin must be >= 0, got -0.1$"):
         decide(acc(margin=-0.1))
     assert decide(acc(margin=0.0)).promoted
+
+
+def test_improvement_needs_both_scores():
+    from mlship.gate import improvement
+
+    assert improvement(acc(score=0.9, champion_score=0.8)) == pytest.approx(0.1)
+    with pytest.raises(AssertionError):
+        improvement(acc(score=0.9, champion_score=None))
