@@ -100,3 +100,66 @@ def test_python_m_entry_exits_2_with_the_message(tmp_path) -> None:
     )
     assert proc.returncode == 2
     assert "invalid configuration: MLFLOW_TRACKING_URI='nope'" in proc.stderr
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+RANGES = [  # variable, lowest accepted, highest accepted, what it sets
+    ("MLSHIP_POLL_INTERVAL_SECONDS", 1, 3600, "poll_interval"),
+    ("MLSHIP_MAX_BACKOFF_SECONDS", 5, 3600, "max_backoff"),  # low: not below the 5 s poll
+    ("MLSHIP_REGISTRY_TIMEOUT_SECONDS", 1, 120, "registry_timeout"),
+    ("MLSHIP_PROGRESS_DEADLINE_SECONDS", 30, 3600, "progress_deadline"),
+    ("MLSHIP_CRASHLOOP_RESTARTS", 1, 20, "crashloop_restarts"),
+    ("MLSHIP_WATCH_TIMEOUT_SECONDS", 10, 3600, "watch_server_timeout"),
+]
+
+
+@pytest.mark.parametrize(("key", "low", "high", "field"), RANGES)
+def test_each_range_includes_its_ends_and_nothing_past_them(key, low, high, field) -> None:
+    backoff = key == "MLSHIP_MAX_BACKOFF_SECONDS"
+    env = BASE if backoff else {**BASE, "MLSHIP_MAX_BACKOFF_SECONDS": "3600"}
+    for accepted in (low, high):
+        assert getattr(from_env({**env, key: str(accepted)}), field) == accepted
+    lowest = 1 if backoff else low  # the backoff's own range starts at 1 (below the poll: see below)
+    for raw in (str(round(lowest - 0.001, 3)), str(round(high + 0.001, 3))):
+        with pytest.raises(ConfigError) as info:
+            from_env({**env, key: raw})
+        assert str(info.value) == f"{key}={raw} is out of range: it must be between {lowest:g} and {high:g}"
+
+
+def test_a_backoff_equal_to_the_poll_interval_is_allowed() -> None:
+    config = from_env({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "7", "MLSHIP_MAX_BACKOFF_SECONDS": "7"})
+    assert (config.poll_interval, config.max_backoff) == (7.0, 7.0)
+    with pytest.raises(ConfigError) as info:
+        from_env({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "7", "MLSHIP_MAX_BACKOFF_SECONDS": "6.5"})
+    assert str(info.value) == (
+        "MLSHIP_MAX_BACKOFF_SECONDS=6.5 must not be shorter than MLSHIP_POLL_INTERVAL_SECONDS=7")
+
+
+def test_a_namespace_name_of_63_characters_is_the_longest() -> None:
+    longest = "a" * 63
+    listed = from_env({**BASE, "MLSHIP_WATCH_NAMESPACES": f"{longest}, b ,{longest}"}).namespaces
+    assert listed == (longest, "b")
+    with pytest.raises(ConfigError) as info:
+        from_env({**BASE, "MLSHIP_WATCH_NAMESPACES": "a" * 64})
+    assert str(info.value) == (
+        f"MLSHIP_WATCH_NAMESPACES entry {'a' * 64!r} is not a namespace name (lowercase letters, digits"
+        " and '-', at most 63 characters; patterns are not supported)"
+    )
+
+
+def test_the_accepted_spellings() -> None:
+    assert from_env({**BASE, "MLFLOW_TRACKING_URI": "https://mlflow//"}).tracking_uri == "https://mlflow"
+    assert from_env({**BASE, "MLSHIP_LIVENESS_ENDPOINT": "https://0.0.0.0:8081/h"}).liveness_endpoint == (
+        "https://0.0.0.0:8081/h")
+    assert from_env({**BASE, "MLSHIP_LIVENESS_ENDPOINT": ""}).liveness_endpoint == ""
+    for level in ("debug", "INFO", "warning", "Error"):
+        assert from_env({**BASE, "MLSHIP_LOG_LEVEL": level}).log_level == level.upper()
+    for policy in ("Always", "IfNotPresent", "Never"):
+        assert from_env({**BASE, "MLSHIP_IMAGE_PULL_POLICY": policy}).image_pull_policy == policy
+    with pytest.raises(ConfigError) as info:
+        from_env({**BASE, "MLSHIP_IMAGE_PULL_POLICY": "always"})
+    assert str(info.value) == "MLSHIP_IMAGE_PULL_POLICY='always' must be one of Always, IfNotPresent, Never"
+    with pytest.raises(ConfigError) as info:
+        from_env({**BASE, "MLSHIP_LOG_LEVEL": "critical"})
+    assert str(info.value) == "MLSHIP_LOG_LEVEL='CRITICAL' must be DEBUG, INFO, WARNING or ERROR"

@@ -149,3 +149,76 @@ def test_logging_needs_a_tracking_server() -> None:
     with pytest.raises(ConfigError, match="MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 logs requests to "
                        "MLflow, which needs MLFLOW_TRACKING_URI"):
         load_config(local | {"MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1"})
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+RANGES = [  # variable, lowest accepted, highest accepted, just below, just above, what it sets
+    ("PORT", "1", "65535", "0", "65536", "port"),
+    ("MLSHIP_MAX_BATCH_SIZE", "1", "100000", "0", "100001", "max_batch_size"),
+    ("MLSHIP_MAX_BATCH_WAIT_MS", "0", "1000", "-0.001", "1000.001", "max_batch_wait_s"),
+    ("MLSHIP_SHUTDOWN_TIMEOUT_S", "0", "3600", "-0.001", "3600.001", "shutdown_timeout_s"),
+    ("MLSHIP_INFERENCE_LOG_SAMPLE_RATE", "0", "1", "-0.001", "1.001", "inference_log_sample_rate"),
+    ("MLSHIP_INFERENCE_LOG_FLUSH_SECONDS", "0.05", "3600", "0.049", "3600.001", "inference_log_flush_s"),
+]
+
+
+@pytest.mark.parametrize(("key", "low", "high", "below", "above", "field"), RANGES)
+def test_each_range_includes_its_ends_and_nothing_past_them(key, low, high, below, above, field) -> None:
+    for accepted in (low, high):
+        value = getattr(load_config(REGISTRY | {key: accepted}), field)
+        scale = 1000.0 if key == "MLSHIP_MAX_BATCH_WAIT_MS" else 1.0
+        assert value * scale == float(accepted)
+    for rejected in (below, above):
+        with pytest.raises(ConfigError) as info:
+            load_config(REGISTRY | {key: rejected})
+        low_n, high_n = (int(low), int(high)) if key in ("PORT", "MLSHIP_MAX_BATCH_SIZE") else (
+            float(low), float(high))
+        shown = int(rejected) if isinstance(low_n, int) else float(rejected)
+        assert str(info.value) == (
+            f"invalid serving configuration: {key}={shown} is out of range [{low_n}, {high_n}]")
+
+
+def test_the_defaults_of_every_knob() -> None:
+    config = load_config(REGISTRY)
+    assert (config.shutdown_timeout_s, config.inference_log_flush_s) == (25.0, 10.0)
+    assert config.inference_log_sample_rate == 0.0
+    assert config.host == "0.0.0.0"  # noqa: S104
+    assert load_config(REGISTRY | {"MLSHIP_HOST": " 127.0.0.1 "}).host == "127.0.0.1"
+
+
+def test_version_one_is_the_first_registry_version() -> None:
+    assert load_config(REGISTRY | {"MLSHIP_MODEL_VERSION": "1"}).model_uri == "models:/iris/1"
+    with pytest.raises(ConfigError) as info:
+        load_config(REGISTRY | {"MLSHIP_MODEL_VERSION": "0"})
+    assert str(info.value) == (
+        "invalid serving configuration: MLSHIP_MODEL_VERSION='0' is not a registry version (1, 2, ...)")
+
+
+def test_a_file_uri_is_local_and_names_the_model_after_its_last_folder() -> None:
+    config = load_config({"MLSHIP_MODEL_URI": "file:///models/iris-v2/"})
+    assert (config.model_name, config.model_version, config.tracking_uri) == ("iris-v2", "", None)
+    assert load_config({"MLSHIP_MODEL_URI": "/srv/models/a/b"}).model_name == "b"
+    with pytest.raises(ConfigError, match="MLFLOW_TRACKING_URI is required to load s3://bucket/m"):
+        load_config({"MLSHIP_MODEL_URI": "s3://bucket/m"})
+
+
+def test_every_message_in_full_joined_by_semicolons() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config({"MLSHIP_MODEL_URI": "models:/a", "MLSHIP_MODEL_VERSION": "2",
+                     "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "0.5"})
+    assert str(info.value) == (
+        "invalid serving configuration: "
+        "set either MLSHIP_MODEL_URI or MLSHIP_MODEL_NAME + MLSHIP_MODEL_VERSION, not both; "
+        "MLSHIP_MODEL_URI='models:/a' is not models:/<name>/<version> or models:/<name>@<alias>; "
+        "MLFLOW_TRACKING_URI is required to load models:/a; "
+        "MLSHIP_INFERENCE_LOG_SAMPLE_RATE=0.5 logs requests to MLflow, which needs "
+        "MLFLOW_TRACKING_URI: set it, or set the rate to 0 to log nothing"
+    )
+    with pytest.raises(ConfigError) as info:
+        load_config({})
+    assert str(info.value) == (
+        "invalid serving configuration: MLSHIP_MODEL_NAME is required (or MLSHIP_MODEL_URI); "
+        "MLSHIP_MODEL_VERSION is required (or MLSHIP_MODEL_URI); "
+        "MLFLOW_TRACKING_URI is required to load models://"
+    )
