@@ -7,7 +7,7 @@ import copy
 import pytest
 from _operator_fixtures import CONFIG, UID, make_cr
 from mlship_operator import builders
-from mlship_operator.rollout import Phase, needs_pod_check, observe, pod_failure
+from mlship_operator.rollout import Observed, Phase, needs_pod_check, observe, pod_failure
 
 pytestmark = pytest.mark.unit
 
@@ -134,3 +134,126 @@ def test_observe_does_not_mutate_its_input() -> None:
     before = copy.deepcopy(dep)
     seen(dep, [pod("2")])
     assert dep == before
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+HASH = builders.deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG)
+
+
+def bare(status: dict, *, generation: int | None = 1, replicas: int | None = None) -> dict:
+    """A Deployment with only what observe reads: fields Kubernetes omits when zero are absent."""
+    meta: dict = {"ownerReferences": [{"uid": UID, "controller": True}]}
+    if generation is not None:
+        meta["generation"] = generation
+    spec: dict = {"template": {"metadata": {"labels": {"mlship.io/model-version": "4"}}}}
+    if replicas is not None:
+        spec["replicas"] = replicas
+    return {"metadata": meta, "spec": spec, "status": status}
+
+
+def observed(phase: Phase, reason: str, message: str, *, ready: int = 0, replicas: int = 1) -> Observed:
+    return Observed(exists=True, owned=True, version="4", config_hash=None, phase=phase, reason=reason,
+                    message=message, ready_replicas=ready, replicas=replicas)
+
+
+def test_every_result_in_full() -> None:
+    assert seen(bare({})) == observed(
+        Phase.PROGRESSING, "WaitingForController",
+        "the Deployment controller has not yet observed generation 1")
+    assert seen(bare({"observedGeneration": 1})) == observed(
+        Phase.PROGRESSING, "RollingOut", "0 of 1 replicas run version 4")  # spec.replicas defaults to 1
+    assert seen(bare({"observedGeneration": 1, "updatedReplicas": 1, "replicas": 3})) == observed(
+        Phase.PROGRESSING, "RollingOut", "2 replica(s) of the previous version are still terminating")
+    assert seen(bare({"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1})) == observed(
+        Phase.PROGRESSING, "RollingOut", "0 of 1 replicas of version 4 are ready")
+    done = {"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1, "availableReplicas": 1,
+            "readyReplicas": 1}
+    assert seen(bare(done)) == observed(Phase.COMPLETE, "RolloutComplete", "1 of 1 replicas ready", ready=1)
+    assert seen(bare({"observedGeneration": 1}, replicas=0)) == observed(
+        Phase.COMPLETE, "RolloutComplete", "0 of 0 replicas ready", replicas=0)
+    # no generation at all (never set) counts as 0: nothing to wait for
+    assert seen(bare({}, generation=None)).reason == "RollingOut"
+
+
+def test_the_config_hash_comes_from_the_deployments_annotation() -> None:
+    dep = deployment(replicas=2, updatedReplicas=2, availableReplicas=2, readyReplicas=1)
+    assert seen(dep) == Observed(exists=True, owned=True, version="2", config_hash=HASH,
+                                 phase=Phase.COMPLETE, reason="RolloutComplete",
+                                 message="2 of 2 replicas ready", ready_replicas=1, replicas=2)
+
+
+def test_a_foreign_deployment_is_only_that() -> None:
+    dep = bare({})
+    dep["metadata"]["ownerReferences"] = [{"uid": UID, "controller": False}]
+    assert seen(dep) == Observed(exists=True, owned=False)
+
+
+def test_only_a_progressing_deadline_fails_and_its_message_is_clipped() -> None:
+    status = {"observedGeneration": 1, "conditions": [
+        {"type": "Available", "reason": "ProgressDeadlineExceeded"},
+        {"type": "Progressing", "reason": "NewReplicaSetAvailable"},
+    ]}
+    assert seen(bare(status)).phase is Phase.PROGRESSING
+    status["conditions"] = [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}]
+    assert seen(bare(status)) == observed(
+        Phase.FAILED, "ProgressDeadlineExceeded", "the rollout made no progress in time")
+    status["conditions"][0]["message"] = "x" * 400
+    assert seen(bare(status)).message == "x" * 400
+    status["conditions"][0]["message"] = "x" * 401
+    assert seen(bare(status)).message == "x" * 399 + "…"
+
+
+@pytest.mark.parametrize(
+    ("status", "due"),
+    [
+        ({"observedGeneration": 5, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, False),
+        ({"observedGeneration": 4, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2}, True),
+        ({"observedGeneration": 5, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2}, True),
+        ({"observedGeneration": 5, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1}, True),
+        ({"observedGeneration": 5, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2}, True),
+        ({"observedGeneration": 5, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
+          "unavailableReplicas": 1}, True),
+    ],
+)
+def test_pods_are_checked_exactly_while_something_is_not_updated_and_available(status, due) -> None:
+    assert needs_pod_check(deployment(**status)) is due
+
+
+def test_needs_pod_check_reads_omitted_fields_as_zero_and_replicas_as_one() -> None:
+    assert needs_pod_check(None) is False
+    assert needs_pod_check(bare({}, generation=None, replicas=0)) is False  # scaled to zero, settled
+    assert needs_pod_check(bare({"updatedReplicas": 1, "availableReplicas": 1, "replicas": 1},
+                                generation=None)) is False  # spec.replicas omitted: 1
+    assert needs_pod_check(bare({}, generation=None)) is True  # 0 of 1 updated
+    assert needs_pod_check(bare({"updatedReplicas": 1, "availableReplicas": 1, "replicas": 1},
+                                generation=2)) is True  # generation 2 not observed (0)
+    full = {"updatedReplicas": 1, "availableReplicas": 1}
+    assert needs_pod_check(bare(full, generation=None)) is True  # status.replicas 0 != 1 updated
+
+
+def test_failure_messages_in_full() -> None:
+    waiting = pod("3", waiting="ImagePullBackOff")
+    assert pod_failure(waiting, 5) == (
+        "ImagePullBackOff", "pod iris-3-abc: container server is ImagePullBackOff: ImagePullBackOff details")
+    del waiting["status"]["containerStatuses"][0]["state"]["waiting"]["message"]
+    del waiting["metadata"]["name"]
+    assert pod_failure(waiting, 5) == ("ImagePullBackOff", "pod ?: container server is ImagePullBackOff: ")
+    crashed = pod("3", restarts=3, last_exit={"exitCode": 137})
+    assert pod_failure(crashed, 3) == (
+        "CrashLoopBackOff", "pod iris-3-abc: container server restarted 3 times; last exit code 137 (?)")
+    assert pod_failure(pod("3", restarts=3), 3) == (
+        "CrashLoopBackOff", "pod iris-3-abc: container server restarted 3 times")
+    assert pod_failure(pod("3", restarts=2), 3) is None  # one restart short
+    no_count = pod("3")
+    del no_count["status"]["containerStatuses"][0]["restartCount"]
+    assert pod_failure(no_count, 1) is None  # an omitted restartCount is 0
+    empty_reason = pod("3")
+    empty_reason["status"]["containerStatuses"][0]["state"] = {"waiting": {}}
+    assert pod_failure(empty_reason, 1) is None
+
+
+def test_a_failing_pod_makes_the_whole_result_failed() -> None:
+    status = {"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1}
+    assert seen(bare(status), [pod("4", waiting="InvalidImageName")]) == observed(
+        Phase.FAILED, "InvalidImageName", "pod iris-4-abc: container server is InvalidImageName: "
+        "InvalidImageName details")
