@@ -8,10 +8,11 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-READY = "Ready"
+READY = "Ready"  # the desired version serves
+AVAILABLE = "Available"  # some version serves and answers (maybe not the desired one)
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-TYPES = (READY, PROGRESSING, DEGRADED)
+TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED)
 
 MAX_MESSAGE = 32768
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")

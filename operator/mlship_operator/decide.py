@@ -26,6 +26,9 @@ ROLLOUT_FAILED = "RolloutFailed"
 ROLLED_BACK = "RolledBack"
 NAME_CONFLICT = "NameConflict"
 AS_EXPECTED = "AsExpected"
+NOT_DESIRED_VERSION = "NotDesiredVersion"
+NOTHING_SERVING = "NothingServing"
+NO_READY_REPLICAS = "NoReadyReplicas"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,12 +66,14 @@ def _with_conditions(
     generation: int,
     now: str,
     ready: tuple[bool, str, str],
+    available: tuple[bool, str, str],
     progressing: tuple[bool, str, str],
     degraded: tuple[bool, str, str],
 ) -> dict[str, Any]:
     conds = status.get("conditions")
     for type_, (state, reason, message) in (
-        (c.READY, ready), (c.PROGRESSING, progressing), (c.DEGRADED, degraded)
+        (c.READY, ready), (c.AVAILABLE, available), (c.PROGRESSING, progressing),
+        (c.DEGRADED, degraded),
     ):
         conds = c.set_condition(
             conds, type_=type_, status=state, reason=reason, message=message,
@@ -123,6 +128,7 @@ def decide(
         new = _with_conditions(
             base, generation=gen, now=now,
             ready=(False, NAME_CONFLICT, conflict),
+            available=(False, NAME_CONFLICT, conflict),
             progressing=(False, NAME_CONFLICT, conflict),
             degraded=(True, NAME_CONFLICT, conflict),
         )
@@ -192,11 +198,20 @@ def decide(
         ready = (False, ROLLING_BACK, msg)
         progressing = (True, ROLLING_BACK, msg)
     elif complete:
-        ready = (
-            True, SERVING,
-            f"version {target} of {model} is serving"
-            f" ({observed.ready_replicas}/{spec.replicas} replicas ready)",
-        )
+        replicas = f"({observed.ready_replicas}/{spec.replicas} replicas ready)"
+        if desired is None or desired == target:
+            ready = (True, SERVING, f"version {target} of {model} is serving {replicas}")
+        elif failure and failure.get("version") == desired:
+            ready = (
+                False, ROLLED_BACK,
+                f"desired version {desired} of {model} failed ({failure.get('reason')});"
+                f" version {target} serves instead {replicas}",
+            )
+        else:
+            ready = (
+                False, NOT_DESIRED_VERSION,
+                f"version {target} of {model} serves, not the desired version {desired} {replicas}",
+            )
         progressing = (False, ROLLOUT_COMPLETE, f"version {target} is rolled out")
     elif phase is Phase.FAILED:
         ready = (False, observed.reason, observed.message)
@@ -209,6 +224,18 @@ def decide(
             msg += f" ({observed.message})"
         ready = (False, ROLLOUT_IN_PROGRESS, msg)
         progressing = (True, ROLLING_OUT, msg)
+
+    # Available: something answers, whether or not it is the desired version
+    if serving and observed.ready_replicas > 0:
+        available = (
+            True, SERVING,
+            f"version {serving} of {model} answers"
+            f" ({observed.ready_replicas}/{spec.replicas} replicas ready)",
+        )
+    elif serving:
+        available = (False, NO_READY_REPLICAS, f"no replica of version {serving} is ready")
+    else:
+        available = (False, NOTHING_SERVING, "no version of the model is serving")
 
     # Degraded, most urgent first
     if rolled_back_from:
@@ -246,7 +273,8 @@ def decide(
             "readyReplicas": observed.ready_replicas,
             "url": url if (target is not None or observed.exists) else None,
         },
-        generation=gen, now=now, ready=ready, progressing=progressing, degraded=degraded,
+        generation=gen, now=now, ready=ready, available=available, progressing=progressing,
+        degraded=degraded,
     )
 
     events: list[EventSpec] = []

@@ -364,11 +364,21 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
         model, "champion", broken)
 
     def rolled_back() -> dict | None:
+        # Ready means the desired version serves: after the rollback it does not, but the good
+        # version answers (Available) and the rollout is over
         got = get_cr(objects, namespace, "iris")
-        cond = condition(got, "Degraded")
-        return got if cond.get("reason") == "RolledBack" and ready() else None
+        done = (
+            condition(got, "Degraded").get("reason") == "RolledBack"
+            and condition(got, "Ready").get("reason") == "RolledBack"
+            and condition(got, "Available").get("status") == "True"
+            and condition(got, "Progressing").get("status") == "False"
+        )
+        return got if done else None
 
     got = wait_until(f"rollback to {good}\n{op.log()}", rolled_back, 300, 2)
+    assert condition(got, "Ready")["status"] == "False"
+    assert f"desired version {broken}" in condition(got, "Ready")["message"]
+    assert f"version {good} serves instead" in condition(got, "Ready")["message"]
     assert got["status"]["lastFailure"]["version"] == broken
     assert got["status"]["servingVersion"] == good
     assert got["status"]["desiredVersion"] == broken

@@ -57,8 +57,8 @@ def test_other_conditions_and_order_are_untouched_and_input_not_mutated() -> Non
         generation=1, now=T1,
     )
     assert conds == before
-    assert [x["type"] for x in after] == ["Ready", "Progressing", "Degraded"]
-    assert after[0] == before[0] and after[2] == before[2]
+    assert [x["type"] for x in after] == ["Ready", "Available", "Progressing", "Degraded"]
+    assert after[:2] == before[:2] and after[3] == before[3]
     assert c.is_true(after, c.PROGRESSING) and not c.is_true(after, c.READY)
     assert c.get_condition(after, "Nope") is None
 

@@ -121,7 +121,7 @@ def _columns(crd) -> dict[str, dict]:
 def test_printer_columns(crd, schema) -> None:
     cols = _columns(crd)
     default = [name for name, col in cols.items() if not col.get("priority")]
-    assert default == ["Model", "Alias", "Version", "Ready", "Age"]
+    assert default == ["Model", "Alias", "Version", "Ready", "Available", "Age"]
     assert [name for name, col in cols.items() if col.get("priority") == 1]
     for name, col in cols.items():
         path = col["jsonPath"].split("[")[0].lstrip(".").split(".")

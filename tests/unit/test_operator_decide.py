@@ -122,6 +122,7 @@ def test_failed_new_version_is_rolled_back_once_and_not_retried() -> None:
     assert cond(s, "Degraded") == ("True", "RolledBack")
     assert cond(s, "Ready") == ("False", "RollingBack")
     assert cond(s, "Progressing") == ("True", "RollingBack")
+    assert cond(s, "Available") == ("True", "Serving")  # version 1 answers throughout
     assert events(failed) == [("Warning", "RolledBack")]
     assert "not retried until alias 'champion' moves" in failed.events[0].message
 
@@ -130,7 +131,13 @@ def test_failed_new_version_is_rolled_back_once_and_not_retried() -> None:
     assert back.apply_version is None
     restored = run(back.status, ok("2"), dep("1"))
     assert restored.apply_version is None
-    assert cond(restored.status, "Ready") == ("True", "Serving")
+    # Ready means the desired version serves: it does not; Available says something does
+    assert cond(restored.status, "Ready") == ("False", "RolledBack")
+    assert c.get_condition(restored.status["conditions"], "Ready")["message"] == (
+        "desired version 2 of 'iris' failed (CrashLoopBackOff); version 1 serves instead"
+        " (1/1 replicas ready)"
+    )
+    assert cond(restored.status, "Available") == ("True", "Serving")
     assert cond(restored.status, "Degraded") == ("True", "RolledBack")
     assert restored.status["servingVersion"] == "1"
     assert restored.status["desiredVersion"] == "2"
@@ -239,10 +246,69 @@ def test_changing_the_model_forgets_version_history() -> None:
     assert d2.apply_version == "4" and d2.status["model"] == "fraud"
 
 
+def test_changing_the_registry_forgets_version_history() -> None:
+    # trackingUri is part of the spec: same model name, another registry, so version 1 there is
+    # not version 1 here. Edited with no other change, generation alone would not tell.
+    rolling = run(serving("1"), ok("2"), dep("1")).status
+    failed = run(rolling, ok("2"), dep("2", Phase.FAILED, reason="X", message="y")).status
+    other = make_cr({"model": "iris", "trackingUri": "http://other-mlflow:5000"})
+    down = run(failed, DOWN, dep("1", cr=other), cr=other)
+    assert down.apply_version is None  # nothing known to run from this registry
+    assert not {"lastGoodVersion", "lastFailure", "desiredVersion", "servingVersion"} & set(
+        down.status)
+    up = run(failed, ok("2"), dep("1", cr=other), cr=other)
+    assert up.apply_version == "2"  # version 2 failed in the other registry, not this one
+    broken = run(up.status, ok("2"), dep("2", Phase.FAILED, reason="X", message="y", cr=other),
+                 cr=other)
+    assert broken.apply_version is None  # nothing from this registry to roll back to
+    assert cond(broken.status, "Degraded") == ("True", "RolloutFailed")
+
+
+def test_a_failing_last_good_version_is_not_rolled_back_onto_itself() -> None:
+    status = serving("1")
+    crashing = run(status, ok("1"), dep("1", Phase.FAILED, reason="CrashLoopBackOff",
+                                        message="pod p restarted 2 times"))
+    assert crashing.apply_version is None
+    assert "lastFailure" not in crashing.status
+    assert cond(crashing.status, "Degraded") == ("True", "RolloutFailed")
+    assert cond(crashing.status, "Ready") == ("False", "CrashLoopBackOff")
+    assert ("Warning", "RolledBack") not in events(crashing)
+
+
+def test_available_says_whether_anything_answers() -> None:
+    first = run()
+    assert cond(first.status, "Available") == ("False", "NothingServing")
+    status = serving("1")
+    assert cond(status, "Ready") == ("True", "Serving")
+    assert cond(status, "Available") == ("True", "Serving")
+    no_pods = run(status, ok("1"), dep("1", Phase.PROGRESSING, ready=0))
+    assert cond(no_pods.status, "Available") == ("False", "NoReadyReplicas")
+    assert run(None, DOWN).status["conditions"][1]["reason"] == "NothingServing"
+
+
+def test_after_a_rollback_ready_stays_false_while_mlflow_is_down() -> None:
+    rolling = run(serving("1"), ok("2"), dep("1")).status
+    failed = run(rolling, ok("2"), dep("2", Phase.FAILED, reason="X", message="y")).status
+    restored = run(run(failed, ok("2"), dep("1")).status, ok("2"), dep("1")).status
+    down = run(restored, DOWN, dep("1")).status
+    assert down["desiredVersion"] == "2" and down["servingVersion"] == "1"
+    assert cond(down, "Ready") == ("False", "RolledBack")
+    assert cond(down, "Available") == ("True", "Serving")
+
+
+def test_a_version_other_than_the_desired_one_is_not_ready() -> None:
+    # MLflow down, and the Deployment runs a version the status did not put there (edited by hand)
+    status = {**serving("1"), "desiredVersion": "3"}
+    d = run(status, DOWN, dep("1"))
+    assert cond(d.status, "Ready") == ("False", "NotDesiredVersion")
+    assert "not the desired version 3" in c.get_condition(d.status["conditions"], "Ready")["message"]
+
+
 def test_name_conflict_touches_nothing() -> None:
     d = run(None, ok("1"), Observed(exists=True, owned=False), conflict="a Deployment named iris")
     assert d.apply_version is None
-    for type_, state in (("Ready", "False"), ("Progressing", "False"), ("Degraded", "True")):
+    for type_, state in (("Ready", "False"), ("Available", "False"), ("Progressing", "False"),
+                         ("Degraded", "True")):
         assert cond(d.status, type_) == (state, "NameConflict")
     assert events(d) == [("Warning", "NameConflict")]
 
