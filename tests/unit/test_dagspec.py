@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import jinja2
+import jsonschema
 import pytest
+
+from mlship import estimators, metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
 import mlship_dagspec as spec  # noqa: E402
@@ -162,3 +166,100 @@ def test_security_contexts_are_restricted():
     c = spec.container_security_context()
     assert c["allowPrivilegeEscalation"] is False
     assert c["capabilities"] == {"drop": ["ALL"]}
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+# What each trigger-form param accepts and refuses, as Airflow's Param checks it (JSON schema).
+TRAINING_PARAMS = {
+    "dataset": (["sklearn:iris", "https://h/d.csv"], ["", 3, None]),
+    "target": (["y"], ["", 1]),
+    "task": (["auto", "classification", "regression"], ["Auto", "", "ranking"]),
+    "estimator": (["auto", *estimators.names("classification"), *estimators.names("regression")],
+                  ["svm", ""]),
+    "hyperparameters": ([{}, {"n_estimators": 3}], [[], "x"]),
+    "seed": ([0, 42, -1], [1.5, "42", None]),
+    "holdout_fraction": ([0.001, 0.5, 0.999], [0, 1, -0.1, "0.2"]),
+    "validation_rules": ([{}, {"min_rows": 3}], [[], "x"]),
+    "model_name": (["m"], ["", 1]),
+    "metric": (["auto", *metrics.CLASSIFICATION_METRICS, *metrics.REGRESSION_METRICS], ["AUC", ""]),
+    "threshold": ([None, 0, 0.8, -1.5], ["0.8", True]),
+    "margin": ([0, 0.1], [-0.001, None, "0"]),
+    "auto_promote": ([True, False], ["true", 1, None]),
+    "reason": (["manual", ""], [None, 1]),
+}
+DRIFT_PARAMS = {
+    "model_name": (["m"], ["", 1]),
+    "alias": (["champion"], ["", None]),
+    "window_minutes": ([1, 1440], [0, 1.5, "60"]),
+    "min_rows": ([1, 100], [0, -1, 2.5]),
+    "threshold": ([0.001, 0.5, 1], [0, 1.001, "0.5"]),
+    "inference_experiment": (["e"], ["", 1]),
+    "report_experiment": (["e"], ["", 1]),
+}
+
+
+def keywords(param: dict) -> dict:
+    return {k: v for k, v in param.items() if k not in ("default", "description")}
+
+
+@pytest.mark.parametrize(("form", "cases"), [("training", TRAINING_PARAMS), ("drift", DRIFT_PARAMS)])
+def test_each_param_accepts_its_range_and_refuses_what_is_past_it(form: str, cases: dict) -> None:
+    settings = spec.settings_from_env({})
+    schema = spec.params_schema(settings) if form == "training" else spec.drift_params_schema(settings)
+    assert set(schema) == set(cases)
+    for name, (accepted, refused) in cases.items():
+        checker = jsonschema.Draft202012Validator(keywords(schema[name]))
+        for value in [schema[name]["default"], *accepted]:
+            assert checker.is_valid(value), (name, value)
+        for value in refused:
+            assert not checker.is_valid(value), (name, value)
+        assert schema[name].get("description", "x"), name  # if there is help text, it says something
+
+
+@pytest.mark.parametrize("step", spec.POD_STEPS)
+def test_every_param_a_step_renders_is_in_its_form(step: str) -> None:
+    settings = spec.settings_from_env({})
+    form = spec.drift_params_schema(settings) if step == "drift" else spec.params_schema(settings)
+    used = set(re.findall(r"params\.(\w+)", " ".join(spec.step_arguments(step))))
+    assert used and used <= set(form)
+
+
+def test_the_training_form_has_no_param_no_step_uses() -> None:
+    used = {m for step in spec.STEPS
+            for m in re.findall(r"params\.(\w+)", " ".join(spec.step_arguments(step)))}
+    assert used == set(spec.params_schema(spec.settings_from_env({})))
+
+
+def test_the_security_contexts_are_exactly_restricted() -> None:
+    assert spec.pod_security_context() == {
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001, "fsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    assert spec.container_security_context() == {
+        "runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def test_the_step_environment_and_labels() -> None:
+    s = spec.settings_from_env({"MLSHIP_MLFLOW_TRACKING_URI": "http://m:5000", "MLSHIP_EXPERIMENT": "exp"})
+    assert spec.step_env(s) == {
+        "MLFLOW_TRACKING_URI": "http://m:5000", "MLSHIP_EXPERIMENT": "exp", "HOME": "/tmp",
+        "TMPDIR": "/tmp", "PYTHONUNBUFFERED": "1", "MLSHIP_MLFLOW_WAIT_SECONDS": "30",
+    }
+    assert spec.labels("train") == {
+        "app.kubernetes.io/part-of": "mlship", "app.kubernetes.io/component": "training-step",
+        "mlship.io/step": "train",
+    }
+    assert spec.labels("drift")["app.kubernetes.io/component"] == "drift-check"
+
+
+def test_the_xcom_sidecar_settings_in_full() -> None:
+    s = spec.settings_from_env({"MLSHIP_IMAGE_PULL_POLICY": "Never"})
+    sidecar = spec.xcom_sidecar(s, connection_image="from-connection:1")
+    assert sidecar == {
+        "image": "from-connection:1", "image_pull_policy": "Never",
+        "resources": spec.XCOM_SIDECAR_RESOURCES, "security_context": spec.container_security_context(),
+    }
+    assert sidecar["resources"] is not spec.XCOM_SIDECAR_RESOURCES  # a copy the operator may change
