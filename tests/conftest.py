@@ -60,5 +60,5 @@ def release() -> Iterator[Any]:
     """The chart installed once per session, shared by the e2e and faults tiers (e2e/release.py)."""
     from e2e.release import installed
 
-    with installed("e2e/faults") as rel:
+    with installed("e2e") as rel:  # the faults tier needs e2e's prerequisites
         yield rel

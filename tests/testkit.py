@@ -18,7 +18,7 @@ import requests
 # image not built, no docker, no chromium) then fails with the reason instead of skipping, so a
 # green run has run every tier. A comma-separated list of tiers requires only those.
 REQUIRE = "MLSHIP_REQUIRE"
-TIERS = ("unit", "integration", "images", "chart", "cluster", "e2e")
+TIERS = ("unit", "integration", "images", "chart", "cluster", "e2e", "faults")
 
 
 def required(tier: str) -> bool:
