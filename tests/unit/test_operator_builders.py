@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kubernetes_validate
 import pytest
 from _operator_fixtures import CONFIG, UID, make_cr
 from mlship_operator import builders
@@ -181,3 +182,62 @@ def test_a_change_of_inference_log_rolls_the_pods() -> None:
     for change in ({"sampleRate": 0.5}, {"flushSeconds": 60}, {"sampleRate": 0}):
         cr = make_cr({"model": "iris", "inferenceLog": change})
         assert builders.deployment_config_hash(cr, CONFIG) != before, change
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+def test_children_are_valid_kubernetes_objects_strictly(kind: str) -> None:
+    """Every field name and kind/apiVersion as the API server knows them (no unknown fields)."""
+    cr = make_cr({"model": "iris", "replicas": 2, "inferenceLog": {"sampleRate": 0.5, "flushSeconds": 3}})
+    obj = builders.build_deployment(cr, CONFIG, "4") if kind == "Deployment" else builders.build_service(
+        cr, CONFIG)
+    kubernetes_validate.validate(obj, "1.34.0", strict=True)
+
+
+def test_probes_and_shutdown_timing_in_full() -> None:
+    pod = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
+    c = container({"spec": {"template": {"spec": pod}}})
+    # ready within ~4 s of the model answering; out of the Service after two failed checks
+    assert c["readinessProbe"] == {"httpGet": {"path": "/health", "port": "http"},
+                                   "periodSeconds": 2, "timeoutSeconds": 2, "failureThreshold": 2}
+    assert c["livenessProbe"] == {"httpGet": {"path": "/livez", "port": "http"},
+                                  "periodSeconds": 10, "timeoutSeconds": 3, "failureThreshold": 3}
+    assert c["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["terminationGracePeriodSeconds"] == 35  # the server's own 25 s drain fits after the sleep
+    assert c["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}] and pod["volumes"] == [
+        {"name": "tmp", "emptyDir": {}}]
+    assert c["name"] == "server" and c["imagePullPolicy"] == CONFIG.image_pull_policy
+
+
+def test_the_pod_and_container_security_contexts_in_full() -> None:
+    pod = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                      "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}, "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+        "seccompProfile": {"type": "RuntimeDefault"}}
+    assert pod["enableServiceLinks"] is False
+
+
+def test_deployment_and_service_metadata_in_full() -> None:
+    cr = make_cr()
+    dep = builders.build_deployment(cr, CONFIG, "1")
+    assert dep["spec"]["revisionHistoryLimit"] == 3
+    assert dep["spec"]["template"]["metadata"]["annotations"] == {"mlship.io/model": "iris"}
+    svc = builders.build_service(cr, CONFIG)
+    assert (svc["apiVersion"], svc["kind"]) == ("v1", "Service")
+    assert (svc["metadata"]["name"], svc["metadata"]["namespace"]) == ("iris", "models")
+    assert svc["spec"]["type"] == "ClusterIP"
+    assert svc["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+
+
+def test_the_config_hash_is_16_hex_digits_and_ignores_key_order() -> None:
+    a = make_cr({"model": "iris", "resources": {"requests": {"cpu": "1", "memory": "1Gi"},
+                                                "limits": {"memory": "2Gi", "cpu": "2"}}})
+    b = make_cr({"model": "iris", "resources": {"limits": {"cpu": "2", "memory": "2Gi"},
+                                                "requests": {"memory": "1Gi", "cpu": "1"}}})
+    digest = builders.deployment_config_hash(a, CONFIG)
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    assert builders.deployment_config_hash(b, CONFIG) == digest
