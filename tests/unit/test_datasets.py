@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pandas as pd
 import pytest
+from testkit import free_port
 
 from mlship import datasets
 
@@ -91,3 +95,97 @@ def test_source_kinds_and_formats():
 )
 def test_infer_task(values, task):
     assert datasets.infer_task(pd.Series(values)) == task
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+@pytest.fixture
+def http_files():
+    """A real HTTP server: /ok.csv is a CSV, /gone.csv 404, /busy.csv 503."""
+
+    class Files(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            code, body = {"/ok.csv": (200, b"x,target\n1,a\n2,b\n")}.get(
+                self.path.split("?")[0], (404 if "gone" in self.path else 503, b"no"))
+            self.send_response(code)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_an_http_source_is_downloaded_named_and_digested(http_files):
+    loaded = datasets.load(f"{http_files}/ok.csv?sig=1.2")
+    assert list(loaded.frame.columns) == ["x", "target"] and len(loaded.frame) == 2
+    assert loaded.name == "ok" and loaded.task_hint is None
+    assert loaded.digest == datasets.content_digest(b"x,target\n1,a\n2,b\n")
+
+
+def test_an_http_error_says_whether_a_retry_can_help(http_files):
+    with pytest.raises(datasets.DatasetError) as gone:
+        datasets.load(f"{http_files}/gone.csv")
+    assert str(gone.value) == f"cannot download {http_files}/gone.csv: HTTP Error 404: Not Found"
+    assert gone.value.permanent is True
+    with pytest.raises(datasets.DatasetError) as busy:
+        datasets.load(f"{http_files}/busy.csv")
+    assert busy.value.permanent is False
+    refused = f"http://127.0.0.1:{free_port()}/d.csv"  # nothing listens: maybe later
+    with pytest.raises(datasets.DatasetError, match=f"^cannot download {refused}: ") as nobody:
+        datasets.load(refused)
+    assert nobody.value.permanent is False
+
+
+@pytest.mark.parametrize(
+    ("source", "fmt"),
+    [("a.csv", "csv"), ("a.TXT", "csv"), ("a.parquet", "parquet"), ("a.PQ", "parquet"),
+     ("/runs/run#2/a.csv", "csv"), ("https://h/p/a.pq?sig=x.csv", "parquet")],
+)
+def test_file_formats_by_suffix(source, fmt):
+    assert datasets.file_format(source) == fmt
+
+
+def test_a_source_without_a_suffix_is_named():
+    with pytest.raises(datasets.DatasetError) as info:
+        datasets.file_format("/data/table")
+    assert str(info.value) == "source '/data/table': unknown file type '(none)'; use .csv or .parquet"
+
+
+@pytest.mark.parametrize(
+    ("source", "name"),
+    [("sklearn:wine", "wine"), ("/runs/run#2/house.csv", "house"), ("https://h/p/house.csv?sig=1.2", "house"),
+     ("https://h/", "dataset")],
+)
+def test_dataset_names(source, name):
+    assert datasets.dataset_name(source) == name
+
+
+def test_an_unknown_sklearn_set_lists_the_choices():
+    with pytest.raises(datasets.DatasetError) as info:
+        datasets.load("sklearn:mnist")
+    assert str(info.value) == (
+        f"unknown scikit-learn dataset 'mnist'; choose one of {', '.join(datasets.SKLEARN_DATASETS)}")
+
+
+def test_unparseable_bytes_name_the_source_and_format():
+    with pytest.raises(datasets.DatasetError, match=r"^cannot parse 'x\.parquet' as parquet: "):
+        datasets.parse_bytes(b"not parquet", "parquet", "x.parquet")
+    with pytest.raises(datasets.DatasetError, match=r"^source 'x\.csv' has no columns: "):
+        datasets.parse_bytes("\ufeff".encode(), "csv", "x.csv")  # a BOM and nothing else
+
+
+@pytest.mark.parametrize("kind", ["int", "float"])
+def test_twenty_distinct_whole_numbers_are_classes_twenty_one_are_not(kind):
+    cast = float if kind == "float" else int
+    assert datasets.infer_task(pd.Series([cast(i) for i in range(20)] * 2)) == "classification"
+    assert datasets.infer_task(pd.Series([cast(i) for i in range(21)] * 2)) == "regression"
+    assert datasets.infer_task(pd.Series([cast(i) for i in range(21)]), max_classes=21) == "classification"

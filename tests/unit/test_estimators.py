@@ -72,3 +72,10 @@ def test_bad_choices_are_named(task, name, hp, message):
     with pytest.raises(EstimatorError) as err:
         build_estimator(task, name, hp, seed=0)
     assert message in str(err.value)
+
+
+def test_an_unknown_task_has_no_estimators():
+    from mlship import estimators
+
+    assert estimators.names("ranking") == []
+    assert estimators.names("regression") == sorted(estimators.REGISTRY["regression"])
