@@ -1,5 +1,6 @@
-"""The inference log's format and the pure parts of its reader (the MLflow round trip is in
-tests/integration/test_inference_log.py)."""
+"""The inference log's format and its reader: the pure parts, then load_records against an
+in-process MLflow client on a directory (no server; the served round trip is in
+tests/integration/test_inference_log_server.py)."""
 
 from __future__ import annotations
 
@@ -93,3 +94,139 @@ def test_names_with_quotes_are_quoted_for_the_search() -> None:
     assert fmt._quote("o'brien") == '"o\'brien"'
     with pytest.raises(ValueError, match="both kinds of quote"):
         fmt._quote("""a'b"c""")
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+
+def test_hours_start_at_the_top_of_the_first_hour() -> None:
+    since = datetime(2026, 11, 22, 22, 30, 15, 250000, tzinfo=UTC)
+    until = datetime(2026, 11, 23, 0, 0, 0, 1, tzinfo=UTC)  # one microsecond into midnight's hour
+    assert fmt.hours_between(since, until) == ["2026-11-22T22", "2026-11-22T23", "2026-11-23T00"]
+
+
+def test_naive_datetimes_are_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        naive = datetime(2026, 11, 22, 22, 30)
+        assert fmt._utc(naive) == datetime(2026, 11, 22, 22, 30, tzinfo=UTC)
+        aware = datetime(2026, 11, 22, 23, 30, tzinfo=timezone(timedelta(hours=1)))
+        assert fmt._utc(aware).tzinfo is UTC and fmt._utc(aware) == naive.replace(tzinfo=UTC)
+        assert fmt.hours_between(naive, naive + timedelta(minutes=1)) == ["2026-11-22T22"]
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_stray_file_does_not_hide_the_files_after_it(tmp_path: Path) -> None:
+    base = datetime(2026, 11, 22, 18, tzinfo=UTC).timestamp()
+    stray = tmp_path / "0.jsonl"  # sorts before every real file name, matches no pattern
+    stray.write_bytes(fmt.encode_record(base, {"x": 0}, "stray"))
+    real = tmp_path / fmt.file_name(base, 1)
+    real.write_bytes(fmt.encode_record(base, {"x": 1}, "real"))
+    rows = list(fmt._rows([stray, real], base, base + 1, int((base + 1) * 1000)))
+    assert [r["prediction"] for r in rows] == ["real"]
+
+
+def test_records_frame_keeps_predictions_and_orders_equal_times_stably() -> None:
+    records = [{"ts": float(i % 2), "inputs": {"i": i}, "prediction": [i]} for i in range(200)]
+    frame = fmt.records_frame(records)
+    assert list(frame.index) == list(range(200))
+    assert frame["i"].tolist() == [*range(0, 200, 2), *range(1, 200, 2)]  # arrival order kept
+    assert frame["prediction"].tolist()[:2] == [[0], [2]]
+    missing = fmt.records_frame([{"ts": 1.0, "inputs": {}}])
+    assert missing["prediction"].tolist() == [None]
+
+
+def test_no_records_has_typed_columns() -> None:
+    frame = fmt.records_frame([])
+    assert (str(frame["ts"].dtype), frame["prediction"].dtype) == ("float64", object)
+
+
+# ----------------------------------------- the reader against a real MLflow client (file store)
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """MLflow in this process on a directory: the same client API, no server."""
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+
+
+T = datetime(2026, 11, 22, 18, 50, tzinfo=UTC)
+
+
+def log_run(client, tmp_path: Path, version: str, records: list[float], *, model: str = "iris",
+            end: bool = False, experiment: str = fmt.DEFAULT_EXPERIMENT) -> str:
+    """A serving process's run: one file per hour its records fall in, like the recorder writes."""
+    exp = client.get_experiment_by_name(experiment)
+    exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
+    run = client.create_run(exp_id, tags=fmt.run_tags(model, version, "pod"),
+                            start_time=int(min(records) * 1000))
+    by_hour: dict[str, list[float]] = {}
+    for ts in records:
+        by_hour.setdefault(fmt.hour_of(ts), []).append(ts)
+    for hour, stamps in by_hour.items():
+        local = tmp_path / "out" / run.info.run_id / hour
+        local.mkdir(parents=True)
+        path = local / fmt.file_name(stamps[0], 1)
+        path.write_bytes(b"".join(fmt.encode_record(ts, {"x": ts - T.timestamp()}, version) for ts in stamps))
+        client.log_artifact(run.info.run_id, str(path), fmt.artifact_dir(hour))
+    if end:
+        client.set_terminated(run.info.run_id, end_time=int(max(records) * 1000) + 1)
+    return run.info.run_id
+
+
+def test_load_records_reads_one_version_in_a_half_open_range_across_hours(client, tmp_path: Path) -> None:
+    t = T.timestamp()
+    log_run(client, tmp_path, "3", [t, t + 600, t + 1200, t + 3 * 3600])  # 18:50, 19:00, 19:10, 21:50
+    log_run(client, tmp_path, "3", [t + 900])  # another pod of the same version
+    log_run(client, tmp_path, "4", [t + 600])  # another version
+    log_run(client, tmp_path, "3", [t + 600], model="wine")  # another model
+    frame = fmt.load_records(client, "iris", "3", since=T + timedelta(minutes=10),
+                             until=T + timedelta(minutes=20))
+    assert frame["x"].tolist() == [600.0, 900.0]  # 19:00 and 19:05; 19:10 is the (open) end
+    assert list(frame.columns) == ["ts", "prediction", "x"] and set(frame["prediction"]) == {"3"}
+    whole = fmt.load_records(client, "iris", 3, since=T, until=T + timedelta(hours=4))
+    assert whole["x"].tolist() == [0.0, 600.0, 900.0, 1200.0, 3 * 3600.0]
+
+
+def test_load_records_skips_runs_that_ended_before_the_range_and_started_after_it(
+    client, tmp_path: Path
+) -> None:
+    t = T.timestamp()
+    log_run(client, tmp_path, "3", [t], end=True)  # ended at 18:50
+    log_run(client, tmp_path, "3", [t + 7200])  # started 20:50
+    log_run(client, tmp_path, "3", [t + 1800], end=True)  # 19:20, ended just after
+    frame = fmt.load_records(client, "iris", "3", since=T + timedelta(minutes=1),
+                             until=T + timedelta(hours=2))
+    assert frame["x"].tolist() == [1800.0]
+    runs = fmt.find_runs(client, "iris", "3", T + timedelta(minutes=1), T + timedelta(hours=2))
+    assert len(runs) == 1
+
+
+def test_load_records_without_the_experiment_or_range_is_empty(client, tmp_path: Path) -> None:
+    assert fmt.load_records(client, "iris", "3", since=T, until=T + timedelta(hours=1)).empty
+    log_run(client, tmp_path, "3", [T.timestamp()])
+    assert fmt.load_records(client, "iris", "3", since=T, until=T).empty
+    assert fmt.find_runs(client, "iris", "3", T, T + timedelta(hours=1), experiment="other") == []
+    other = fmt.load_records(client, "iris", "3", since=T - timedelta(hours=1), until=T + timedelta(hours=1),
+                             experiment="elsewhere")
+    assert other.empty
+    until_now = fmt.load_records(client, "iris", "3", since=T - timedelta(minutes=1))  # until: now
+    assert until_now["x"].tolist() == [0.0]
+
+
+def test_only_hour_folders_in_the_range_are_downloaded(client, tmp_path: Path) -> None:
+    t = T.timestamp()
+    run_id = log_run(client, tmp_path, "3", [t, t + 3 * 3600])
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.jsonl").write_bytes(fmt.encode_record(t, {"x": -1.0}, "3"))
+    client.log_artifact(run_id, str(tmp_path / "junk" / "x.jsonl"), "inference/not-an-hour")
+    assert fmt._hour_dirs(client, run_id, {"2026-11-22T18", "2026-11-22T19"}) == ["inference/2026-11-22T18"]
+    assert fmt._hour_dirs(client, run_id, {"not-an-hour", "2026-11-22T21"}) == ["inference/2026-11-22T21"]
