@@ -263,3 +263,49 @@ def test_the_xcom_sidecar_settings_in_full() -> None:
         "resources": spec.XCOM_SIDECAR_RESOURCES, "security_context": spec.container_security_context(),
     }
     assert sidecar["resources"] is not spec.XCOM_SIDECAR_RESOURCES  # a copy the operator may change
+
+
+def test_every_setting_with_nothing_configured_is_the_dataclass_default():
+    assert spec.settings_from_env({}) == spec.Settings(
+        images={step: f"mlship-step-{step}:dev" for step in spec.POD_STEPS})
+    assert spec.Settings(images={}).experiment == "mlship"
+    assert (spec.Settings(images={}).startup_timeout_seconds, spec.Settings(images={}).default_dataset) == (
+        600, "sklearn:iris")
+
+
+def test_every_setting_is_read_from_its_variable():
+    s = spec.settings_from_env({
+        "MLSHIP_EXPERIMENT": "exp", "MLSHIP_SERVICE_ACCOUNT": "runner",
+        "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS": "0", "MLSHIP_DEFAULT_MODEL_NAME": "wine",
+        "MLSHIP_DEFAULT_DATASET": "sklearn:wine", "MLSHIP_SCHEDULE": " @hourly ",
+        "MLSHIP_IMAGE_PULL_POLICY": "Always", "MLSHIP_IMAGE_PULL_SECRETS": " , ",
+        "MLSHIP_IMAGE_DRIFT": "d:1",
+    })
+    assert (s.experiment, s.service_account, s.startup_timeout_seconds) == ("exp", "runner", 0)
+    assert (s.default_model_name, s.default_dataset, s.schedule) == ("wine", "sklearn:wine", "@hourly")
+    assert (s.image_pull_policy, s.image_pull_secrets, s.images["drift"]) == ("Always", (), "d:1")
+
+
+@pytest.mark.parametrize("off", ["", "none", "None", "null", "NULL"])
+def test_a_schedule_can_be_turned_off(off):
+    assert spec.settings_from_env({"MLSHIP_SCHEDULE": off, "MLSHIP_DRIFT_SCHEDULE": off}).schedule is None
+    assert spec.settings_from_env({"MLSHIP_DRIFT_SCHEDULE": off}).drift.schedule is None
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MLSHIP_TASK_RETRIES": "-1"}, "MLSHIP_TASK_RETRIES='-1' must be >= 0"),
+    ({"MLSHIP_DRIFT_THRESHOLD": "0"}, "MLSHIP_DRIFT_THRESHOLD='0' must be in (0, 1]"),
+    ({"MLSHIP_DRIFT_WINDOW_MINUTES": "0"}, "MLSHIP_DRIFT_WINDOW_MINUTES=0 must be >= 1"),
+    ({"MLSHIP_IMAGE_PULL_POLICY": "always"},
+     "MLSHIP_IMAGE_PULL_POLICY='always': use Always|IfNotPresent|Never"),
+])
+def test_settings_edges_refused_in_full(env, message):
+    with pytest.raises(spec.SettingsError) as err:
+        spec.settings_from_env(env)
+    assert str(err.value) == message
+
+
+def test_settings_edges_accepted():
+    d = spec.settings_from_env({"MLSHIP_DRIFT_THRESHOLD": "1", "MLSHIP_DRIFT_WINDOW_MINUTES": "1",
+                                "MLSHIP_DRIFT_MIN_ROWS": "1", "MLSHIP_TASK_RETRIES": "0"})
+    assert (d.drift.threshold, d.drift.window_minutes, d.drift.min_rows, d.retries) == (1.0, 1, 1, 0)
