@@ -1,0 +1,55 @@
+"""A ModelDeployment read into a ServingSpec: every field, its default, and what overrides it."""
+
+from __future__ import annotations
+
+import pytest
+from _operator_fixtures import CONFIG, UID, make_cr
+from mlship_operator.spec import DEFAULT_RESOURCES, ServingSpec, serving_spec
+
+pytestmark = pytest.mark.unit
+
+
+def test_a_minimal_cr_takes_every_default() -> None:
+    cr = make_cr()
+    del cr["metadata"]["generation"]  # not yet set: counts as the first
+    assert serving_spec(cr, CONFIG) == ServingSpec(
+        name="iris", namespace="models", uid=UID, generation=1, model="iris", alias="champion",
+        pinned_version=None, tracking_uri="http://mlflow.mlship:5000",
+        serving_tracking_uri="http://mlflow.mlship:5000", replicas=1, resources=DEFAULT_RESOURCES,
+        image="mlship-serving:dev", poll_interval=5.0, progress_deadline=180,
+        inference_log_sample_rate=1.0, inference_log_flush_seconds=10,
+    )
+
+
+def test_every_field_the_cr_sets_wins() -> None:
+    resources = {"requests": {"cpu": "2"}}
+    cr = make_cr({
+        "model": "wine", "version": 7, "alias": "ignored-when-pinned", "trackingUri": "http://other:5000//",
+        "replicas": 0, "resources": resources, "image": "reg/serving:2", "pollIntervalSeconds": 2,
+        "progressDeadlineSeconds": 60, "inferenceLog": {"sampleRate": 0, "flushSeconds": 3},
+    }, generation=4)
+    spec = serving_spec(cr, CONFIG)
+    assert spec == ServingSpec(
+        name="iris", namespace="models", uid=UID, generation=4, model="wine", alias=None,
+        pinned_version="7", tracking_uri="http://other:5000", serving_tracking_uri="http://other:5000",
+        replicas=0, resources=resources, image="reg/serving:2", poll_interval=2.0, progress_deadline=60,
+        inference_log_sample_rate=0.0,  # 0 is "log nothing", not "use the default"
+        inference_log_flush_seconds=3,
+    )
+    assert spec.registry_key == ("http://other:5000", "wine", None, "7")
+
+
+@pytest.mark.parametrize("version", [None, ""])
+def test_no_version_follows_the_alias(version) -> None:
+    spec = serving_spec(make_cr({"model": "iris", "version": version, "alias": "staging"}), CONFIG)
+    assert (spec.alias, spec.pinned_version) == ("staging", None)
+    assert spec.registry_key == ("http://mlflow.mlship:5000", "iris", "staging", None)
+
+
+def test_the_operators_serving_uri_is_the_default_for_pods_only() -> None:
+    from mlship_operator.config import from_env
+
+    config = from_env({"MLFLOW_TRACKING_URI": "http://localhost:5000",
+                       "MLSHIP_SERVING_TRACKING_URI": "http://mlflow.mlship:5000"})
+    spec = serving_spec(make_cr(), config)
+    assert (spec.tracking_uri, spec.serving_tracking_uri) == ("http://localhost:5000", "http://mlflow.mlship:5000")
