@@ -340,3 +340,231 @@ def test_a_rate_outside_0_1_is_refused(sink: DirSink) -> None:
     for rate in (0.0, 1.5):
         with pytest.raises(ValueError, match="sample_rate"):
             make(sink, sample_rate=rate)
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+LOGGER = "mlship.serving.recorder"
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
+    return [(r.levelname, r.getMessage()) for r in caplog.records if r.name == LOGGER]
+
+
+def test_an_outage_is_logged_once_per_failed_flush_and_its_end_once(
+    sink: DirSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger=LOGGER)
+
+    async def scenario() -> None:
+        recorder, _ = make(sink)
+        recorder.record(table((1.0, 1.0)), answer(1))
+        assert await recorder.flush()  # all well: nothing to say
+        recorder.record(table((2.0, 2.0)), answer(2))
+        sink.down = True
+        assert not await recorder.flush()
+        sink.down = False
+        assert await recorder.flush()
+        recorder.record(table((3.0, 3.0)), answer(3))
+        assert await recorder.flush()  # back to normal: said once only
+
+    run(scenario())
+    assert messages(caplog) == [
+        ("WARNING", "inference log: could not write to MLflow (MLflow is down); 1 rows kept for the "
+                    "next try in 60s"),
+        ("INFO", "inference log: MLflow answers again; buffered rows written"),
+    ]
+
+
+def test_rows_recorded_during_a_failing_flush_are_kept_with_the_unwritten(sink: DirSink) -> None:
+    async def scenario() -> ServingMetrics:
+        recorder, metrics = make(sink)
+        recorder.record(table((1.0, 1.0), (2.0, 2.0)), answer(1, 2))
+        sink.block = threading.Event()
+        sink.down = True
+        flushing = asyncio.create_task(recorder.flush())
+        await asyncio.sleep(0.05)  # the flush took the two rows and waits in the sink
+        recorder.record(table((3.0, 3.0)), answer(3))
+        sink.block.set()
+        assert not await flushing
+        assert recorder.buffered_rows == 3
+        assert value(metrics, "mlship_inference_log_buffered_rows") == 3
+        sink.block, sink.down = None, False
+        assert await recorder.flush()
+        return metrics
+
+    run(scenario())
+    assert [r["prediction"] for r in sink.records()] == [1, 2, 3]
+
+
+def test_a_failed_flush_exactly_at_the_bound_drops_nothing(sink: DirSink) -> None:
+    async def scenario() -> ServingMetrics:
+        recorder, metrics = make(sink, max_rows=2)
+        recorder.record(table((1.0, 1.0), (2.0, 2.0)), answer(1, 2))
+        sink.down = True
+        await recorder.flush()
+        assert recorder.buffered_rows == 2
+        return metrics
+
+    assert value(run(scenario()), "mlship_inference_log_dropped_rows_total") == 0
+
+
+def test_dropping_several_requests_at_once_counts_all_their_rows(sink: DirSink) -> None:
+    async def scenario() -> ServingMetrics:
+        recorder, metrics = make(sink, max_rows=3)
+        for i in range(3):
+            recorder.record(table((float(i), 0.0)), answer(i))
+        recorder.record(table((5.0, 0.0), (6.0, 0.0)), answer(5, 6))  # 5 rows: the two oldest go
+        assert recorder.buffered_rows == 3
+        return metrics
+
+    assert value(run(scenario()), "mlship_inference_log_dropped_rows_total") == 2
+
+
+def test_one_file_per_hour_and_a_new_sequence_number_per_file(sink: DirSink) -> None:
+    async def scenario() -> None:
+        recorder, _ = make(sink, clock=Clock(start=T0 - 1000, step=10.0))  # all in hour 09
+        for i in range(3):
+            recorder.record(table((float(i), 0.0)), answer(i))
+        assert await recorder.flush()
+        recorder.record(table((9.0, 0.0)), answer(9))
+        assert await recorder.flush()
+
+    run(scenario())
+    names = [name for _, name, _ in sink.written]
+    assert [n.rsplit("-", 1)[1] for n in names] == ["1.jsonl", "2.jsonl"]
+    assert len(sink.records()) == 4
+
+
+def test_requests_that_cannot_be_encoded_are_dropped_not_retried(
+    sink: DirSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> ServingMetrics:
+        recorder, metrics = make(sink)
+        recorder.record(Table(([1.0], [2.0], [3.0]), 1), answer(0))  # 3 columns for 2 names
+        assert await recorder.flush()
+        assert recorder.buffered_rows == 0
+        return metrics
+
+    metrics = run(scenario())
+    assert not sink.written
+    assert value(metrics, "mlship_inference_log_dropped_rows_total") == 1
+    assert ("ERROR", "inference log: could not encode 1 requests; dropped") in messages(caplog)
+
+
+def test_close_without_start_writes_and_finishes(sink: DirSink) -> None:
+    async def scenario() -> None:
+        recorder, _ = make(sink)
+        recorder.record(table((1.0, 1.0)), answer(1))
+        await recorder.close(timeout=5)
+
+    run(scenario())
+    assert len(sink.records()) == 1 and sink.finished == 1
+
+
+def test_a_run_that_cannot_be_finished_is_only_a_warning(
+    sink: DirSink, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken_finish() -> None:
+        raise ConnectionError("MLflow went away")
+
+    sink.finish = broken_finish  # type: ignore[method-assign]
+
+    async def scenario() -> ServingMetrics:
+        recorder, metrics = make(sink)
+        recorder.record(table((1.0, 1.0)), answer(1))
+        await recorder.close(timeout=5)
+        return metrics
+
+    metrics = run(scenario())
+    assert len(sink.records()) == 1
+    assert value(metrics, "mlship_inference_log_dropped_rows_total") == 0
+    assert messages(caplog) == [
+        ("WARNING", "inference log: could not mark the run finished: MLflow went away")]
+
+
+def test_what_close_loses_is_said(sink: DirSink, caplog: pytest.LogCaptureFixture) -> None:
+    async def down() -> None:
+        recorder, _ = make(sink)
+        recorder.record(table((1.0, 1.0), (2.0, 2.0)), answer(1, 2))
+        sink.down = True
+        await recorder.close(timeout=5)
+        assert recorder.buffered_rows == 0
+
+    run(down())
+    assert messages(caplog)[-1] == (
+        "ERROR", "inference log: the last 2 rows could not be written; they are lost")
+    caplog.clear()
+
+    async def hangs() -> None:
+        recorder, _ = make(sink)
+        sink.block, sink.down = threading.Event(), False
+        recorder.record(table((1.0, 1.0)), answer(1))
+        await recorder.close(timeout=0.2)
+        sink.block.set()
+
+    run(hangs())
+    assert messages(caplog) == [
+        ("ERROR", "inference log: MLflow did not take the last 1 rows within 0.2s; they are lost")]
+
+
+def test_writes_happen_in_a_named_daemon_thread_and_the_loop_task_is_named(sink: DirSink) -> None:
+    seen: list[tuple[str, bool]] = []
+    original = sink.write
+
+    def write(*args) -> None:
+        seen.append((threading.current_thread().name, threading.current_thread().daemon))
+        original(*args)
+
+    sink.write = write  # type: ignore[method-assign]
+
+    async def scenario() -> list[str]:
+        recorder, _ = make(sink)
+        recorder.start()
+        names = [t.get_name() for t in asyncio.all_tasks()]
+        recorder.record(table((1.0, 1.0)), answer(1))
+        await recorder.close(timeout=5)
+        return names
+
+    assert "inference-log" in run(scenario())
+    assert seen == [("inference-log-flush", True)]  # never keeps a stopping process alive
+
+
+# ----------------------------------------- MlflowSink against a real MLflow client (file store)
+
+
+@pytest.fixture
+def mlflow_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("HOSTNAME", "iris-7d-abcde")
+    return (tmp_path / "mlruns").as_uri()
+
+
+def test_the_mlflow_sink_writes_one_run_per_process_that_the_reader_finds(mlflow_dir: str) -> None:
+    from mlflow import MlflowClient
+
+    from mlship.serving.recorder import MlflowSink
+
+    sink = MlflowSink(mlflow_dir, "inputs", "iris", "3")
+    sink.finish()  # nothing written yet: no run to finish
+    assert sink.run_id is None
+    hour = fmt.hour_of(T0)
+    first = fmt.encode_record(T0, {"a": 1.0, "b": 2.0}, 0)
+    sink.write(fmt.artifact_dir(hour), fmt.file_name(T0, 1), first, T0)
+    second = fmt.encode_record(T0 + 1, {"a": 3.0, "b": 4.0}, 1)
+    sink.write(fmt.artifact_dir(hour), fmt.file_name(T0 + 1, 2), second, T0 + 1)
+    run_id = sink.run_id
+    sink.finish()
+    client = MlflowClient(mlflow_dir)
+    run_ = client.get_run(run_id)
+    assert run_.info.status == "FINISHED" and run_.info.start_time == int(T0 * 1000)
+    assert run_.info.run_name == "iris v3 iris-7d-abcde"
+    assert {k: v for k, v in run_.data.tags.items() if k.startswith("mlship.")} == fmt.run_tags(
+        "iris", "3", "iris-7d-abcde")
+    frame = fmt.load_records(client, "iris", "3", since=datetime.fromtimestamp(T0 - 1, UTC),
+                             until=datetime.fromtimestamp(T0 + 2, UTC), experiment="inputs")
+    assert frame["a"].tolist() == [1.0, 3.0] and frame["prediction"].tolist() == [0, 1]
+    # a second process (another pod) finds the experiment and makes its own run
+    other = MlflowSink(mlflow_dir, "inputs", "iris", "3")
+    other.write(fmt.artifact_dir(hour), fmt.file_name(T0, 1), first, T0)
+    assert other.run_id != run_id
+    assert client.get_run(other.run_id).info.experiment_id == run_.info.experiment_id
