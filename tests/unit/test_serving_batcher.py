@@ -207,3 +207,49 @@ def test_arriving_requests_are_waited_for() -> None:
 
     assert run(main()) == [25, 49]
     assert model.calls == [[5, 7]]
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+
+def test_a_batch_size_of_one_is_the_smallest() -> None:
+    MicroBatcher(Model(), max_batch_size=1, max_wait_s=0.0)
+    with pytest.raises(ValueError, match=r"^max_batch_size must be >= 1$"):
+        MicroBatcher(Model(), max_batch_size=0, max_wait_s=0.0)
+
+
+def test_each_model_call_is_reported_with_its_requests_rows_and_time() -> None:
+    seen: list[tuple[int, int, float]] = []
+    model = Model(delay=0.05)
+
+    async def main():
+        batcher = await started(model, on_batch=lambda *a: seen.append(a), size_of=lambda x: x)
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, batcher.submit(2), batcher.submit(3))
+        await batcher.close()
+
+    run(main())
+    assert [(requests, rows) for requests, rows, _ in seen] == [(1, 1), (2, 5)]
+    assert all(seconds >= 0.05 for _, _, seconds in seen)
+
+
+def test_close_releases_the_worker_thread_and_refuses_with_a_reason() -> None:
+    async def main():
+        batcher = await started(Model())
+        assert "micro-batcher" in {t.get_name() for t in asyncio.all_tasks()}
+        assert await batcher.submit(2) == 4
+        await batcher.close()
+        assert not [t for t in threading.enumerate() if t.name.startswith("predict")]
+        with pytest.raises(BatcherClosed, match=r"^the server is shutting down$"):
+            await batcher.submit(1)
+
+    run(main())
+
+
+def test_close_without_start_is_fine() -> None:
+    async def main():
+        batcher = MicroBatcher(Model(), max_batch_size=4, max_wait_s=0.0)
+        await batcher.close()
+
+    run(main())
