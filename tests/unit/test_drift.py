@@ -158,3 +158,102 @@ def test_the_plot_has_a_panel_per_feature_drifted_ones_in_red(tmp_path) -> None:
     assert colours["x"] == drift_plot.DRIFTED and colours["colour"] == drift_plot.STABLE
     fig.savefig(tmp_path / "drift.png")
     assert (tmp_path / "drift.png").stat().st_size > 10_000
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+
+def fd(name: str, drifted: bool, p: float = 0.5, psi: float = 0.0, test: str = "ks") -> drift.FeatureDrift:
+    return drift.FeatureDrift(name, "numeric", test, 0.2, p, psi, drifted, 10, 10)
+
+
+def test_a_share_exactly_at_the_threshold_is_drift() -> None:
+    report = drift.DriftReport((fd("a", True), fd("b", False)), alpha=0.05, threshold=0.5, min_effect=0.1)
+    assert report.drifted_share == 0.5 and report.drifted is True
+    higher = drift.DriftReport(report.features, alpha=0.05, threshold=0.51, min_effect=0.1)
+    assert higher.drifted is False
+
+
+def test_the_summary_names_the_drifted_features_most_significant_first() -> None:
+    report = drift.DriftReport(
+        (fd("a", True, p=0.01, psi=0.3), fd("b", False), fd("c", True, p=0.0012, psi=1.234, test="chi2")),
+        alpha=0.05, threshold=0.5, min_effect=0.1)
+    assert report.summary() == (
+        "2 of 3 features drifted (threshold 50%): c (chi2 p=0.0012, PSI 1.23), a (ks p=0.01, PSI 0.30)")
+    quiet = drift.DriftReport((fd("a", False),), alpha=0.05, threshold=0.25, min_effect=0.1)
+    assert quiet.summary() == "0 of 1 features drifted (threshold 25%)"
+
+
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_an_effect_exactly_at_the_floor_counts(kind: str) -> None:
+    if kind == "numeric":
+        ref, cur = pd.Series(np.arange(60.0)), pd.Series(np.arange(60.0) + 20)
+    else:
+        ref, cur = pd.Series(["a"] * 50 + ["b"] * 50), pd.Series(["a"] * 20 + ["b"] * 80)
+    found = drift.compare(pd.DataFrame({"s": ref}), pd.DataFrame({"s": cur})).features[0]
+    effect = found.statistic if kind == "numeric" else found.psi
+    assert found.p_value < 0.01
+    at = drift.compare(pd.DataFrame({"s": ref}), pd.DataFrame({"s": cur}), min_effect=effect).features[0]
+    assert at.drifted
+    above = drift.compare(pd.DataFrame({"s": ref}), pd.DataFrame({"s": cur}), min_effect=effect * 1.000001)
+    assert not above.features[0].drifted
+
+
+def test_psi_of_disjoint_bins_is_large_but_finite() -> None:
+    # empty bins count as 1e-4: (1e-4 - 1) ln(1e-4) + (1 - 1e-4) ln(1e4)
+    assert drift.psi(np.array([5.0, 0.0]), np.array([0.0, 3.0])) == pytest.approx(2 * 0.9999 * np.log(1e4))
+    assert drift.psi(np.array([2.0, 2.0]), np.array([1.0, 1.0])) == 0.0  # shares, not counts
+
+
+def test_values_beyond_the_reference_range_land_in_the_end_bins() -> None:
+    ref = np.arange(100.0)
+    assert drift.numeric_psi(ref, ref) == pytest.approx(0.0, abs=1e-12)
+    far = drift.numeric_psi(ref, np.full(100, 1e6))  # all in the top bin, which held 10 %
+    assert far == pytest.approx((1 - 0.1) * np.log(1 / 0.1) + 9 * (1e-4 - 0.1) * np.log(1e-4 / 0.1), rel=1e-3)
+
+
+def test_one_category_on_both_sides_has_not_moved() -> None:
+    result = drift.compare(pd.DataFrame({"c": ["x"] * 5}), pd.DataFrame({"c": ["x"] * 3})).features[0]
+    assert (result.kind, result.test, result.statistic, result.p_value, result.psi) == (
+        "categorical", "chi2", 0.0, 1.0, 0.0)
+    assert (result.reference_rows, result.current_rows, result.drifted) == (5, 3, False)
+
+
+def test_kinds_and_row_counts() -> None:
+    assert drift.feature_kind(pd.Series([1, 2])) == "numeric"
+    assert drift.feature_kind(pd.Series([1.5, None])) == "numeric"
+    assert drift.feature_kind(pd.Series([True, False])) == "categorical"
+    assert drift.feature_kind(pd.Series(["a", "b"])) == "categorical"
+    # numbers in training, strings now: compared as categories, nulls as their own category
+    result = drift.compare(pd.DataFrame({"v": [1, 2, None]}), pd.DataFrame({"v": ["1", "x"]})).features[0]
+    assert (result.kind, result.reference_rows, result.current_rows) == ("categorical", 3, 2)
+    numeric = drift.compare(pd.DataFrame({"v": [1.0, 2.0, None]}), pd.DataFrame({"v": [1.0, np.nan]}))
+    assert (numeric.features[0].reference_rows, numeric.features[0].current_rows) == (2, 1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"alpha": 0}, "alpha=0 must be between 0 and 1"),
+        ({"alpha": 1}, "alpha=1 must be between 0 and 1"),
+        ({"threshold": 1.01}, "threshold=1.01 must be in (0, 1]"),
+    ],
+)
+def test_parameter_edges_refused_in_full(kwargs, message) -> None:
+    with pytest.raises(drift.DriftError) as info:
+        drift.compare(pd.DataFrame({"x": [1.0, 2.0]}), pd.DataFrame({"x": [1.0]}), **kwargs)
+    assert str(info.value) == message
+
+
+def test_parameter_edges_accepted_and_other_refusals_in_full() -> None:
+    ref, cur = pd.DataFrame({"x": [1.0, 2.0]}), pd.DataFrame({"x": [1.0, 2.0]})
+    report = drift.compare(ref, cur, alpha=0.999, threshold=1)
+    assert (report.alpha, report.threshold, report.min_effect) == (0.999, 1, drift.DEFAULT_MIN_EFFECT)
+    for reference, current, message in [
+        (ref, pd.DataFrame(index=[0]), "no features to compare"),
+        (pd.DataFrame({"x": [None]}), cur, "feature 'x' has no values in the training data"),
+        (ref, pd.DataFrame({"w": [1.0], "v": [2.0]}), "features not in the reference data: w, v"),
+    ]:
+        with pytest.raises(drift.DriftError) as info:
+            drift.compare(reference, current)
+        assert str(info.value) == message
