@@ -213,6 +213,46 @@ def test_bad_input_is_refused_with_a_message(
     assert payload["error_code"] in ("BAD_REQUEST", "UNSUPPORTED_MEDIA_TYPE")
 
 
+def test_nan_and_infinity_from_a_python_client(served, versions: Versions) -> None:
+    server, _ = served
+    rows = X.head(2).copy()
+    rows.iloc[0, 0] = float("nan")
+    # json.dumps writes the literal NaN: a missing value, as `mlflow models serve` takes it
+    body = json.dumps({"dataframe_records": rows.to_dict(orient="records")})
+    assert "NaN" in body
+    response = server.post(data=body)
+    assert response.status_code == 200, response.text
+    assert response.json()["predictions"] == expected(versions.pipeline, rows)
+    rows.iloc[1, 2] = float("inf")
+    refused = server.post(data=json.dumps({"dataframe_records": rows.to_dict(orient="records")}))
+    assert refused.status_code == 400
+    assert refused.json()["message"].startswith(
+        f"column '{COLUMNS[2]}' (row 1): Infinity is not allowed for double")
+
+
+def test_a_body_over_the_limit_is_refused_in_the_json_error_shape(served) -> None:
+    from mlship.serving.app import MAX_BODY_BYTES
+
+    server, _ = served
+    body = b" " * (MAX_BODY_BYTES + 1)
+
+    def chunked():  # no Content-Length: the limit is found while reading
+        for start in range(0, len(body), 1 << 20):
+            yield body[start:start + (1 << 20)]
+
+    for data in (body, chunked()):
+        response = requests.post(server.url + "/invocations", data=data, timeout=60,
+                                 headers={"Content-Type": "application/json"})
+        assert response.status_code == 413
+        assert response.headers["content-type"] == "application/json"
+        assert response.json() == {
+            "error_code": "BAD_REQUEST",
+            "message": response.json()["message"],
+        }
+        assert f"over the limit of {MAX_BODY_BYTES} bytes" in response.json()["message"]
+    assert server.post({"inputs": [dict(zip(COLUMNS, X.iloc[0], strict=True))]}).status_code == 200
+
+
 def test_a_request_without_content_type_is_refused(
     served: tuple[Server, list[tuple[int, int]]],
 ) -> None:

@@ -288,3 +288,87 @@ def test_encode_predictions_matches_mlflow_shapes() -> None:
 
 def test_encode_error_has_mlflows_shape() -> None:
     assert orjson.loads(encode_error("nope")) == {"error_code": "BAD_REQUEST", "message": "nope"}
+
+
+# --- NaN and Infinity, as Python's json.dumps writes them -------------------------------------
+
+
+def test_nan_from_a_python_client_is_a_missing_value() -> None:
+    import json
+
+    body = json.dumps({"dataframe_records": [rec([math.nan, *ROW[1:]]), rec(ROW2)]}).encode()
+    assert b"NaN" in body  # what requests/json send for float("nan")
+    table = parse_invocation(body, JSON, IRIS)
+    assert isinstance(table, Table)
+    assert math.isnan(table.columns[0][0]) and rows(table)[1] == ROW2
+    cols = (Column("x", "double"), Column("note", "string", required=False))
+    table = parse_invocation(b'{"inputs": {"x": [NaN], "note": [NaN]}}', JSON, cols)
+    assert isinstance(table, Table) and math.isnan(table.columns[0][0])
+    assert table.columns[1] == [None]
+
+
+@pytest.mark.parametrize(
+    ("column", "literal", "expected"),
+    [
+        (Column("x", "double"), "Infinity",
+         "column 'x' (row 0): Infinity is not allowed for double: send a finite number, or NaN or"
+         " null for a missing value"),
+        (Column("x", "float"), "-Infinity", "column 'x' (row 0): -Infinity is not allowed for float"),
+        (Column("n", "long"), "NaN", "column 'n' (row 0): NaN (a missing value) is not allowed for long"),
+        (Column("n", "integer"), "Infinity", "column 'n' (row 0): Infinity is not allowed for integer"),
+        (Column("b", "boolean"), "NaN", "column 'b' (row 0): NaN (a missing value) is not allowed"),
+        (Column("s", "string"), "NaN", "column 's' (row 0): NaN (a missing value) is not allowed"),
+    ],
+)
+def test_non_finite_literals_a_column_cannot_take_are_refused(
+    column: Column, literal: str, expected: str
+) -> None:
+    err = bad(f'{{"dataframe_records": [{{"{column.name}": {literal}}}]}}'.encode(), (column,))
+    assert err.status == 400 and err.message.startswith(expected)
+
+
+def test_non_finite_values_in_csv() -> None:
+    cols = (Column("x", "double"), Column("n", "long"))
+    table = parse_invocation(b"x,n\nnan,1\n", "text/csv", cols)
+    assert isinstance(table, Table) and math.isnan(table.columns[0][0])
+    err = bad(b"x,n\ninf,1\n", cols, content_type="text/csv")
+    assert err.message.startswith("column 'x' (row 0): Infinity is not allowed for double")
+    err = bad(b"x,n\n1,nan\n", cols, content_type="text/csv")
+    assert err.message == "column 'n' (row 0): NaN (a missing value) is not allowed for long"
+
+
+def test_without_a_column_signature_nan_reaches_mlflows_parser_as_a_float() -> None:
+    parsed = parse_invocation(b'{"inputs": [[1.0, NaN]]}', JSON, None)
+    assert isinstance(parsed, Unstructured)
+    assert math.isnan(parsed.payload["inputs"][0][1])
+
+
+def test_invalid_json_around_a_literal_is_still_invalid() -> None:
+    for body in (b'{"inputs": [{"x": NaN]', b'{"inputs": [{"x": nan}]}', b'{"inputs": -Inf}'):
+        err = bad(body, (Column("x", "double"),))
+        assert err.status == 400 and err.message.startswith("the body is not valid JSON"), body
+    cols = (Column("s", "string"), Column("x", "double"))
+    table = parse_invocation('{"inputs": [{"s": "ĉé", "x": NaN}]}'.encode(), JSON, cols)
+    assert isinstance(table, Table) and table.columns[0] == ["ĉé"]
+
+
+# --- boundaries (issue #21's mutation survivors) -----------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["long", "integer", "double", "float"])
+def test_json_booleans_are_not_numbers(kind: str) -> None:
+    err = bad({"dataframe_records": [{"n": True}]}, (Column("n", kind),))
+    assert err.message == f"column 'n' (row 0): expected {kind}, got boolean true"
+
+
+def test_null_in_a_required_string_column_is_refused() -> None:
+    err = bad({"dataframe_records": [{"s": None}]}, (Column("s", "string"),))
+    assert err.message == "column 's' (row 0): null is not allowed for string"
+    optional = (Column("s", "string", required=False),)
+    assert rows(parse({"dataframe_records": [{"s": None}]}, optional)) == [[None]]
+
+
+def test_csv_header_names_are_stripped() -> None:
+    body = (" , ".join(NAMES) + "\n" + ",".join(map(str, ROW)) + "\n").encode()
+    table = parse_invocation(body, "text/csv", IRIS)
+    assert isinstance(table, Table) and rows(table) == [ROW]

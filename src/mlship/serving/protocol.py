@@ -9,12 +9,15 @@ Accepted, as `mlflow models serve` does: `application/json` with exactly one of 
 (with `columns`), `dataframe_records`, `instances` or `inputs` (records, a dict of columns, or a
 dict of scalars for one row); `text/csv` with a header line. Columns not in the signature are
 ignored, as MLflow does; positional rows (lists without column names) are refused, as MLflow does.
+The literal `NaN` (what Python's json.dumps writes for a float NaN, though not JSON) is a missing
+value, like null; `Infinity` and `-Infinity` are refused, naming the column.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -63,6 +66,17 @@ class Unstructured:
 Parsed = Table | Unstructured
 
 
+@dataclass(frozen=True, slots=True)
+class _Literal:
+    """NaN, Infinity or -Infinity in a JSON body, until its column says what it may be."""
+
+    text: str
+
+
+_NAN = _Literal("NaN")
+_LITERALS = {"NaN": _NAN, "Infinity": _Literal("Infinity"), "-Infinity": _Literal("-Infinity")}
+
+
 def columns_from_signature(inputs: Sequence[dict[str, Any]] | None) -> tuple[Column, ...] | None:
     """The columns of an MLflow input schema (`Schema.to_dict()`), or None when the schema is
     absent or not a table of named scalar columns (then MLflow's parser is used)."""
@@ -109,11 +123,22 @@ def parse_invocation(
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        raise BadRequest(f"the body is not valid JSON: {e}") from e
+        doc = _loads_with_literals(body, e, literals=columns is not None)
     fmt, data = _format_entry(doc)
     if columns is None:
         return Unstructured(JSON, {fmt: data})
     return _table_from_json(fmt, data, columns)
+
+
+def _loads_with_literals(body: bytes, error: orjson.JSONDecodeError, *, literals: bool) -> Any:
+    """The slow path, only for a body orjson refused that may hold NaN/Infinity literals.
+    `literals`: keep them as _Literal for the column checks; else floats, for MLflow's parser."""
+    if b"NaN" not in body and b"Infinity" not in body:
+        raise BadRequest(f"the body is not valid JSON: {error}") from error
+    try:
+        return json.loads(body, parse_constant=_LITERALS.__getitem__ if literals else None)
+    except ValueError as e:  # JSONDecodeError, or bytes that are not UTF-8
+        raise BadRequest(f"the body is not valid JSON: {e}") from e
 
 
 def _format_entry(doc: Any) -> tuple[str, Any]:
@@ -264,15 +289,24 @@ def _from_csv(col: Column, text: str, row: int) -> Any:
         return None
     try:
         if col.kind in ("double", "float"):
-            return float(text)
+            number = float(text)
+            return number if math.isfinite(number) else _non_finite(number)
         if col.kind in ("long", "integer"):
             number = float(text)
+            if not math.isfinite(number):
+                return _non_finite(number)
             return int(number) if number.is_integer() else number
         if col.kind == "boolean":
             return {"true": True, "false": False, "1": True, "0": False}[text.lower()]
     except (ValueError, KeyError):
         pass
     raise BadRequest(f"column {col.name!r} (row {row}): expected {col.kind}, got {text!r}")
+
+
+def _non_finite(number: float) -> Any:
+    if math.isnan(number):
+        return _NAN
+    return _LITERALS["Infinity" if number > 0 else "-Infinity"]
 
 
 def _coerce(col: Column, value: Any, row: int) -> Any:
@@ -282,7 +316,7 @@ def _coerce(col: Column, value: Any, row: int) -> Any:
     if kind in ("double", "float"):
         if vtype is float or vtype is int:
             return float(value)
-        if value is None:
+        if value is None or value is _NAN:
             return math.nan  # a missing value; the pipeline's imputer (or NaN support) decides
     elif kind in ("long", "integer"):
         if vtype is int:
@@ -295,14 +329,30 @@ def _coerce(col: Column, value: Any, row: int) -> Any:
     elif kind == "string":
         if vtype is str:
             return value
-        if value is None and not col.required:
+        if (value is None or value is _NAN) and not col.required:
             return None
     if value is None:
         raise BadRequest(f"column {col.name!r} (row {row}): null is not allowed for {kind}")
-    shown = orjson.dumps(value).decode()[:40]
+    if value is _NAN:
+        raise BadRequest(
+            f"column {col.name!r} (row {row}): NaN (a missing value) is not allowed for {kind}"
+        )
+    if vtype is _Literal:
+        # Not a number any model input takes (scikit-learn refuses it); NaN is a missing value.
+        raise BadRequest(
+            f"column {col.name!r} (row {row}): {value.text} is not allowed for {kind}:"
+            " send a finite number, or NaN or null for a missing value"
+        )
+    shown = orjson.dumps(value, default=_literal_text).decode()[:40]
     raise BadRequest(
         f"column {col.name!r} (row {row}): expected {kind}, got {_json_type(value)} {shown}"
     )
+
+
+def _literal_text(value: Any) -> str:
+    if isinstance(value, _Literal):
+        return value.text
+    raise TypeError(type(value).__name__)
 
 
 def _check_present(columns: tuple[Column, ...], given: Any) -> None:
@@ -343,6 +393,8 @@ def _json_type(value: Any) -> str:
         return "array"
     if isinstance(value, dict):
         return "object"
+    if isinstance(value, _Literal):
+        return value.text
     return type(value).__name__
 
 
