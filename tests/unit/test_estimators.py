@@ -79,3 +79,53 @@ def test_an_unknown_task_has_no_estimators():
 
     assert estimators.names("ranking") == []
     assert estimators.names("regression") == sorted(estimators.REGISTRY["regression"])
+
+
+# ------------------------------------------------------------------ boundaries (mutation testing)
+
+
+@pytest.mark.parametrize(
+    ("task", "name", "hp", "message"),
+    [
+        ("clustering", "kmeans", {}, "unknown task 'clustering'; choose classification or regression"),
+        ("regression", "svm", {}, "unknown estimator 'svm' for regression; choose one of: "
+         "gradient_boosting, linear, random_forest, ridge"),
+        ("regression", "ridge", {"depth": 3, "alpha": 1.0, "beta": 2},
+         "estimator 'ridge' has no hyperparameter(s) beta, depth"),
+    ],
+)
+def test_bad_choices_in_full(task, name, hp, message):
+    with pytest.raises(EstimatorError) as err:
+        build_estimator(task, name, hp, seed=0)
+    assert str(err.value) == message
+
+
+def test_defaults_yield_to_hyperparameters_and_only_seeded_estimators_get_the_seed():
+    forest = build_estimator("regression", "random_forest", {"n_estimators": 5}, seed=3).get_params()
+    assert (forest["n_estimators"], forest["random_state"]) == (5, 3)
+    logistic = build_estimator("classification", "logistic_regression", None, seed=3).get_params()
+    assert logistic["max_iter"] == 1000
+    assert build_estimator("regression", "ridge", {}, seed=3).get_params()["random_state"] is None
+    boosting = build_estimator("classification", "gradient_boosting", {}, seed=4).get_params()
+    assert boosting["random_state"] == 4
+
+
+def test_preprocessing_imputes_scales_and_ignores_unknown_categories():
+    train = pd.DataFrame({"n": [1.0, 2.0, 9.0, np.nan], "c": ["a", "a", "b", None], "extra": [0, 0, 0, 0]})
+    pre = estimators.preprocessor(["n"], ["c"]).fit(train)
+    out = pre.transform(pd.DataFrame({"n": [np.nan], "c": ["zzz"], "extra": [5]}))
+    out = out.toarray() if hasattr(out, "toarray") else np.asarray(out)
+    # the median (2.0) scaled with the training column after imputation (1, 2, 9, 2); unseen: zeros
+    scaled = (2.0 - np.mean([1, 2, 9, 2])) / np.std([1, 2, 9, 2])
+    assert out.tolist() == [[pytest.approx(scaled), 0.0, 0.0]]  # "extra" dropped
+    filled = pre.transform(train.iloc[[3]])  # both values missing, as the training frame has them
+    filled = filled.toarray() if hasattr(filled, "toarray") else np.asarray(filled)
+    assert filled.tolist() == [[pytest.approx(scaled), 1.0, 0.0]]  # a missing category: the most frequent
+
+
+def test_preprocessing_only_has_the_parts_it_needs():
+    assert [name for name, _, _ in estimators.preprocessor(["n"], []).transformers] == ["numeric"]
+    assert [name for name, _, _ in estimators.preprocessor([], ["c"]).transformers] == ["categorical"]
+    assert estimators.preprocessor([], []).transformers == []
+    steps = model_pipeline(["n"], [], build_estimator("regression", "linear", {}, seed=0)).named_steps
+    assert list(steps) == ["preprocess", "model"]
