@@ -393,6 +393,11 @@ def test_a_dataset_that_fails_validation_stops_at_validate_and_changes_nothing(r
     assert "mlship validate failed: validation failed" in validate_log and expected in validate_log, (
         validate_log[-3000:]
     )
+    # bad input cannot pass on a retry: the step exits 65 and the task fails on its first try
+    assert tasks["validate"]["try_number"] == 1, validate_log[-3000:]
+    assert "exit code 65: the input is wrong, so the task fails without retries" in validate_log, (
+        validate_log[-3000:]
+    )
     # no pod was ever started for the steps after validate
     assert set(pods.images) == {"ingest", "validate"}, f"step pods seen: {pods.images}"
 
