@@ -52,6 +52,10 @@ test-e2e: setup-test ## the whole chart installed and used as a person would
 lint: setup-env ## ruff
 	$(RUN) ruff check .
 
+.PHONY: mutate
+mutate: setup-env ## mutation testing of the pure modules: kill rate per module, survivors (MODULES="src/mlship/gate.py ..." for some)
+	$(UV) run --frozen --all-extras --group mutate nice -n 19 python hack/mutate.py $(MODULES)
+
 bench: setup-bench ## serving throughput and latency next to mlflow models serve and MLServer
 	$(RUN) python benchmarks/serving.py
 
