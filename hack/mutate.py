@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGE = ROOT / "build" / "mutate"
+STAGE = ROOT / "build" / "mutate"  # --stage changes it (e.g. to measure some modules beside a full run)
 
 # The pure modules: logic without servers, clusters or processes, each with its unit tests.
 MODULES = (
@@ -139,7 +139,7 @@ def report(modules: list[str], diff: bool) -> int:
         rate = f"{100 * c['killed'] / n:.1f} %" if n else "-"
         print(f"{module:<40} {n:>7} {c['killed']:>7} {c['survived']:>8} {c['no tests']:>8} {rate:>7}")
     if survivors:
-        print(f"\nsurvivors ({len(survivors)}; `cd {STAGE.relative_to(ROOT)} && {mutmut} show NAME`):")
+        print(f"\nsurvivors ({len(survivors)}; `cd {os.path.relpath(STAGE, ROOT)} && {mutmut} show NAME`):")
         for module, name, kind in survivors:
             print(f"  {module}  {name}  [{kind}]")
             if diff:
@@ -150,18 +150,23 @@ def report(modules: list[str], diff: bool) -> int:
 
 
 def main() -> int:
+    global STAGE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("modules", nargs="*", help="repo paths (default: MODULES)")
     parser.add_argument("--report", action="store_true", help="only print the last run's figures")
     parser.add_argument("--diff", action="store_true", help="print each survivor's diff")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
+    parser.add_argument("--stage", type=Path, help=f"where to stage and run (default {STAGE})")
     args = parser.parse_args()
+    if args.stage:
+        STAGE = args.stage.resolve()
     modules = args.modules or list(MODULES)
     if not args.report:
         stage(modules)
         mutmut = Path(sys.executable).with_name("mutmut")
         log = STAGE / "mutmut.log"  # its progress spinner, not worth a terminal
-        print(f"hack/mutate.py: mutmut run over {len(modules)} modules (progress: {log.relative_to(ROOT)})")
+        print(f"hack/mutate.py: mutmut run over {len(modules)} modules "
+              f"(progress: {os.path.relpath(log, ROOT)})")
         with log.open("w") as out:
             proc = subprocess.run([str(mutmut), "run", "--max-children", str(args.max_children)],
                                   cwd=STAGE, stdout=out, stderr=subprocess.STDOUT, check=False)
