@@ -25,9 +25,10 @@ class Config:
     image_pull_policy: str = "IfNotPresent"
     poll_interval: float = 5.0
     """Seconds between registry checks for CRs that set no spec.pollIntervalSeconds."""
-    max_backoff: float = 10.0
-    """Upper bound of the retry delay while MLflow fails or the model/alias is missing; by default
-    twice the poll interval, so a CR is back within two intervals of MLflow answering again."""
+    max_backoff: float = 5.0
+    """Upper bound of the retry delay while MLflow fails or the model/alias is missing. By default
+    the poll interval (no backoff): a poll is one light GET, and waiting longer would only keep a
+    CR Degraded after MLflow answers again."""
     registry_timeout: float = 5.0
     progress_deadline: int = 180
     """Seconds a rollout may make no progress before it is rolled back."""
@@ -103,7 +104,7 @@ def from_env(env: Mapping[str, str]) -> Config:
         )
 
     poll = _number(env, "MLSHIP_POLL_INTERVAL_SECONDS", Config.poll_interval, 1, 3600)
-    backoff = _number(env, "MLSHIP_MAX_BACKOFF_SECONDS", 2 * poll, 1, 3600)
+    backoff = _number(env, "MLSHIP_MAX_BACKOFF_SECONDS", poll, 1, 3600)
     if backoff < poll:
         raise ConfigError(
             f"MLSHIP_MAX_BACKOFF_SECONDS={backoff:g} must not be shorter than"

@@ -16,13 +16,13 @@ def test_defaults_with_only_the_tracking_uri() -> None:
     assert config.serving_tracking_uri == config.tracking_uri
     assert config.serving_image == "mlship-serving:dev"
     assert config.poll_interval == 5.0
-    assert config.max_backoff == 10.0  # back within two poll intervals of MLflow recovering
+    assert config.max_backoff == 5.0  # no backoff: back within a poll interval of MLflow recovering
     assert config.namespaces == ()
     assert config.clusterwide
 
 
 def test_the_default_backoff_cap_follows_the_poll_interval() -> None:
-    assert from_env({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "30"}).max_backoff == 60.0
+    assert from_env({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "30"}).max_backoff == 30.0
 
 
 def test_every_setting_is_read() -> None:
