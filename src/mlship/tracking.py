@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import tempfile
 import time
 import urllib.error
@@ -70,6 +71,8 @@ def wait_for_server(tracking_uri: str, timeout: float | None = None) -> None:
             break
         time.sleep(1)
     reason = getattr(last, "reason", last)
+    if isinstance(reason, socket.gaierror):
+        reason = f"cannot resolve host {urlparse(tracking_uri).hostname!r} ({reason})"
     raise StepError(f"cannot reach MLflow tracking server at {tracking_uri}: {reason}")
 
 

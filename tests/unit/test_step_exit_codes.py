@@ -27,7 +27,7 @@ import mlship_dagspec as spec  # noqa: E402
 pytestmark = pytest.mark.unit
 
 
-def run_step(step: str, *flags: str) -> tuple[int, str]:
+def run_step(step: str, *flags: str, uri: str | None = None) -> tuple[int, str]:
     import subprocess
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "MLSHIP_"))}
@@ -36,7 +36,8 @@ def run_step(step: str, *flags: str) -> tuple[int, str]:
     env["MLSHIP_MLFLOW_WAIT_SECONDS"] = "0"
     proc = subprocess.run(
         [sys.executable, "-m", f"mlship.steps.{step}",
-         "--tracking-uri", f"http://127.0.0.1:{free_port()}", "--pipeline-run-key", "exit-codes",
+         "--tracking-uri", uri or f"http://127.0.0.1:{free_port()}",
+         "--pipeline-run-key", "exit-codes",
          *flags],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
@@ -95,6 +96,13 @@ def test_unreachable_mlflow_is_retried() -> None:
     code, said = run_step("ingest", "--source", "sklearn:iris")
     assert code == 1, said
     assert "cannot reach MLflow tracking server" in said
+    uri = "http://no-such-host.invalid:5000"
+    code, said = run_step("ingest", "--source", "sklearn:iris", uri=uri)
+    assert code == 1, said
+    assert said.startswith(
+        f"mlship ingest failed: cannot reach MLflow tracking server at {uri}: cannot resolve host"
+        " 'no-such-host.invalid' ("
+    ), said
 
 
 @pytest.mark.parametrize(
