@@ -61,6 +61,42 @@ out.update(out["dags"].get("mlship_training", {}))
 print("PROBE-RESULT " + json.dumps(out, default=str))
 """
 
+# A finished step pod through StepPodOperator.cleanup, the provider's hook every failed pod goes
+# through (sync and deferrable): only the two Kubernetes API calls are replaced.
+CLEANUP_PROBE = r"""
+import json, sys
+from pathlib import Path
+from airflow.dag_processing.dagbag import BundleDagBag
+from airflow.sdk.exceptions import AirflowFailException
+from kubernetes.client import models as k8s
+
+folder = Path(sys.argv[1])
+bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, include_examples=False)
+task = bag.dags["mlship_training"].get_task("validate")
+task.log_events_on_failure = False  # reads events from the API: none here
+task.pod_manager.read_pod = lambda pod: pod  # the pod as the API would return it
+task.patch_already_checked = lambda pod, reraise=True: None  # a label write to the API
+
+def pod(code, message):
+    return k8s.V1Pod(
+        metadata=k8s.V1ObjectMeta(name="mlship-validate-x", namespace="mlship", labels={}, annotations={}),
+        spec=k8s.V1PodSpec(containers=[k8s.V1Container(name="base")]),
+        status=k8s.V1PodStatus(phase="Failed", container_statuses=[k8s.V1ContainerStatus(
+            name="base", image="i", image_id="", ready=False, restart_count=0,
+            state=k8s.V1ContainerState(terminated=k8s.V1ContainerStateTerminated(
+                exit_code=code, message=message)))]))
+
+out = {}
+for code in (65, 1):
+    p = pod(code, f"mlship validate failed: exit {code}")
+    try:
+        task.cleanup(p, p)
+        out[code] = ["no exception"]
+    except Exception as e:
+        out[code] = [type(e).__name__, isinstance(e, AirflowFailException), str(e)]
+print("PROBE-RESULT " + json.dumps(out))
+"""
+
 KUBECONFIG = """apiVersion: v1
 kind: Config
 clusters: [{name: none, cluster: {server: "https://127.0.0.1:9"}}]
@@ -75,7 +111,7 @@ CONNECTION_WITH_SIDECAR = json.dumps(
 )
 
 
-def run_probe(home: Path, **settings: str) -> dict:
+def run_probe(home: Path, probe: str = PROBE, **settings: str) -> dict:
     """Loads the DAG folder in a fresh interpreter with only `settings` as configuration."""
     home.mkdir(parents=True, exist_ok=True)
     # building a pod spec loads a kube config; nothing is ever sent to this address
@@ -91,7 +127,7 @@ def run_probe(home: Path, **settings: str) -> dict:
         **settings,
     })
     proc = subprocess.run(
-        [sys.executable, "-c", PROBE, str(DAGS)],
+        [sys.executable, "-c", probe, str(DAGS)],
         capture_output=True, text=True, env=env, timeout=240, check=False,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("PROBE-RESULT ")]
@@ -253,3 +289,16 @@ def test_drift_schedule_and_defaults_come_from_configuration(tmp_path):
     assert dag["schedule"] == "None"
     assert (dag["params"]["threshold"], dag["params"]["min_rows"]) == (0.25, 500)
     assert dag["tasks"]["detect"]["image"] == "registry.test/mlship/step-drift:2.0"
+
+
+def test_a_step_pod_that_exited_65_fails_its_task_without_retries(tmp_path) -> None:
+    out = run_probe(tmp_path, CLEANUP_PROBE)
+    kind, no_retry, message = out["65"]
+    assert (kind, no_retry) == ("AirflowFailException", True)
+    assert message == (
+        "mlship validate failed: exit 65\n"
+        "(exit code 65: the input is wrong, so the task fails without retries)"
+    )
+    kind, no_retry, message = out["1"]  # any other failure: the provider's, retried
+    assert (kind, no_retry) == ("AirflowException", False)
+    assert message == "Pod mlship-validate-x returned a failure.\nmlship validate failed: exit 1"
