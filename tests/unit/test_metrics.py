@@ -12,6 +12,9 @@ from mlship import metrics
 pytestmark = pytest.mark.unit
 
 
+X = object()  # the holdout features: a model must be asked about exactly these
+
+
 class Fixed:
     """A "model" answering fixed predictions and, optionally, class probabilities."""
 
@@ -19,14 +22,19 @@ class Fixed:
         self.pred = np.asarray(pred)
         if proba is not None:
             self.proba = np.asarray(proba, dtype=float)
-            self.classes_ = np.asarray(classes)
+            if classes is not None:
+                self.classes_ = np.asarray(classes)
 
-    def predict(self, X):
+    def predict(self, features):
+        assert features is X
         return self.pred
 
     def __getattr__(self, name):
         if name == "predict_proba" and "proba" in self.__dict__:
-            return lambda X: self.proba
+            def predict_proba(features):
+                assert features is X
+                return self.proba
+            return predict_proba
         raise AttributeError(name)
 
 
@@ -49,7 +57,7 @@ def test_check_metric_names_the_choices() -> None:
 def test_classification_metrics_by_hand() -> None:
     y = [0, 0, 1, 1]
     model = Fixed([0, 1, 1, 1], proba=[[0.9, 0.1], [0.6, 0.4], [0.65, 0.35], [0.2, 0.8]], classes=[0, 1])
-    got = metrics.evaluate("classification", model, None, y)
+    got = metrics.evaluate("classification", model, X, y)
     # accuracy 3/4; F1 macro: class 0 (p 1, r 1/2) 2/3, class 1 (p 2/3, r 1) 4/5; ROC-AUC from
     # the class-1 column: 3 of the 4 (positive, negative) pairs ordered right
     assert got == pytest.approx({"accuracy": 0.75, "f1": (2 / 3 + 4 / 5) / 2, "roc_auc": 0.75})
@@ -61,7 +69,7 @@ def test_multiclass_roc_auc_is_macro_one_vs_rest() -> None:
     model = Fixed([0, 1, 2, 1], proba=proba, classes=[0, 1, 2])
     # one vs rest, pairs (positive, negative) ordered right: class 0 3/3, class 1 2/3 (row 4's
     # 0.9 beats row 2's 0.8), class 2 2/4 (row 4's 0.05 is below both negatives); mean 13/18
-    assert metrics.classification_metrics(model, None, y)["roc_auc"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
+    assert metrics.classification_metrics(model, X, y)["roc_auc"] == pytest.approx((1 + 2 / 3 + 1 / 2) / 3)
 
 
 @pytest.mark.parametrize(
@@ -73,11 +81,20 @@ def test_multiclass_roc_auc_is_macro_one_vs_rest() -> None:
     ],
 )
 def test_roc_auc_is_nan_when_undefined(model, y) -> None:
-    assert math.isnan(metrics.classification_metrics(model, None, y)["roc_auc"])
+    assert math.isnan(metrics.classification_metrics(model, X, y)["roc_auc"])
+
+
+def test_a_class_missing_from_the_holdout_or_unknown_classes_give_nan_not_an_error() -> None:
+    three = Fixed([0, 1, 1, 0], proba=[[0.8, 0.1, 0.1], [0.1, 0.8, 0.1], [0.2, 0.7, 0.1], [0.6, 0.2, 0.2]],
+                  classes=[0, 1, 2])
+    with pytest.warns(UserWarning):  # sklearn's: class 2 has no positive sample
+        assert math.isnan(metrics.classification_metrics(three, X, [0, 1, 1, 0])["roc_auc"])
+    no_classes = Fixed([0, 1], proba=[[0.9, 0.1], [0.2, 0.8]])  # probabilities, but no classes_
+    assert math.isnan(metrics.classification_metrics(no_classes, X, [0, 1])["roc_auc"])
 
 
 def test_regression_metrics_by_hand() -> None:
-    got = metrics.evaluate("regression", Fixed([1.0, 2.0, 5.0]), None, [1.0, 2.0, 3.0])
+    got = metrics.evaluate("regression", Fixed([1.0, 2.0, 5.0]), X, [1.0, 2.0, 3.0])
     # errors 0, 0, 2: RMSE sqrt(4/3), MAE 2/3; R2 = 1 - 4 / 2 (the variance sum of 1, 2, 3)
     assert got == pytest.approx({"rmse": math.sqrt(4 / 3), "mae": 2 / 3, "r2": -1.0})
 

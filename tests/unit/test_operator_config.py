@@ -163,3 +163,8 @@ def test_the_accepted_spellings() -> None:
     with pytest.raises(ConfigError) as info:
         from_env({**BASE, "MLSHIP_LOG_LEVEL": "critical"})
     assert str(info.value) == "MLSHIP_LOG_LEVEL='CRITICAL' must be DEBUG, INFO, WARNING or ERROR"
+
+
+def test_the_registry_timeout_default_and_a_url_ending_in_a_capital() -> None:
+    assert from_env(BASE).registry_timeout == 5.0
+    assert from_env({"MLFLOW_TRACKING_URI": "http://MLFLOWX/"}).tracking_uri == "http://MLFLOWX"

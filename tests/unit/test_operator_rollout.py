@@ -257,3 +257,15 @@ def test_a_failing_pod_makes_the_whole_result_failed() -> None:
     assert seen(bare(status), [pod("4", waiting="InvalidImageName")]) == observed(
         Phase.FAILED, "InvalidImageName", "pod iris-4-abc: container server is InvalidImageName: "
         "InvalidImageName details")
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {"updatedReplicas": 1, "availableReplicas": 1, "replicas": 1},  # generation 1 never observed
+        {"observedGeneration": 1, "availableReplicas": 1},  # none updated yet
+        {"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1},  # none available yet
+    ],
+)
+def test_an_omitted_status_count_is_zero_not_one(status) -> None:
+    assert needs_pod_check(bare(status)) is True

@@ -222,3 +222,8 @@ def test_every_message_in_full_joined_by_semicolons() -> None:
         "MLSHIP_MODEL_VERSION is required (or MLSHIP_MODEL_URI); "
         "MLFLOW_TRACKING_URI is required to load models://"
     )
+
+
+@pytest.mark.parametrize(("uri", "name"), [("mymodel", "mymodel"), ("/models/BOX/", "BOX"), ("./a/b", "b")])
+def test_a_local_models_name_is_its_last_path_part(uri: str, name: str) -> None:
+    assert load_config({"MLSHIP_MODEL_URI": uri}).model_name == name
