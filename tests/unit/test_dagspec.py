@@ -171,7 +171,7 @@ def test_security_contexts_are_restricted():
 # ------------------------------------------------------------------ boundaries (mutation testing)
 # What each trigger-form param accepts and refuses, as Airflow's Param checks it (JSON schema).
 TRAINING_PARAMS = {
-    "dataset": (["sklearn:iris", "https://h/d.csv"], ["", 3, None]),
+    "dataset": (["sklearn:iris", "https://h/d.csv", "d"], ["", 3, None]),
     "target": (["y"], ["", 1]),
     "task": (["auto", "classification", "regression"], ["Auto", "", "ranking"]),
     "estimator": (["auto", *estimators.names("classification"), *estimators.names("regression")],
@@ -309,3 +309,13 @@ def test_settings_edges_accepted():
     d = spec.settings_from_env({"MLSHIP_DRIFT_THRESHOLD": "1", "MLSHIP_DRIFT_WINDOW_MINUTES": "1",
                                 "MLSHIP_DRIFT_MIN_ROWS": "1", "MLSHIP_TASK_RETRIES": "0"})
     assert (d.drift.threshold, d.drift.window_minutes, d.drift.min_rows, d.retries) == (1.0, 1, 1, 0)
+
+
+def test_the_training_forms_defaults():
+    form = spec.params_schema(spec.settings_from_env({}))
+    assert {name: p["default"] for name, p in form.items()} == {
+        "dataset": "sklearn:iris", "target": "target", "task": "auto", "estimator": "auto",
+        "hyperparameters": {}, "seed": 42, "holdout_fraction": 0.2, "validation_rules": {},
+        "model_name": "iris", "metric": "auto", "threshold": None, "margin": 0.0, "auto_promote": True,
+        "reason": "manual",
+    }

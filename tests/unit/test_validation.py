@@ -264,3 +264,18 @@ def test_malformed_rules_messages_in_full(rules, message):
     with pytest.raises(RulesError) as info:
         check_rules(rules)
     assert str(info.value) == message
+
+
+def test_a_matching_dtype_rule_is_no_violation_and_mixed_or_categorical_columns_are_supported():
+    f = frame()
+    f["mixed"] = pd.Series([1, "a", 2.5, None], dtype=object)
+    f["cat"] = pd.Categorical([1, 2, 1, 2])
+    rules = {"max_nulls": 1, "columns": {"a": {"dtype": "float"}, "mixed": {"dtype": "string"},
+                                         "cat": {"dtype": "category"}}}
+    assert validate(f, "target", "classification", rules) == []
+
+
+def test_both_range_rules_on_a_non_numeric_column_are_named():
+    rules = {"columns": {"b": {"min": 0, "max": 1}}}
+    got = [v.rule for v in validate(frame(), "target", "classification", rules)]
+    assert got == ["min", "max"]
