@@ -182,6 +182,11 @@ class TestMlflowDeployment:
         volumes = {v["name"]: v for v in pod_spec(d)["volumes"]}
         assert volumes["artifacts"]["persistentVolumeClaim"] == {"claimName": "mlship-mlflow-artifacts"}
         assert c["startupProbe"]["httpGet"]["path"] == "/health"
+        # Ready only once the store answers a registry query (not /health), under an allowed Host
+        assert c["readinessProbe"]["httpGet"] == {
+            "path": "/api/2.0/mlflow/registered-models/search?max_results=1", "port": "http",
+            "httpHeaders": [{"name": "Host", "value": "localhost"}],
+        }
 
     def test_allowed_hosts_cors_and_workers(self) -> None:
         e = env(

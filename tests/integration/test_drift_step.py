@@ -27,10 +27,14 @@ def iris_rows(n: int, seed: int, shift_cm: float = 0.0) -> list[dict[str, float]
     return [dict(zip(FEATURES, map(float, row), strict=True)) for row in picked]
 
 
-def log_inputs(
-    client: MlflowClient, experiment: str, model: str, version: str, rows: list[dict]
-) -> None:
-    """What a serving process writes: one run per process, JSON lines per hour folder."""
+def champion(client: MlflowClient, model: str) -> str:
+    """The version the check looks at (other modules may have registered more of this model)."""
+    return str(client.get_model_version_by_alias(model, "champion").version)
+
+
+def log_inputs(client: MlflowClient, experiment: str, model: str, rows: list[dict]) -> None:
+    """What the champion's serving process writes: one run per process, JSON lines per hour folder."""
+    version = champion(client, model)
     exp = client.get_experiment_by_name(experiment)
     exp_id = exp.experiment_id if exp else client.create_experiment(experiment)
     pod = f"iris-{uuid.uuid4().hex[:5]}"
@@ -72,7 +76,7 @@ def test_too_few_recent_inputs_is_said_and_nothing_is_reported(
     steps, iris_pipeline, experiments, mlflow_server
 ) -> None:
     client = MlflowClient(mlflow_server)
-    log_inputs(client, experiments["inference"], iris_pipeline["model"], "1", iris_rows(40, seed=1))
+    log_inputs(client, experiments["inference"], iris_pipeline["model"], iris_rows(40, seed=1))
     result, stderr = check(steps, iris_pipeline, experiments)
     assert result["status"] == "not_enough_data" and result["drifted"] is False
     assert result["rows"] == 40
@@ -82,10 +86,10 @@ def test_too_few_recent_inputs_is_said_and_nothing_is_reported(
 
 def test_inputs_like_the_training_data_are_no_drift(steps, iris_pipeline, experiments, mlflow_server) -> None:
     client = MlflowClient(mlflow_server)
-    log_inputs(client, experiments["inference"], iris_pipeline["model"], "1", iris_rows(300, seed=2))
+    log_inputs(client, experiments["inference"], iris_pipeline["model"], iris_rows(300, seed=2))
     result, _ = check(steps, iris_pipeline, experiments)
     assert result["status"] == "no_drift", result["reason"]
-    assert result["rows"] == 300 and result["version"] == "1"
+    assert result["rows"] == 300 and result["version"] == champion(client, iris_pipeline["model"])
     [run] = reports(mlflow_server, experiments)
     assert run.info.run_id == result["report_run_id"]
     assert run.data.tags["mlship.drift"] == "no_drift"
@@ -100,7 +104,7 @@ def test_shifted_inputs_are_drift_with_the_features_named(
     steps, iris_pipeline, experiments, mlflow_server
 ) -> None:
     client = MlflowClient(mlflow_server)
-    log_inputs(client, experiments["inference"], iris_pipeline["model"], "1",
+    log_inputs(client, experiments["inference"], iris_pipeline["model"],
                iris_rows(300, seed=3, shift_cm=1.5))
     result, _ = check(steps, iris_pipeline, experiments, "--window-minutes", "10")
     assert result["status"] == "drift" and result["drifted"] is True
