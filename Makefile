@@ -15,7 +15,7 @@ export PATH := /var/cache/mlship/bin:$(PATH)
 endif
 endif
 
-.PHONY: help up down test test-unit test-integration test-images test-chart test-cluster test-e2e \
+.PHONY: help up down test test-unit test-integration test-images test-chart test-cluster test-e2e test-faults \
 	lint bench images skaffold cluster-up cluster-down setup-env setup-test setup-bench
 .DEFAULT_GOAL := help
 
@@ -49,8 +49,12 @@ test-cluster: setup-env ## operator and serving on the cluster KUBECONFIG names
 test-e2e: setup-test ## the whole chart installed and used as a person would
 	$(PYTEST) -m e2e
 
-lint: setup-env ## ruff
+test-faults: setup-env ## faults on the installed system (pods killed, MLflow away, the node restarted)
+	$(PYTEST) -m faults
+
+lint: setup-env ## ruff, and mypy --strict on the operator, the steps and serving
 	$(RUN) ruff check .
+	$(RUN) mypy
 
 .PHONY: mutate
 mutate: setup-env ## mutation testing of the pure modules: kill rate per module, survivors (MODULES="src/mlship/gate.py ..." for some)

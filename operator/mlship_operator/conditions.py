@@ -31,7 +31,7 @@ def _status_word(status: bool | str) -> str:
     return status
 
 
-def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> dict | None:
+def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> dict[str, Any] | None:
     for condition in conditions or ():
         if condition.get("type") == type_:
             return dict(condition)

@@ -24,7 +24,8 @@ def load_credentials() -> None:
 
 
 def _decode(response: Any) -> dict[str, Any]:
-    return json.loads(response.data)
+    decoded: dict[str, Any] = json.loads(response.data)
+    return decoded
 
 
 class Kube:

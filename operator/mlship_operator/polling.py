@@ -26,7 +26,7 @@ def backoff_delay(interval: float, failures: int, max_backoff: float) -> float:
     """interval, 2×, 4×, … capped at max_backoff (but never below the interval)."""
     if failures <= 0:
         return interval
-    return max(interval, min(max_backoff, interval * 2 ** (failures - 1)))
+    return max(interval, min(max_backoff, interval * 2.0 ** (failures - 1)))
 
 
 def after_poll(

@@ -57,7 +57,7 @@ def tick(
     resolve: Callable[..., registry.Resolution] = registry.resolve,
     clock: Callable[[], float] = time.monotonic,
     now: str | None = None,
-    logger: logging.Logger | logging.LoggerAdapter = _LOG,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = _LOG,
 ) -> TickResult:
     cr = copy.deepcopy(dict(cr))
     spec = serving_spec(cr, config)
@@ -142,7 +142,7 @@ def _apply_deployment(
     generation: int,
     now: str,
     clock: Callable[[], float],
-    logger: logging.Logger | logging.LoggerAdapter,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> Decision:
     """Write the Deployment; a refusal is reported in the status and retried with backoff."""
     deployment = builders.build_deployment(cr, config, decision.apply_version or "")

@@ -104,6 +104,7 @@ def resolve(spec: ServingSpec, client_factory: Callable[[str], Any] = _client) -
     from mlflow.exceptions import MlflowException
 
     client = client_factory(spec.tracking_uri)
+    failed: Resolution | None
     try:
         if spec.pinned_version:
             mv = client.get_model_version(spec.model, spec.pinned_version)
@@ -111,7 +112,7 @@ def resolve(spec: ServingSpec, client_factory: Callable[[str], Any] = _client) -
             mv = client.get_model_version_by_alias(spec.model, spec.alias)
     except MlflowException as err:
         failed = classify_error(
-            spec, error_code=err.error_code, http_status=err.get_http_status_code(),
+            spec, error_code=err.error_code, http_status=err.get_http_status_code(),  # type: ignore[no-untyped-call]
             text=str(err), detail=describe(err, _MAX_DETAIL),
         )
     except Exception as err:  # noqa: BLE001 - any transport failure means "unreachable"

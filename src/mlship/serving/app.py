@@ -197,7 +197,7 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
     def timed(endpoint: str, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
         async def wrapped(request: Request) -> Response:
             started = time.perf_counter()
-            response = await handler(request)
+            response: Response = await handler(request)
             metrics.observe_request(endpoint, response.status_code, time.perf_counter() - started)
             return response
 

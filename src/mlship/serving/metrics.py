@@ -19,7 +19,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-disable_created_metrics()  # the *_created series only double the scrape size
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only double the scrape size
 
 
 class ServingMetrics:

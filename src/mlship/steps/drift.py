@@ -142,7 +142,7 @@ def log_report(
             path = Path(tmp) / "drift.png"
             fig.savefig(path, dpi=110)
             mlflow.log_artifact(str(path))
-        return run.info.run_id
+        return str(run.info.run_id)
 
 
 def body(args: argparse.Namespace) -> dict[str, Any]:

@@ -53,7 +53,7 @@ def mlflow_source(source: str) -> DatasetSource:
     if kind == "sklearn":
         return CodeDatasetSource(tags={TAG_SOURCE: source})
     if kind == "http":
-        return HTTPDatasetSource(source)
+        return HTTPDatasetSource(source)  # type: ignore[no-untyped-call]
     return resolve_dataset_source(os.path.abspath(source))
 
 

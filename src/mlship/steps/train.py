@@ -48,7 +48,7 @@ def log_model(model: Any, X: pd.DataFrame) -> mlflow.models.model.ModelInfo:
     # rather than in serving. The list is the minimal one our registry needs (a unit test checks
     # it against skops.io.get_untrusted_types); it is stored in MLmodel, where
     # mlflow.pyfunc.load_model reads it in any fresh process.
-    return mlflow.sklearn.log_model(
+    info: mlflow.models.model.ModelInfo = mlflow.sklearn.log_model(
         model,
         name="model",
         signature=infer_signature(example, model.predict(example)),
@@ -59,6 +59,7 @@ def log_model(model: Any, X: pd.DataFrame) -> mlflow.models.model.ModelInfo:
         # the serving image pins its own environment anyway.
         pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
     )
+    return info
 
 
 def body(args: argparse.Namespace) -> dict[str, Any]:
