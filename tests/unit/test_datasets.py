@@ -189,3 +189,37 @@ def test_twenty_distinct_whole_numbers_are_classes_twenty_one_are_not(kind):
     assert datasets.infer_task(pd.Series([cast(i) for i in range(20)] * 2)) == "classification"
     assert datasets.infer_task(pd.Series([cast(i) for i in range(21)] * 2)) == "regression"
     assert datasets.infer_task(pd.Series([cast(i) for i in range(21)]), max_classes=21) == "classification"
+
+
+def test_a_missing_file_is_permanent_and_a_silent_server_times_out(monkeypatch):
+    with pytest.raises(datasets.DatasetError) as missing:
+        datasets.load("/nonexistent/data.csv")
+    assert missing.value.permanent is True and datasets.DatasetError("x").permanent is True
+    import socket
+
+    monkeypatch.setattr(datasets, "HTTP_TIMEOUT_SECONDS", 0.3)
+    with socket.socket() as silent:  # accepts, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/d.csv"
+        with pytest.raises(datasets.DatasetError, match="timed out") as slow:
+            datasets.load(url)
+    assert slow.value.permanent is False
+
+
+def test_what_load_returns_names_the_source_and_digests_the_bytes(tmp_path):
+    iris = datasets.load("sklearn:iris")
+    assert (iris.source, iris.name, iris.task_hint) == ("sklearn:iris", "iris", "classification")
+    assert iris.digest == datasets.content_digest(iris.frame.to_csv(index=False).encode())
+    path = tmp_path / "d.csv"
+    path.write_bytes(b"x,target\n1,a\n")
+    loaded = datasets.load(str(path))
+    digest = datasets.content_digest(path.read_bytes())
+    assert (loaded.source, loaded.name, loaded.digest) == (str(path), "d", digest)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(datasets.DatasetError, match=f"^cannot parse '{tmp_path}/bad.parquet' as parquet: "):
+        datasets.load(str(tmp_path / "bad.parquet"))
+
+
+def test_mixed_object_labels_are_classes():
+    assert datasets.infer_task(pd.Series([1, "a", 1, "b"], dtype=object)) == "classification"

@@ -257,3 +257,24 @@ def test_parameter_edges_accepted_and_other_refusals_in_full() -> None:
         with pytest.raises(drift.DriftError) as info:
             drift.compare(reference, current)
         assert str(info.value) == message
+
+
+def test_a_column_that_starts_arriving_null_has_drifted() -> None:
+    ref = pd.DataFrame({"c": ["a", "b"] * 50})
+    cur = pd.DataFrame({"c": ["a", "b"] * 25 + [None] * 50})
+    result = drift.compare(ref, cur).features[0]
+    assert result.drifted and result.current_rows == 100
+
+
+def test_category_counts_are_zero_where_a_side_never_saw_it() -> None:
+    ref = pd.DataFrame({"c": ["a"] * 10 + ["b"] * 10})
+    cur = pd.DataFrame({"c": ["a"] * 10 + ["c"] * 10})
+    # shares a .5/.5, b .5/0, c 0/.5 (0 counted as 1e-4): 2 x (.5 - 1e-4) ln(.5 / 1e-4)
+    expected = 2 * (0.5 - 1e-4) * np.log(0.5 / 1e-4)
+    assert drift.compare(ref, cur).features[0].psi == pytest.approx(expected)
+
+
+def test_values_below_the_reference_range_land_in_the_first_bin() -> None:
+    ref = np.arange(100.0)
+    low = drift.numeric_psi(ref, np.full(10, -5.0))
+    assert low == pytest.approx((1 - 0.1) * np.log(1 / 0.1) + 9 * (1e-4 - 0.1) * np.log(1e-4 / 0.1), rel=1e-3)

@@ -129,3 +129,9 @@ def test_preprocessing_only_has_the_parts_it_needs():
     assert estimators.preprocessor([], []).transformers == []
     steps = model_pipeline(["n"], [], build_estimator("regression", "linear", {}, seed=0)).named_steps
     assert list(steps) == ["preprocess", "model"]
+
+
+def test_the_pipeline_preprocesses_both_kinds_of_columns():
+    pipe = model_pipeline(["n"], ["c"], build_estimator("regression", "linear", {}, seed=0))
+    assert [(name, cols) for name, _, cols in pipe.named_steps["preprocess"].transformers] == [
+        ("numeric", ["n"]), ("categorical", ["c"])]

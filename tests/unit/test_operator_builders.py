@@ -241,3 +241,10 @@ def test_the_config_hash_is_16_hex_digits_and_ignores_key_order() -> None:
     digest = builders.deployment_config_hash(a, CONFIG)
     assert len(digest) == 16 and int(digest, 16) >= 0
     assert builders.deployment_config_hash(b, CONFIG) == digest
+
+
+def test_the_service_hash_follows_the_service() -> None:
+    def digest(cr: dict) -> str:
+        return builders.build_service(cr, CONFIG)["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+
+    assert digest(make_cr()) != digest(make_cr(name="wine"))

@@ -53,3 +53,8 @@ def test_the_operators_serving_uri_is_the_default_for_pods_only() -> None:
                        "MLSHIP_SERVING_TRACKING_URI": "http://mlflow.mlship:5000"})
     spec = serving_spec(make_cr(), config)
     assert (spec.tracking_uri, spec.serving_tracking_uri) == ("http://localhost:5000", "http://mlflow.mlship:5000")
+
+
+def test_a_tracking_uri_ending_in_a_capital_keeps_it() -> None:
+    spec = serving_spec(make_cr({"model": "iris", "trackingUri": "http://MLFLOWX/"}), CONFIG)
+    assert spec.tracking_uri == "http://MLFLOWX"
