@@ -41,6 +41,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from mlship import names  # dependency-free, so the DAG processor imports no MLflow
+
 STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
 # Every step that runs in a pod of its own image: the training steps, and mlship_drift's check.
 POD_STEPS: tuple[str, ...] = (*STEPS, "drift")
@@ -74,7 +76,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
 @dataclass(frozen=True)
 class DriftSettings:
     schedule: str | None = "@hourly"
-    alias: str = "champion"
+    alias: str = names.CHAMPION
     window_minutes: int = 60
     min_rows: int = 100
     threshold: float = 0.5

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from mlship import names
+
 GROUP = "mlship.io"
 VERSION = "v1alpha1"
 PLURAL = "modeldeployments"
@@ -10,7 +12,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 FINALIZER = f"{GROUP}/finalizer"
 FIELD_MANAGER = "mlship-operator"
-DEFAULT_ALIAS = "champion"
+DEFAULT_ALIAS = names.CHAMPION
 
 # Labels on every child object (the app.kubernetes.io/* set is the recommended one).
 LABEL_NAME = "app.kubernetes.io/name"

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlship import datasets
+from mlship import datasets, names
 from mlship.tracking import DEFAULT_EXPERIMENT
 
 STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
@@ -239,7 +239,7 @@ def summary(tracking_uri: str, reg: dict[str, Any], ing: dict[str, Any]) -> str:
     else:
         where = tracking_uri
     aliases = ", ".join(reg["aliases"]) or "none"
-    ref = "@champion" if "champion" in reg["aliases"] else f"/{reg['version']}"
+    ref = f"@{names.CHAMPION}" if names.CHAMPION in reg["aliases"] else f"/{reg['version']}"
     again = ""
     if reg["already_registered"]:
         again = " (already registered by this run key: nothing new)"

@@ -11,8 +11,10 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
+from mlship import names
+
+CHAMPION = names.CHAMPION
+CHALLENGER = names.CHALLENGER
 
 
 @dataclass(frozen=True)

@@ -30,15 +30,17 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from mlship import names
+
 if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
 DEFAULT_EXPERIMENT = "mlship-inference"
-TAG_LOG = "mlship.inference_log"
-TAG_MODEL_NAME = "mlship.model_name"
-TAG_MODEL_VERSION = "mlship.model_version"
-TAG_POD = "mlship.pod"
+TAG_LOG = names.TAG_INFERENCE_LOG
+TAG_MODEL_NAME = names.TAG_MODEL_NAME
+TAG_MODEL_VERSION = names.TAG_MODEL_VERSION  # the bare version ("3")
+TAG_POD = names.TAG_POD
 ARTIFACT_DIR = "inference"
 SUFFIX = ".jsonl"
 HOUR_FORMAT = "%Y-%m-%dT%H"

@@ -25,10 +25,11 @@ from mlflow.entities import Run, RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
+from mlship import names
 from mlship.errors import Explained, describe
 
-TAG_RUN_KEY = "mlship.pipeline_run_key"
-TAG_STEP = "mlship.step"
+TAG_RUN_KEY = names.TAG_RUN_KEY
+TAG_STEP = names.TAG_STEP
 DEFAULT_EXPERIMENT = "mlship"
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 

@@ -191,7 +191,8 @@ def test_mlflow_lineage_leads_from_the_champion_to_the_dag_run_and_its_data(rele
         assert champion.tags["mlship.parent_run_id"] == parent.info.run_id
         assert champion.tags["mlship.dataset_digest"] == digest
         assert champion.tags["mlship.gate"] == CHAMPION
-        assert parent.data.tags["mlship.model_version"] == f"{MODEL}/{champion.version}"
+        assert parent.data.tags["mlship.model_name"] == MODEL
+        assert parent.data.tags["mlship.model_version"] == champion.version  # bare, as everywhere
     release.figures["champion_after_first_run"] = champion.version
     print(
         f"\nDAG run {release.run_id} -> MLflow run {parent.info.run_id} (dataset {digest}) "

@@ -23,19 +23,21 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from mlship import drift, drift_plot, inference_log, tracking
+from mlship import drift, drift_plot, inference_log, names, tracking
 from mlship.errors import describe
 from mlship.steps import common
 
 STEP = "drift"
 DEFAULT_REPORT_EXPERIMENT = "mlship-drift"
-TAG_DATASET_URI = "mlship.dataset_uri"
+TAG_DATASET_URI = names.TAG_DATASET_URI
 
 
 def build() -> argparse.ArgumentParser:
     p = common.parser(STEP, __doc__.splitlines()[0])
     p.add_argument("--model-name", required=True, help="registered model to check")
-    p.add_argument("--alias", default="champion", help="alias of the served version (default: %(default)s)")
+    p.add_argument(
+        "--alias", default=names.CHAMPION, help="alias of the served version (default: %(default)s)"
+    )
     p.add_argument(
         "--window-minutes", type=_positive(int), default=60,
         help="how far back recent inputs go (default: %(default)s)",
@@ -118,11 +120,11 @@ def log_report(
     tags = {
         MLFLOW_RUN_NAME: name,
         tracking.TAG_RUN_KEY: args.pipeline_run_key,
-        "mlship.model_name": version.name,
-        "mlship.model_version": str(version.version),
-        "mlship.alias": args.alias,
-        "mlship.drift": "drift" if report.drifted else "no_drift",
-        "mlship.drift_summary": report.summary()[:5000],
+        names.TAG_MODEL_NAME: version.name,
+        names.TAG_MODEL_VERSION: str(version.version),
+        names.TAG_ALIAS: args.alias,
+        names.TAG_DRIFT: "drift" if report.drifted else "no_drift",
+        names.TAG_DRIFT_SUMMARY: report.summary()[:5000],
     }
     with mlflow.start_run(tags=tags) as run:
         mlflow.log_params({

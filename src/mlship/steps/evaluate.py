@@ -13,7 +13,7 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 
-from mlship import features, metrics, registry, tracking
+from mlship import features, metrics, names, registry, tracking
 from mlship.errors import describe
 from mlship.steps import common
 
@@ -56,7 +56,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 mlflow.log_metrics({f"champion_{k}": v for k, v in champ_scores.items()})
             except Exception as exc:  # e.g. trained on other columns: not comparable
                 champ_error = describe(exc)
-                mlflow.set_tag("mlship.champion_error", champ_error[:5000])
+                mlflow.set_tag(names.TAG_CHAMPION_ERROR, champ_error[:5000])
         report = {
             "task": spec.task,
             "model_uri": args.model_uri,

@@ -20,14 +20,14 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from mlship import datasets, tracking
+from mlship import datasets, names, tracking
 from mlship.errors import BadInput
 from mlship.steps import common
 
 STEP = "ingest"
-TAG_DIGEST = "mlship.dataset_digest"
-TAG_SOURCE = "mlship.dataset_source"
-TAG_REASON = "mlship.trigger_reason"
+TAG_DIGEST = names.TAG_DATASET_DIGEST
+TAG_SOURCE = names.TAG_DATASET_SOURCE
+TAG_REASON = names.TAG_TRIGGER_REASON
 
 
 def build() -> argparse.ArgumentParser:

@@ -14,13 +14,13 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mlship import gate, metrics, registry, tracking
+from mlship import gate, metrics, names, registry, tracking
 from mlship.errors import BadInput
 from mlship.steps import common
 
 STEP = "register"
-TAG_GATE = "mlship.gate"
-TAG_GATE_REASON = "mlship.gate_reason"
+TAG_GATE = names.TAG_GATE
+TAG_GATE_REASON = names.TAG_GATE_REASON
 
 
 def parse_bool(text: str) -> bool:
@@ -86,13 +86,15 @@ def lineage_tags(
 ) -> dict[str, str]:
     tags = {
         tracking.TAG_RUN_KEY: args.pipeline_run_key,
-        "mlship.parent_run_id": parent_id,
-        "mlship.dataset_digest": args.dataset_digest,
-        "mlship.dataset_uri": args.dataset_uri,
-        "mlship.evaluation_uri": args.evaluation_uri,
-        "mlship.task": evaluation["task"],
+        names.TAG_PARENT_RUN_ID: parent_id,
+        names.TAG_DATASET_DIGEST: args.dataset_digest,
+        names.TAG_DATASET_URI: args.dataset_uri,
+        names.TAG_EVALUATION_URI: args.evaluation_uri,
+        names.TAG_TASK: evaluation["task"],
     }
-    tags.update({f"mlship.metric.{k}": f"{v:.6g}" for k, v in evaluation["metrics"].items()})
+    tags.update(
+        {f"{names.TAG_METRIC_PREFIX}{k}": f"{v:.6g}" for k, v in evaluation["metrics"].items()}
+    )
     return tags
 
 
@@ -131,7 +133,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         done = [v for v in existing if TAG_GATE in v.tags]
         if done:
             v = done[0]
-            mlflow.set_tag("mlship.register", f"no-op: v{v.version} already registered")
+            mlflow.set_tag(names.TAG_REGISTER, f"no-op: v{v.version} already registered")
             client.set_terminated(parent_id, status="FINISHED")
             return {
                 "model_name": args.model_name,
@@ -168,7 +170,9 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         )
         for rid in (run.info.run_id, parent_id):
             client.set_tag(rid, TAG_GATE_REASON, decision.reason)
-            client.set_tag(rid, "mlship.model_version", f"{args.model_name}/{version.version}")
+            # The bare version, as on inference-log runs and drift reports; the name beside it.
+            client.set_tag(rid, names.TAG_MODEL_NAME, args.model_name)
+            client.set_tag(rid, names.TAG_MODEL_VERSION, str(version.version))
         client.set_terminated(parent_id, status="FINISHED")
         return {
             "model_name": args.model_name,

@@ -12,7 +12,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from mlship import datasets, tracking, validation
+from mlship import datasets, names, tracking, validation
 from mlship.errors import BadInput
 from mlship.steps import common
 
@@ -44,7 +44,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         mlflow.log_metrics({"rows": len(frame), "violations": len(violations)})
         status = "failed" if violations else "passed"
         for rid in (run.info.run_id, parent.info.run_id):
-            client.set_tag(rid, "mlship.validation", status)
+            client.set_tag(rid, names.TAG_VALIDATION, status)
         if violations:
             raise BadInput("validation failed: " + "; ".join(v.message() for v in violations))
     return {"rows": len(frame), "violations": 0, "run_id": run.info.run_id}

@@ -1,0 +1,68 @@
+"""Names that cross a process boundary, said once: MLflow tag keys, registry aliases, and the
+environment serving reads (which the operator writes on its pods).
+
+Dependency-free on purpose: the steps, serving, the operator and the DAG files all import it, and
+the operator and Airflow images must not pull MLflow or serving in to learn a string.
+"""
+
+from __future__ import annotations
+
+# --- registry aliases ---------------------------------------------------------------------------
+
+CHAMPION = "champion"
+"""The served version: the gate (or a person) moves it; the operator and drift follow it."""
+CHALLENGER = "challenger"
+"""A version that passed the gate's threshold but did not beat the champion."""
+
+# --- MLflow tags --------------------------------------------------------------------------------
+# On runs of a pipeline (the parent run and each step's child run).
+TAG_RUN_KEY = "mlship.pipeline_run_key"
+TAG_STEP = "mlship.step"
+TAG_TRIGGER_REASON = "mlship.trigger_reason"
+TAG_DATASET_DIGEST = "mlship.dataset_digest"  # also on the registered version
+TAG_DATASET_SOURCE = "mlship.dataset_source"
+TAG_VALIDATION = "mlship.validation"
+TAG_CHAMPION_ERROR = "mlship.champion_error"
+TAG_REGISTER = "mlship.register"
+
+# On a registered model version (its lineage and the gate's verdict).
+TAG_PARENT_RUN_ID = "mlship.parent_run_id"
+TAG_DATASET_URI = "mlship.dataset_uri"
+TAG_EVALUATION_URI = "mlship.evaluation_uri"
+TAG_TASK = "mlship.task"
+TAG_METRIC_PREFIX = "mlship.metric."
+TAG_GATE = "mlship.gate"
+TAG_GATE_REASON = "mlship.gate_reason"
+
+# Which model version a run is about: on the register step's runs, the inference log's runs and
+# the drift reports. TAG_MODEL_VERSION is always the bare registry version ("3"), never "iris/3".
+TAG_MODEL_NAME = "mlship.model_name"
+TAG_MODEL_VERSION = "mlship.model_version"
+
+# On inference-log runs.
+TAG_INFERENCE_LOG = "mlship.inference_log"
+TAG_POD = "mlship.pod"
+
+# On drift reports.
+TAG_ALIAS = "mlship.alias"
+TAG_DRIFT = "mlship.drift"
+TAG_DRIFT_SUMMARY = "mlship.drift_summary"
+
+
+class ServingEnv:
+    """The environment variables serving reads at start-up (mlship.serving.config.load_config);
+    the operator sets them on the serving container (mlship_operator.builders)."""
+
+    TRACKING_URI = "MLFLOW_TRACKING_URI"
+    MODEL_URI = "MLSHIP_MODEL_URI"
+    MODEL_NAME = "MLSHIP_MODEL_NAME"
+    MODEL_VERSION = "MLSHIP_MODEL_VERSION"
+    HOST = "MLSHIP_HOST"
+    PORT = "PORT"
+    MAX_BATCH_SIZE = "MLSHIP_MAX_BATCH_SIZE"
+    MAX_BATCH_WAIT_MS = "MLSHIP_MAX_BATCH_WAIT_MS"
+    SHUTDOWN_TIMEOUT_S = "MLSHIP_SHUTDOWN_TIMEOUT_S"
+    LOG_LEVEL = "MLSHIP_LOG_LEVEL"
+    INFERENCE_LOG_SAMPLE_RATE = "MLSHIP_INFERENCE_LOG_SAMPLE_RATE"
+    INFERENCE_LOG_FLUSH_SECONDS = "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS"
+    INFERENCE_LOG_EXPERIMENT = "MLSHIP_INFERENCE_LOG_EXPERIMENT"
