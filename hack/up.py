@@ -227,10 +227,25 @@ def train(ns: str, release: str, model: str, dataset: str, retrain: bool) -> str
         return run_id
 
 
+# Degraded reasons that say the version itself failed: no point waiting out the timeout.
+VERSION_FAILED = ("RolloutFailed", "RolledBack")
+
+
+def serving_ready(ns: str, name: str) -> bool:
+    out = sh("kubectl", "-n", ns, "get", f"mldep/{name}", "-o", "json", stage="serving",
+             look=f"kubectl -n {ns} describe mldep {name}", capture=True)
+    conds = {c["type"]: c for c in json.loads(out).get("status", {}).get("conditions", [])}
+    degraded = conds.get("Degraded", {})
+    if degraded.get("status") == "True" and degraded.get("reason") in VERSION_FAILED:
+        raise StageFailed("serving", f"the champion cannot serve: {degraded.get('message')}",
+                          f"kubectl -n {ns} describe mldep {name}; kubectl -n {ns} logs -l "
+                          f"app.kubernetes.io/instance={name}")
+    return conds.get("Ready", {}).get("status") == "True"
+
+
 def predict(ns: str, name: str) -> Any:
     stage, look = "serving", f"kubectl -n {ns} describe mldep {name}"
-    sh("kubectl", "-n", ns, "wait", f"mldep/{name}", "--for=condition=Ready", "--timeout=600s",
-       stage=stage, look=look, capture=True)
+    wait(f"ModelDeployment {name} Ready", lambda: serving_ready(ns, name), 600, stage, look)
     with port_forward(ns, f"svc/{name}", 80, stage) as url:
         resp = wait("a prediction", lambda: requests.post(f"{url}/invocations", json=IRIS_ROW, timeout=30),
                     120, stage, look)
