@@ -8,6 +8,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from mlship.names import ServingEnv
+
 from . import resource as r
 from .config import Config
 from .spec import ServingSpec, serving_spec
@@ -62,8 +64,8 @@ def inference_log_env(spec: ServingSpec) -> list[dict[str, str]]:
     """The serving pods' inference-log settings (spec.inferenceLog). Being part of the pod
     template, a change of them rolls the pods like any other spec change."""
     return [
-        {"name": "MLSHIP_INFERENCE_LOG_SAMPLE_RATE", "value": f"{spec.inference_log_sample_rate:g}"},
-        {"name": "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS", "value": str(spec.inference_log_flush_seconds)},
+        {"name": ServingEnv.INFERENCE_LOG_SAMPLE_RATE, "value": f"{spec.inference_log_sample_rate:g}"},
+        {"name": ServingEnv.INFERENCE_LOG_FLUSH_SECONDS, "value": str(spec.inference_log_flush_seconds)},
     ]
 
 
@@ -75,10 +77,10 @@ def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str,
         "imagePullPolicy": config.image_pull_policy,
         "ports": [{"name": "http", "containerPort": r.CONTAINER_PORT, "protocol": "TCP"}],
         "env": [
-            {"name": "MLFLOW_TRACKING_URI", "value": spec.serving_tracking_uri},
-            {"name": "MLSHIP_MODEL_NAME", "value": spec.model},
-            {"name": "MLSHIP_MODEL_VERSION", "value": version},
-            {"name": "PORT", "value": str(r.CONTAINER_PORT)},
+            {"name": ServingEnv.TRACKING_URI, "value": spec.serving_tracking_uri},
+            {"name": ServingEnv.MODEL_NAME, "value": spec.model},
+            {"name": ServingEnv.MODEL_VERSION, "value": version},
+            {"name": ServingEnv.PORT, "value": str(r.CONTAINER_PORT)},
             # The root filesystem is read-only: anything that wants a home or temp dir gets /tmp.
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, see volumes
             *inference_log_env(spec),

@@ -1,6 +1,7 @@
 """The server's configuration: read from the environment once, validated at start-up.
 
-The variable names are a contract with the operator, which sets them on the serving pods.
+The variable names are a contract with the operator, which sets them on the serving pods: both
+sides take them from mlship.names.ServingEnv.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlparse
 
 from mlship.inference_log import DEFAULT_EXPERIMENT
+from mlship.names import ServingEnv as E
 
 DEFAULT_PORT = 8080
 DEFAULT_MAX_BATCH_SIZE = 64
@@ -84,27 +86,27 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
     """Build the configuration from `env` (normally os.environ); raise ConfigError listing
     every problem at once so a misconfigured pod is fixed in one round."""
     errs: list[str] = []
-    uri = env.get("MLSHIP_MODEL_URI", "").strip()
-    name = env.get("MLSHIP_MODEL_NAME", "").strip()
-    version = env.get("MLSHIP_MODEL_VERSION", "").strip()
-    tracking_uri = env.get("MLFLOW_TRACKING_URI", "").strip() or None
+    uri = env.get(E.MODEL_URI, "").strip()
+    name = env.get(E.MODEL_NAME, "").strip()
+    version = env.get(E.MODEL_VERSION, "").strip()
+    tracking_uri = env.get(E.TRACKING_URI, "").strip() or None
 
     if uri:
         if version:
             errs.append(
-                "set either MLSHIP_MODEL_URI or MLSHIP_MODEL_NAME + MLSHIP_MODEL_VERSION, not both"
+                f"set either {E.MODEL_URI} or {E.MODEL_NAME} + {E.MODEL_VERSION}, not both"
             )
         match = _MODELS_URI.match(uri)
         if uri.startswith("models:/") and not match:
             errs.append(
-                f"MLSHIP_MODEL_URI={uri!r} is not models:/<name>/<version> "
+                f"{E.MODEL_URI}={uri!r} is not models:/<name>/<version> "
                 "or models:/<name>@<alias>"
             )
         if match:
             if name and name != match["name"]:
                 errs.append(
-                    f"MLSHIP_MODEL_NAME={name!r} does not match the name in "
-                    f"MLSHIP_MODEL_URI={uri!r}"
+                    f"{E.MODEL_NAME}={name!r} does not match the name in "
+                    f"{E.MODEL_URI}={uri!r}"
                 )
             name = match["name"]
             version = match["version"] or ""
@@ -112,35 +114,33 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
             name = uri.rstrip("/").rsplit("/", 1)[-1]
     else:
         if not name:
-            errs.append("MLSHIP_MODEL_NAME is required (or MLSHIP_MODEL_URI)")
+            errs.append(f"{E.MODEL_NAME} is required (or {E.MODEL_URI})")
         if not version:
-            errs.append("MLSHIP_MODEL_VERSION is required (or MLSHIP_MODEL_URI)")
+            errs.append(f"{E.MODEL_VERSION} is required (or {E.MODEL_URI})")
         elif not version.isdigit() or int(version) < 1:
-            errs.append(f"MLSHIP_MODEL_VERSION={version!r} is not a registry version (1, 2, ...)")
+            errs.append(f"{E.MODEL_VERSION}={version!r} is not a registry version (1, 2, ...)")
         uri = f"models:/{name}/{version}"
 
     if not _is_local(uri) and tracking_uri is None:
-        errs.append(f"MLFLOW_TRACKING_URI is required to load {uri}")
+        errs.append(f"{E.TRACKING_URI} is required to load {uri}")
 
-    port = _int(env, "PORT", DEFAULT_PORT, 1, 65535, errs)
-    max_batch = _int(env, "MLSHIP_MAX_BATCH_SIZE", DEFAULT_MAX_BATCH_SIZE, 1, 100_000, errs)
-    wait_ms = _float(env, "MLSHIP_MAX_BATCH_WAIT_MS", DEFAULT_MAX_BATCH_WAIT_MS, 0.0, 1000.0, errs)
-    shutdown_s = _float(
-        env, "MLSHIP_SHUTDOWN_TIMEOUT_S", DEFAULT_SHUTDOWN_TIMEOUT_S, 0.0, 3600.0, errs
-    )
-    log_level = env.get("MLSHIP_LOG_LEVEL", "").strip().upper() or "INFO"
+    port = _int(env, E.PORT, DEFAULT_PORT, 1, 65535, errs)
+    max_batch = _int(env, E.MAX_BATCH_SIZE, DEFAULT_MAX_BATCH_SIZE, 1, 100_000, errs)
+    wait_ms = _float(env, E.MAX_BATCH_WAIT_MS, DEFAULT_MAX_BATCH_WAIT_MS, 0.0, 1000.0, errs)
+    shutdown_s = _float(env, E.SHUTDOWN_TIMEOUT_S, DEFAULT_SHUTDOWN_TIMEOUT_S, 0.0, 3600.0, errs)
+    log_level = env.get(E.LOG_LEVEL, "").strip().upper() or "INFO"
     if log_level not in LOG_LEVELS:
-        errs.append(f"MLSHIP_LOG_LEVEL={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        errs.append(f"{E.LOG_LEVEL}={log_level!r} is not one of {', '.join(LOG_LEVELS)}")
 
-    sample_rate = _float(env, "MLSHIP_INFERENCE_LOG_SAMPLE_RATE", 0.0, 0.0, 1.0, errs)
+    sample_rate = _float(env, E.INFERENCE_LOG_SAMPLE_RATE, 0.0, 0.0, 1.0, errs)
     flush_s = _float(
-        env, "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS", DEFAULT_INFERENCE_LOG_FLUSH_S, 0.05, 3600.0, errs
+        env, E.INFERENCE_LOG_FLUSH_SECONDS, DEFAULT_INFERENCE_LOG_FLUSH_S, 0.05, 3600.0, errs
     )
-    experiment = env.get("MLSHIP_INFERENCE_LOG_EXPERIMENT", "").strip() or DEFAULT_EXPERIMENT
+    experiment = env.get(E.INFERENCE_LOG_EXPERIMENT, "").strip() or DEFAULT_EXPERIMENT
     if sample_rate > 0 and tracking_uri is None:
         errs.append(
-            f"MLSHIP_INFERENCE_LOG_SAMPLE_RATE={sample_rate:g} logs requests to MLflow, which needs "
-            "MLFLOW_TRACKING_URI: set it, or set the rate to 0 to log nothing"
+            f"{E.INFERENCE_LOG_SAMPLE_RATE}={sample_rate:g} logs requests to MLflow, which needs "
+            f"{E.TRACKING_URI}: set it, or set the rate to 0 to log nothing"
         )
 
     if errs:
@@ -150,7 +150,7 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         model_name=name,
         model_version=version,
         tracking_uri=tracking_uri,
-        host=env.get("MLSHIP_HOST", "").strip() or "0.0.0.0",  # noqa: S104 - a pod serves its IP
+        host=env.get(E.HOST, "").strip() or "0.0.0.0",  # noqa: S104 - a pod serves its IP
         port=port,
         max_batch_size=max_batch,
         max_batch_wait_s=wait_ms / 1000.0,

@@ -1,0 +1,49 @@
+"""The environment the operator puts on the serving container is what serving's load_config reads:
+the contract between the two images, tied without a cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from _operator_fixtures import CONFIG, make_cr
+from mlship_operator import builders, resource
+
+from mlship.names import ServingEnv
+from mlship.serving.config import load_config
+
+pytestmark = pytest.mark.unit
+
+
+def serving_env(cr: dict[str, Any], version: str) -> dict[str, str]:
+    dep = builders.build_deployment(cr, CONFIG, version)
+    (container,) = dep["spec"]["template"]["spec"]["containers"]
+    return {e["name"]: e["value"] for e in container["env"]}
+
+
+@pytest.mark.parametrize(
+    ("spec", "rate", "flush"),
+    [
+        ({"model": "iris"}, 1.0, 10.0),
+        ({"model": "fraud", "inferenceLog": {"sampleRate": 0.25, "flushSeconds": 3}}, 0.25, 3.0),
+        ({"model": "iris", "inferenceLog": {"sampleRate": 0}}, 0.0, 10.0),
+        ({"model": "iris", "trackingUri": "http://other-mlflow:5000/"}, 1.0, 10.0),
+    ],
+)
+def test_serving_accepts_what_the_operator_sets(
+    spec: dict[str, Any], rate: float, flush: float
+) -> None:
+    cr = make_cr(spec)
+    env = serving_env(cr, "7")
+    config = load_config(env)  # raises ConfigError if the two sides disagree
+    assert (config.model_name, config.model_version) == (spec["model"], "7")
+    assert config.model_uri == f"models:/{spec['model']}/7"
+    assert config.tracking_uri == (spec.get("trackingUri") or CONFIG.serving_tracking_uri).rstrip("/")
+    assert config.port == resource.CONTAINER_PORT
+    assert (config.inference_log_sample_rate, config.inference_log_flush_s) == (rate, flush)
+
+
+def test_the_operator_sets_only_names_serving_reads() -> None:
+    read = {v for k, v in vars(ServingEnv).items() if k.isupper()}
+    set_ = set(serving_env(make_cr(), "1")) - {"HOME"}  # HOME: for libraries, not for serving
+    assert set_ <= read, set_ - read
