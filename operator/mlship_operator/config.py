@@ -12,7 +12,7 @@ _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 
 
 class ConfigError(ValueError):
-    """A setting in the environment is missing or invalid; the message names it."""
+    """Settings in the environment are missing or invalid; the message names each, "; "-separated."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,42 +47,56 @@ class Config:
         return not self.namespaces
 
 
-def _http_url(env: Mapping[str, str], name: str, default: str | None = None) -> str:
+def _http_url(
+    env: Mapping[str, str], name: str, errs: list[str], default: str | None = None
+) -> str:
     value = env.get(name, "").strip() or default
     if not value:
-        raise ConfigError(f"{name} is required: the MLflow tracking URI, e.g. http://mlflow:5000")
+        errs.append(f"{name} is required: the MLflow tracking URI, e.g. http://mlflow:5000")
+        return ""
     parsed = urlparse(value)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise ConfigError(f"{name}={value!r} must be an http:// or https:// URL with a host")
+        errs.append(f"{name}={value!r} must be an http:// or https:// URL with a host")
+        return ""
     return value.rstrip("/")
 
 
-def _number(env: Mapping[str, str], name: str, default: float, low: float, high: float) -> float:
+def _number(
+    env: Mapping[str, str], name: str, default: float, low: float, high: float, errs: list[str]
+) -> float | None:
+    """The value, the default when unset, or None (with the problem in errs)."""
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = float(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number") from None
+        errs.append(f"{name}={raw!r} is not a number")
+        return None
     if not low <= value <= high:
-        raise ConfigError(f"{name}={raw} is out of range: it must be between {low:g} and {high:g}")
+        errs.append(f"{name}={raw} is out of range: it must be between {low:g} and {high:g}")
+        return None
     return value
 
 
-def _integer(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    value = _number(env, name, default, low, high)
+def _integer(
+    env: Mapping[str, str], name: str, default: int, low: int, high: int, errs: list[str]
+) -> int:
+    value = _number(env, name, default, low, high, errs)
+    if value is None:
+        return default
     if value != int(value):
-        raise ConfigError(f"{name}={env[name]!r} must be a whole number")
+        errs.append(f"{name}={env[name]!r} must be a whole number")
+        return default
     return int(value)
 
 
-def _namespaces(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+def _namespaces(env: Mapping[str, str], name: str, errs: list[str]) -> tuple[str, ...]:
     items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
     for item in items:
         # kopf runs with scanning disabled (no cluster-wide namespace list), so no globs.
         if not _DNS1123_LABEL.match(item) or len(item) > 63:
-            raise ConfigError(
+            errs.append(
                 f"{name} entry {item!r} is not a namespace name (lowercase letters, digits and"
                 " '-', at most 63 characters; patterns are not supported)"
             )
@@ -90,41 +104,66 @@ def _namespaces(env: Mapping[str, str], name: str) -> tuple[str, ...]:
 
 
 def from_env(env: Mapping[str, str]) -> Config:
-    """Build the configuration from environment variables; raise ConfigError naming the culprit."""
-    tracking_uri = _http_url(env, "MLFLOW_TRACKING_URI")
-    serving_uri = _http_url(env, "MLSHIP_SERVING_TRACKING_URI", tracking_uri)
+    """Build the configuration from environment variables; raise one ConfigError listing every
+    problem ("; "-separated, each naming its variable), so a bad install is fixed in one round."""
+    errs: list[str] = []
+    tracking_uri = _http_url(env, "MLFLOW_TRACKING_URI", errs)
+    serving_uri = (
+        _http_url(env, "MLSHIP_SERVING_TRACKING_URI", errs, tracking_uri)
+        if tracking_uri or env.get("MLSHIP_SERVING_TRACKING_URI", "").strip()
+        else ""  # its default is MLFLOW_TRACKING_URI, already reported
+    )
 
     image = env.get("MLSHIP_SERVING_IMAGE", "").strip() or Config.serving_image
     if any(c.isspace() for c in image):
-        raise ConfigError(f"MLSHIP_SERVING_IMAGE={image!r} must not contain whitespace")
+        errs.append(f"MLSHIP_SERVING_IMAGE={image!r} must not contain whitespace")
     pull_policy = env.get("MLSHIP_IMAGE_PULL_POLICY", "").strip() or Config.image_pull_policy
     if pull_policy not in _PULL_POLICIES:
-        raise ConfigError(
+        errs.append(
             f"MLSHIP_IMAGE_PULL_POLICY={pull_policy!r} must be one of {', '.join(_PULL_POLICIES)}"
         )
 
-    poll = _number(env, "MLSHIP_POLL_INTERVAL_SECONDS", Config.poll_interval, 1, 3600)
-    backoff = _number(env, "MLSHIP_MAX_BACKOFF_SECONDS", poll, 1, 3600)
-    if backoff < poll:
-        raise ConfigError(
+    poll = _number(env, "MLSHIP_POLL_INTERVAL_SECONDS", Config.poll_interval, 1, 3600, errs)
+    backoff = _number(
+        env, "MLSHIP_MAX_BACKOFF_SECONDS", poll or Config.poll_interval, 1, 3600, errs
+    )
+    if poll is not None and backoff is not None and backoff < poll:
+        errs.append(
             f"MLSHIP_MAX_BACKOFF_SECONDS={backoff:g} must not be shorter than"
             f" MLSHIP_POLL_INTERVAL_SECONDS={poll:g}"
         )
 
     domain = env.get("MLSHIP_CLUSTER_DOMAIN", "").strip() or Config.cluster_domain
     if not all(_DNS1123_LABEL.match(part) for part in domain.split(".")):
-        raise ConfigError(f"MLSHIP_CLUSTER_DOMAIN={domain!r} is not a DNS domain")
+        errs.append(f"MLSHIP_CLUSTER_DOMAIN={domain!r} is not a DNS domain")
 
     liveness = env.get("MLSHIP_LIVENESS_ENDPOINT", Config.liveness_endpoint).strip()
     if liveness and urlparse(liveness).scheme not in ("http", "https"):
-        raise ConfigError(
+        errs.append(
             f"MLSHIP_LIVENESS_ENDPOINT={liveness!r} must be an http(s) URL, or empty to disable"
         )
 
     level = (env.get("MLSHIP_LOG_LEVEL", "").strip() or Config.log_level).upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-        raise ConfigError(f"MLSHIP_LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
+        errs.append(f"MLSHIP_LOG_LEVEL={level!r} must be DEBUG, INFO, WARNING or ERROR")
 
+    registry_timeout = _number(
+        env, "MLSHIP_REGISTRY_TIMEOUT_SECONDS", Config.registry_timeout, 1, 120, errs
+    )
+    progress_deadline = _integer(
+        env, "MLSHIP_PROGRESS_DEADLINE_SECONDS", Config.progress_deadline, 30, 3600, errs
+    )
+    crashloop_restarts = _integer(
+        env, "MLSHIP_CRASHLOOP_RESTARTS", Config.crashloop_restarts, 1, 20, errs
+    )
+    namespaces = _namespaces(env, "MLSHIP_WATCH_NAMESPACES", errs)
+    watch_server_timeout = _integer(
+        env, "MLSHIP_WATCH_TIMEOUT_SECONDS", Config.watch_server_timeout, 10, 3600, errs
+    )
+
+    if errs:
+        raise ConfigError("; ".join(errs))
+    assert poll is not None and backoff is not None and registry_timeout is not None  # noqa: S101
     return Config(
         tracking_uri=tracking_uri,
         serving_tracking_uri=serving_uri,
@@ -132,20 +171,12 @@ def from_env(env: Mapping[str, str]) -> Config:
         image_pull_policy=pull_policy,
         poll_interval=poll,
         max_backoff=backoff,
-        registry_timeout=_number(
-            env, "MLSHIP_REGISTRY_TIMEOUT_SECONDS", Config.registry_timeout, 1, 120
-        ),
-        progress_deadline=_integer(
-            env, "MLSHIP_PROGRESS_DEADLINE_SECONDS", Config.progress_deadline, 30, 3600
-        ),
-        crashloop_restarts=_integer(
-            env, "MLSHIP_CRASHLOOP_RESTARTS", Config.crashloop_restarts, 1, 20
-        ),
-        namespaces=_namespaces(env, "MLSHIP_WATCH_NAMESPACES"),
+        registry_timeout=registry_timeout,
+        progress_deadline=progress_deadline,
+        crashloop_restarts=crashloop_restarts,
+        namespaces=namespaces,
         cluster_domain=domain,
         liveness_endpoint=liveness,
-        watch_server_timeout=_integer(
-            env, "MLSHIP_WATCH_TIMEOUT_SECONDS", Config.watch_server_timeout, 10, 3600
-        ),
+        watch_server_timeout=watch_server_timeout,
         log_level=level,
     )

@@ -89,6 +89,22 @@ def test_invalid_settings_are_rejected_naming_the_variable(env: dict, named: str
     assert named in str(info.value)
 
 
+def test_every_problem_is_reported_at_once_each_naming_its_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        from_env({
+            "MLFLOW_TRACKING_URI": "mlflow:5000",
+            "MLSHIP_POLL_INTERVAL_SECONDS": "soon",
+            "MLSHIP_CRASHLOOP_RESTARTS": "0",
+            "MLSHIP_LOG_LEVEL": "loud",
+        })
+    assert str(info.value).split("; ") == [
+        "MLFLOW_TRACKING_URI='mlflow:5000' must be an http:// or https:// URL with a host",
+        "MLSHIP_POLL_INTERVAL_SECONDS='soon' is not a number",
+        "MLSHIP_LOG_LEVEL='LOUD' must be DEBUG, INFO, WARNING or ERROR",
+        "MLSHIP_CRASHLOOP_RESTARTS=0 is out of range: it must be between 1 and 20",
+    ]
+
+
 def test_python_m_entry_exits_2_with_the_message(tmp_path) -> None:
     import subprocess
     import sys
