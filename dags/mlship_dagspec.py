@@ -85,7 +85,8 @@ class DriftSettings:
 
 
 class SettingsError(ValueError):
-    """A configuration variable has a value that cannot be used; the message names it."""
+    """Configuration variables have values that cannot be used; the message names each,
+    "; "-separated (every problem at once, like the operator's and serving's configuration)."""
 
 
 @dataclass(frozen=True)
@@ -110,16 +111,18 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
 
 
-def _int(env: Mapping[str, str], name: str, default: int) -> int:
+def _int(env: Mapping[str, str], name: str, default: int, errs: list[str]) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
-    except ValueError as exc:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from exc
+    except ValueError:
+        errs.append(f"{name}={raw!r} is not an integer")
+        return default
     if value < 0:
-        raise SettingsError(f"{name}={raw!r} must be >= 0")
+        errs.append(f"{name}={raw!r} must be >= 0")
+        return default
     return value
 
 
@@ -128,20 +131,31 @@ def _schedule(env: Mapping[str, str], name: str, default: str) -> str | None:
     return None if value.lower() in ("", "none", "null") else value
 
 
-def drift_settings_from_env(env: Mapping[str, str]) -> DriftSettings:
+def _raise_if(errs: list[str]) -> None:
+    if errs:
+        raise SettingsError("; ".join(errs))
+
+
+def drift_settings_from_env(env: Mapping[str, str], errs: list[str] | None = None) -> DriftSettings:
+    """The drift settings; problems go to `errs` when given, else raise SettingsError at once."""
+    problems: list[str] = [] if errs is None else errs
     default = DriftSettings()
     raw = env.get("MLSHIP_DRIFT_THRESHOLD", "").strip()
+    threshold = default.threshold
     try:
         threshold = float(raw) if raw else default.threshold
-    except ValueError as exc:
-        raise SettingsError(f"MLSHIP_DRIFT_THRESHOLD={raw!r} is not a number") from exc
-    if not 0 < threshold <= 1:
-        raise SettingsError(f"MLSHIP_DRIFT_THRESHOLD={raw!r} must be in (0, 1]")
-    window = _int(env, "MLSHIP_DRIFT_WINDOW_MINUTES", default.window_minutes)
-    min_rows = _int(env, "MLSHIP_DRIFT_MIN_ROWS", default.min_rows)
+    except ValueError:
+        problems.append(f"MLSHIP_DRIFT_THRESHOLD={raw!r} is not a number")
+    else:
+        if not 0 < threshold <= 1:
+            problems.append(f"MLSHIP_DRIFT_THRESHOLD={raw!r} must be in (0, 1]")
+    window = _int(env, "MLSHIP_DRIFT_WINDOW_MINUTES", default.window_minutes, problems)
+    min_rows = _int(env, "MLSHIP_DRIFT_MIN_ROWS", default.min_rows, problems)
     for name, value in (("MLSHIP_DRIFT_WINDOW_MINUTES", window), ("MLSHIP_DRIFT_MIN_ROWS", min_rows)):
         if value < 1:
-            raise SettingsError(f"{name}={value} must be >= 1")
+            problems.append(f"{name}={value} must be >= 1")
+    if errs is None:
+        _raise_if(problems)
     return DriftSettings(
         schedule=_schedule(env, "MLSHIP_DRIFT_SCHEDULE", default.schedule or "none"),
         alias=env.get("MLSHIP_DRIFT_ALIAS") or default.alias,
@@ -154,25 +168,34 @@ def drift_settings_from_env(env: Mapping[str, str]) -> DriftSettings:
 
 
 def settings_from_env(env: Mapping[str, str]) -> Settings:
+    """The DAGs' settings; raise one SettingsError naming every bad variable."""
+    errs: list[str] = []
     images = {
         s: env.get(f"MLSHIP_IMAGE_{s.upper()}") or f"mlship-step-{s}:dev" for s in POD_STEPS
     }
     policy = env.get("MLSHIP_IMAGE_PULL_POLICY", "IfNotPresent")
     if policy not in ("Always", "IfNotPresent", "Never"):
-        raise SettingsError(f"MLSHIP_IMAGE_PULL_POLICY={policy!r}: use Always|IfNotPresent|Never")
+        errs.append(f"MLSHIP_IMAGE_PULL_POLICY={policy!r}: use Always|IfNotPresent|Never")
     resources = json.loads(json.dumps(DEFAULT_RESOURCES))
     if env.get("MLSHIP_STEP_RESOURCES"):
         try:
             override = json.loads(env["MLSHIP_STEP_RESOURCES"])
         except json.JSONDecodeError as exc:
-            raise SettingsError(f"MLSHIP_STEP_RESOURCES is not JSON: {exc}") from exc
+            errs.append(f"MLSHIP_STEP_RESOURCES is not JSON: {exc}")
+            override = {}
         unknown = set(override) - set(POD_STEPS)
         if unknown:
-            raise SettingsError(f"MLSHIP_STEP_RESOURCES names unknown step(s): {sorted(unknown)}")
-        for step, spec in override.items():
-            resources[step] = spec
+            errs.append(f"MLSHIP_STEP_RESOURCES names unknown step(s): {sorted(unknown)}")
+        else:
+            for step, spec in override.items():
+                resources[step] = spec
     raw_secrets = env.get("MLSHIP_IMAGE_PULL_SECRETS", "").split(",")
     secrets = tuple(s.strip() for s in raw_secrets if s.strip())
+    retries = _int(env, "MLSHIP_TASK_RETRIES", 2, errs)
+    retry_delay = _int(env, "MLSHIP_RETRY_DELAY_SECONDS", 60, errs)
+    startup_timeout = _int(env, "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS", 600, errs)
+    drift = drift_settings_from_env(env, errs)
+    _raise_if(errs)
     return Settings(
         images=images,
         xcom_sidecar_image=env.get("MLSHIP_XCOM_SIDECAR_IMAGE", "").strip() or None,
@@ -183,13 +206,13 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         image_pull_secrets=secrets,
         service_account=env.get("MLSHIP_SERVICE_ACCOUNT") or None,
         schedule=_schedule(env, "MLSHIP_SCHEDULE", "@daily"),
-        retries=_int(env, "MLSHIP_TASK_RETRIES", 2),
-        retry_delay=timedelta(seconds=_int(env, "MLSHIP_RETRY_DELAY_SECONDS", 60)),
-        startup_timeout_seconds=_int(env, "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS", 600),
+        retries=retries,
+        retry_delay=timedelta(seconds=retry_delay),
+        startup_timeout_seconds=startup_timeout,
         default_model_name=env.get("MLSHIP_DEFAULT_MODEL_NAME") or "iris",
         default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or "sklearn:iris",
         resources=resources,
-        drift=drift_settings_from_env(env),
+        drift=drift,
     )
 
 

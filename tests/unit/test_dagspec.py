@@ -123,6 +123,22 @@ def test_bad_configuration_is_named(env, message):
     assert message in str(err.value)
 
 
+def test_every_bad_variable_is_named_at_once():
+    with pytest.raises(spec.SettingsError) as err:
+        spec.settings_from_env({
+            "MLSHIP_IMAGE_PULL_POLICY": "Sometimes",
+            "MLSHIP_TASK_RETRIES": "many",
+            "MLSHIP_DRIFT_THRESHOLD": "high",
+            "MLSHIP_DRIFT_MIN_ROWS": "0",
+        })
+    assert str(err.value).split("; ") == [
+        "MLSHIP_IMAGE_PULL_POLICY='Sometimes': use Always|IfNotPresent|Never",
+        "MLSHIP_TASK_RETRIES='many' is not an integer",
+        "MLSHIP_DRIFT_THRESHOLD='high' is not a number",
+        "MLSHIP_DRIFT_MIN_ROWS=0 must be >= 1",
+    ]
+
+
 @pytest.mark.parametrize("step", spec.POD_STEPS)
 def test_rendered_arguments_parse_with_the_step_cli(step):
     params = default_params(step, hyperparameters={"n_estimators": 7}, threshold=0.8,
