@@ -81,6 +81,19 @@ def test_every_problem_is_reported_at_once() -> None:
         assert fragment in message
 
 
+def test_two_bad_variables_are_named_together_in_the_shared_style() -> None:
+    # The style of the operator's and the DAG spec's configuration: "; "-separated, each naming
+    # its variable (serving prefixes the whole with what it configures).
+    with pytest.raises(ConfigError) as info:
+        load_config(REGISTRY | {"PORT": "70000", "MLSHIP_LOG_LEVEL": "loud"})
+    prefix = "invalid serving configuration: "
+    assert str(info.value).startswith(prefix)
+    assert str(info.value).removeprefix(prefix).split("; ") == [
+        "PORT=70000 is out of range [1, 65535]",
+        "MLSHIP_LOG_LEVEL='LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL",
+    ]
+
+
 @pytest.mark.parametrize(
     ("env", "fragment"),
     [
