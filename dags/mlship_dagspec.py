@@ -80,8 +80,8 @@ class DriftSettings:
     window_minutes: int = 60
     min_rows: int = 100
     threshold: float = 0.5
-    inference_experiment: str = "mlship-inference"
-    report_experiment: str = "mlship-drift"
+    inference_experiment: str = names.EXPERIMENT_INFERENCE
+    report_experiment: str = names.EXPERIMENT_DRIFT
 
 
 class SettingsError(ValueError):
@@ -95,7 +95,7 @@ class Settings:
     xcom_sidecar_image: str | None = None  # None: the connection's, else the default
     namespace: str = "mlship"
     tracking_uri: str = "http://mlship-mlflow:5000"
-    experiment: str = "mlship"
+    experiment: str = names.EXPERIMENT_PIPELINE
     image_pull_policy: str = "IfNotPresent"
     image_pull_secrets: tuple[str, ...] = ()
     service_account: str | None = None
@@ -201,7 +201,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         xcom_sidecar_image=env.get("MLSHIP_XCOM_SIDECAR_IMAGE", "").strip() or None,
         namespace=env.get("MLSHIP_NAMESPACE") or "mlship",
         tracking_uri=env.get("MLSHIP_MLFLOW_TRACKING_URI") or "http://mlship-mlflow:5000",
-        experiment=env.get("MLSHIP_EXPERIMENT") or "mlship",
+        experiment=env.get("MLSHIP_EXPERIMENT") or names.EXPERIMENT_PIPELINE,
         image_pull_policy=policy,
         image_pull_secrets=secrets,
         service_account=env.get("MLSHIP_SERVICE_ACCOUNT") or None,

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     import pandas as pd
     from mlflow import MlflowClient
 
-DEFAULT_EXPERIMENT = "mlship-inference"
+DEFAULT_EXPERIMENT = names.EXPERIMENT_INFERENCE
 TAG_LOG = names.TAG_INFERENCE_LOG
 TAG_MODEL_NAME = names.TAG_MODEL_NAME
 TAG_MODEL_VERSION = names.TAG_MODEL_VERSION  # the bare version ("3")

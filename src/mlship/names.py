@@ -14,6 +14,15 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 """A version that passed the gate's threshold but did not beat the champion."""
 
+# --- MLflow experiments (defaults; each can be set per install) -------------------------------
+
+EXPERIMENT_PIPELINE = "mlship"
+"""The training pipeline's runs."""
+EXPERIMENT_INFERENCE = "mlship-inference"
+"""What serving logs of its requests; the drift check reads it."""
+EXPERIMENT_DRIFT = "mlship-drift"
+"""The drift check's reports."""
+
 # --- MLflow tags --------------------------------------------------------------------------------
 # On runs of a pipeline (the parent run and each step's child run).
 TAG_RUN_KEY = "mlship.pipeline_run_key"

@@ -30,7 +30,7 @@ from mlship.errors import Explained, describe
 
 TAG_RUN_KEY = names.TAG_RUN_KEY
 TAG_STEP = names.TAG_STEP
-DEFAULT_EXPERIMENT = "mlship"
+DEFAULT_EXPERIMENT = names.EXPERIMENT_PIPELINE
 _KEY_PATTERN = re.compile(r"^[A-Za-z0-9_.:+\-]{1,250}$")
 
 

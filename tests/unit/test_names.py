@@ -60,3 +60,13 @@ def test_dagspec_and_operator_default_alias() -> None:
 
     assert mlship_dagspec.DriftSettings().alias == names.CHAMPION
     assert resource.DEFAULT_ALIAS == names.CHAMPION
+
+
+def test_experiment_defaults_agree() -> None:
+    sys.path.insert(0, str(ROOT / "dags"))
+    import mlship_dagspec
+
+    settings = mlship_dagspec.settings_from_env({})
+    assert settings.experiment == tracking.DEFAULT_EXPERIMENT == names.EXPERIMENT_PIPELINE
+    assert settings.drift.inference_experiment == inference_log.DEFAULT_EXPERIMENT
+    assert settings.drift.report_experiment == drift.DEFAULT_REPORT_EXPERIMENT

@@ -28,7 +28,7 @@ from mlship.errors import describe
 from mlship.steps import common
 
 STEP = "drift"
-DEFAULT_REPORT_EXPERIMENT = "mlship-drift"
+DEFAULT_REPORT_EXPERIMENT = names.EXPERIMENT_DRIFT
 TAG_DATASET_URI = names.TAG_DATASET_URI
 
 
