@@ -128,8 +128,8 @@ def find_runs(
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         return []
-    until_ms = int(_utc(until).timestamp() * 1000)
-    since_ms = int(_utc(since).timestamp() * 1000)
+    until_ms = int(_utc(until).timestamp() * 1000) + 1  # a run started in until's millisecond may
+    since_ms = int(_utc(since).timestamp() * 1000)  # hold earlier rows (start_time is truncated)
     query = (
         f"tags.`{TAG_LOG}` = 'true' AND tags.`{TAG_MODEL_NAME}` = {_quote(model_name)} "
         f"AND tags.`{TAG_MODEL_VERSION}` = {_quote(version)} "

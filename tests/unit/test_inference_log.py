@@ -201,7 +201,7 @@ def test_load_records_skips_runs_that_ended_before_the_range_and_started_after_i
 ) -> None:
     t = T.timestamp()
     log_run(client, tmp_path, "3", [t], end=True)  # ended at 18:50
-    log_run(client, tmp_path, "3", [t + 7200])  # started 20:50
+    log_run(client, tmp_path, "3", [t + 7201])  # started 20:50:01, after the range
     log_run(client, tmp_path, "3", [t + 1800], end=True)  # 19:20, ended just after
     frame = fmt.load_records(client, "iris", "3", since=T + timedelta(minutes=1),
                              until=T + timedelta(hours=2))
@@ -230,3 +230,25 @@ def test_only_hour_folders_in_the_range_are_downloaded(client, tmp_path: Path) -
     client.log_artifact(run_id, str(tmp_path / "junk" / "x.jsonl"), "inference/not-an-hour")
     assert fmt._hour_dirs(client, run_id, {"2026-11-22T18", "2026-11-22T19"}) == ["inference/2026-11-22T18"]
     assert fmt._hour_dirs(client, run_id, {"not-an-hour", "2026-11-22T21"}) == ["inference/2026-11-22T21"]
+
+
+def test_a_file_named_in_until_s_millisecond_is_read(client, tmp_path: Path) -> None:
+    t = T.timestamp()
+    log_run(client, tmp_path, "3", [t + 0.0003])  # named t's millisecond, the row just after
+    frame = fmt.load_records(client, "iris", "3", since=T, until=T + timedelta(microseconds=500))
+    assert frame["x"].tolist() == [pytest.approx(0.0003, abs=1e-6)]  # its run started in that ms too
+
+
+def test_until_defaults_to_now_whatever_the_local_zone(client, tmp_path: Path, monkeypatch) -> None:
+    import time
+
+    now = datetime.now(UTC)
+    log_run(client, tmp_path, "3", [(now - timedelta(hours=1)).timestamp()])
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        frame = fmt.load_records(client, "iris", "3", since=now - timedelta(hours=2))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert len(frame) == 1
