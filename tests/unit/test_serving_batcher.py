@@ -253,3 +253,65 @@ def test_close_without_start_is_fine() -> None:
         await batcher.close()
 
     run(main())
+
+
+def test_a_batch_may_fill_max_rows_exactly_and_a_full_batch_never_waits() -> None:
+    model = Model(delay=0.05)
+
+    async def main():
+        batcher = await started(model, max_batch_size=4, max_wait_s=5.0, size_of=lambda x: x)
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.02)
+        await asyncio.gather(first, batcher.submit(2), batcher.submit(2))  # 2 + 2 == 4: one call
+        t0 = time.monotonic()
+        assert await batcher.submit(4) == 16  # alone but full: no waiting for a second request
+        elapsed = time.monotonic() - t0
+        await batcher.close()
+        return elapsed
+
+    assert run(main()) < 2.5
+    assert model.calls == [[1], [2, 2], [4]]
+
+
+def test_a_model_answering_the_wrong_count_fails_its_batch_with_the_reason(caplog) -> None:
+    async def main():
+        batcher = await started(lambda items: [0], max_wait_s=0.0)
+        blocker = asyncio.create_task(batcher.submit(1))
+        await blocker
+        results = await asyncio.gather(batcher.submit(2), batcher.submit(3), return_exceptions=True)
+        await batcher.close()
+        return results
+
+    caplog.set_level("ERROR", logger="mlship.serving.batcher")
+    results = run(main())
+    assert [str(r) for r in results] == ["predict returned 1 results for 2"] * 2
+    assert [r.getMessage() for r in caplog.records] == ["batch of 2 requests failed"]
+
+
+def test_a_client_gone_mid_batch_does_not_stop_the_others_answers() -> None:
+    model = Model(delay=0.1)
+
+    async def main():
+        batcher = await started(model)
+        first = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.03)  # the first call runs; these three queue
+        tasks = [asyncio.create_task(batcher.submit(x)) for x in (2, 3, 4)]
+        await asyncio.sleep(0)
+        tasks[0].cancel()  # the client of 2 went away
+        results = await asyncio.gather(first, tasks[1], tasks[2])
+        await batcher.close()
+        return results
+
+    assert run(main()) == [1, 9, 16]
+
+
+def test_on_batch_times_are_durations_not_clock_readings() -> None:
+    seen: list[float] = []
+
+    async def main():
+        batcher = await started(Model(delay=0.01), on_batch=lambda r, n, s: seen.append(s))
+        await batcher.submit(1)
+        await batcher.close()
+
+    run(main())
+    assert 0.01 <= seen[0] < 5

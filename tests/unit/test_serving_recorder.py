@@ -539,7 +539,10 @@ def mlflow_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return (tmp_path / "mlruns").as_uri()
 
 
-def test_the_mlflow_sink_writes_one_run_per_process_that_the_reader_finds(mlflow_dir: str) -> None:
+def test_the_mlflow_sink_writes_one_run_per_process_that_the_reader_finds(
+    mlflow_dir: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger=LOGGER)
     from mlflow import MlflowClient
 
     from mlship.serving.recorder import MlflowSink
@@ -553,6 +556,8 @@ def test_the_mlflow_sink_writes_one_run_per_process_that_the_reader_finds(mlflow
     second = fmt.encode_record(T0 + 1, {"a": 3.0, "b": 4.0}, 1)
     sink.write(fmt.artifact_dir(hour), fmt.file_name(T0 + 1, 2), second, T0 + 1)
     run_id = sink.run_id
+    assert [r.getMessage() for r in caplog.records if r.name == LOGGER] == [
+        f"inference log: writing to run {run_id} in experiment 'inputs'"]
     sink.finish()
     client = MlflowClient(mlflow_dir)
     run_ = client.get_run(run_id)
@@ -568,3 +573,7 @@ def test_the_mlflow_sink_writes_one_run_per_process_that_the_reader_finds(mlflow
     other.write(fmt.artifact_dir(hour), fmt.file_name(T0, 1), first, T0)
     assert other.run_id != run_id
     assert client.get_run(other.run_id).info.experiment_id == run_.info.experiment_id
+
+
+def test_named_outputs_must_each_be_a_list_of_one_value_per_row() -> None:
+    assert per_row({"label": "ab"}, 2) == [None, None]  # a string of 2 characters is not 2 rows
