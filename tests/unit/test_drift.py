@@ -229,6 +229,7 @@ def test_kinds_and_row_counts() -> None:
     assert (result.kind, result.reference_rows, result.current_rows) == ("categorical", 3, 2)
     numeric = drift.compare(pd.DataFrame({"v": [1.0, 2.0, None]}), pd.DataFrame({"v": [1.0, np.nan]}))
     assert (numeric.features[0].reference_rows, numeric.features[0].current_rows) == (2, 1)
+    assert (numeric.features[0].kind, numeric.features[0].test) == ("numeric", "ks")
 
 
 @pytest.mark.parametrize(
