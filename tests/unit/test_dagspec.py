@@ -205,7 +205,7 @@ TRAINING_PARAMS = {
 }
 DRIFT_PARAMS = {
     "model_name": (["m"], ["", 1]),
-    "alias": (["champion"], ["", None]),
+    "alias": (["champion", "a"], ["", None]),
     "window_minutes": ([1, 1440], [0, 1.5, "60"]),
     "min_rows": ([1, 100], [0, -1, 2.5]),
     "threshold": ([0.001, 0.5, 1], [0, 1.001, "0.5"]),

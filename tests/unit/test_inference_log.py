@@ -116,6 +116,7 @@ def test_naive_datetimes_are_utc_whatever_the_local_zone(monkeypatch: pytest.Mon
         aware = datetime(2026, 11, 22, 23, 30, tzinfo=timezone(timedelta(hours=1)))
         assert fmt._utc(aware).tzinfo is UTC and fmt._utc(aware) == naive.replace(tzinfo=UTC)
         assert fmt.hours_between(naive, naive + timedelta(minutes=1)) == ["2026-11-22T22"]
+        assert fmt.hour_of(aware.timestamp()) == "2026-11-22T22"  # UTC hours, not local ones
     finally:
         monkeypatch.undo()
         time.tzset()
