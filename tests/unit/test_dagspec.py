@@ -335,3 +335,27 @@ def test_the_training_forms_defaults():
         "model_name": "iris", "metric": "auto", "threshold": None, "margin": 0.0, "auto_promote": True,
         "reason": "manual",
     }
+
+
+def test_every_bad_setting_is_named_at_once():
+    with pytest.raises(spec.SettingsError) as err:
+        spec.settings_from_env({
+            "MLSHIP_RETRY_DELAY_SECONDS": "soon", "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS": "-1",
+            "MLSHIP_DRIFT_WINDOW_MINUTES": "x", "MLSHIP_DRIFT_MIN_ROWS": "y",
+        })
+    for part in ("MLSHIP_RETRY_DELAY_SECONDS='soon' is not an integer",
+                 "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS='-1' must be >= 0",
+                 "MLSHIP_DRIFT_WINDOW_MINUTES='x' is not an integer",
+                 "MLSHIP_DRIFT_MIN_ROWS='y' is not an integer"):
+        assert part in str(err.value).split("; ")
+
+
+def test_drift_settings_collect_their_problems_when_asked_and_raise_otherwise():
+    errs: list[str] = []
+    d = spec.drift_settings_from_env({"MLSHIP_DRIFT_THRESHOLD": "high", "MLSHIP_DRIFT_MIN_ROWS": "0"}, errs)
+    assert errs == ["MLSHIP_DRIFT_THRESHOLD='high' is not a number", "MLSHIP_DRIFT_MIN_ROWS=0 must be >= 1"]
+    assert d.threshold == 0.5  # the default stands in for what could not be read
+    with pytest.raises(spec.SettingsError) as err:
+        spec.drift_settings_from_env({"MLSHIP_DRIFT_THRESHOLD": "high", "MLSHIP_DRIFT_MIN_ROWS": "0"})
+    assert str(err.value) == "; ".join(errs)
+    assert spec.drift_settings_from_env({}, []) == spec.DriftSettings()
