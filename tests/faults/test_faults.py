@@ -11,7 +11,6 @@ module: two loadable forests and a version whose artifact cannot be deserialized
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import time
@@ -71,10 +70,6 @@ class Served:
         return None
 
 
-def report(fault: str, **figures: Any) -> None:
-    print(f"\nmlship fault: {json.dumps({'fault': fault, **figures})}")
-
-
 @pytest.fixture(scope="module")
 def served(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     with release.mlflow() as url:
@@ -114,7 +109,7 @@ def no_failures(seen: dict[str, Any]) -> None:
     assert seen["/invocations"] >= 50, seen  # real traffic, not a handful
 
 
-def test_serving_pod_deleted_under_load(served: Served, load: Any) -> None:
+def test_serving_pod_deleted_under_load(served: Served, load: Any, report: Any) -> None:
     before = served.release.serving_pods(MD)
     victim = before[0].metadata.name
     started = time.monotonic()
@@ -135,7 +130,7 @@ def test_serving_pod_deleted_under_load(served: Served, load: Any) -> None:
     no_failures(seen)
 
 
-def test_mlflow_outage_is_survived_and_recovered_from(served: Served, load: Any) -> None:
+def test_mlflow_outage_is_survived_and_recovered_from(served: Served, load: Any, report: Any) -> None:
     apps = client.AppsV1Api()
     ns, mlflow = served.release.namespace, served.release.name("mlflow")
     scale = {"spec": {"replicas": 0}}
@@ -177,7 +172,7 @@ def test_mlflow_outage_is_survived_and_recovered_from(served: Served, load: Any)
     assert served.serving(served.good)
 
 
-def test_operator_killed_mid_rollout(served: Served, load: Any) -> None:
+def test_operator_killed_mid_rollout(served: Served, load: Any, report: Any) -> None:
     ns = served.release.namespace
     served.move_alias(served.other)
     started = time.monotonic()
@@ -196,7 +191,7 @@ def test_operator_killed_mid_rollout(served: Served, load: Any) -> None:
     assert set(seen["tail"]) == {served.other}, seen["tail"]
 
 
-def test_a_corrupted_version_is_rolled_back(served: Served, load: Any) -> None:
+def test_a_corrupted_version_is_rolled_back(served: Served, load: Any, report: Any) -> None:
     stable = served.md()["status"]["servingVersion"]
     served.move_alias(served.broken)
     started = time.monotonic()
@@ -221,7 +216,7 @@ def test_a_corrupted_version_is_rolled_back(served: Served, load: Any) -> None:
     wait_until(f"{stable} Ready again", lambda: served.serving(stable), timeout=120, interval=1)
 
 
-def test_node_restart_keeps_the_pods(served: Served, load: Any) -> None:
+def test_node_restart_keeps_the_pods(served: Served, load: Any, report: Any) -> None:
     if not os.environ.get("KUBECONFIG", "").startswith("/var/lib/mlship-cluster"):
         require_or_skip("restarting the node's containerd and kubelet needs hack/cluster", "faults")
     release = served.release
@@ -250,7 +245,7 @@ def test_node_restart_keeps_the_pods(served: Served, load: Any) -> None:
     no_failures(seen)
 
 
-def test_postgres_killed_mid_training_loses_nothing(served: Served) -> None:
+def test_postgres_killed_mid_training_loses_nothing(served: Served, report: Any) -> None:
     release = served.release
     with release.mlflow() as url:
         mlflow = MlflowClient(tracking_uri=url, registry_uri=url)
