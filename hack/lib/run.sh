@@ -24,7 +24,7 @@ check_ports() {
   for item in "${COMPONENT_PORTS[@]}"; do
     name=${item%%:*} port=${item#*:}
     is_running "$name" && continue
-    holder=$(ss -Hltnp "( sport = :$port )" 2>/dev/null | grep -o 'users:(([^)]*' | head -1 | sed 's/users:((//')
+    holder=$(ss -Hltnp "( sport = :$port )" 2>/dev/null | grep -o 'users:(([^)]*' | head -1 | sed 's/users:((//' || true)
     [ -z "$holder" ] || die "port $port, which $name needs, is taken by $holder: stop that process (if it is left from an earlier hack/cluster, run 'hack/cluster down' first)"
   done
 }
