@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -33,72 +32,6 @@ ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
 SERVING_IMAGE = os.environ.get("MLSHIP_SERVING_IMAGE", "mlship-serving:dev")
 
-
-
-class TcpProxy:
-    """Forwards a local port to MLflow; stop() makes MLflow unreachable through it."""
-
-    def __init__(self, target: str) -> None:
-        self.target = ("127.0.0.1", int(target.rsplit(":", 1)[1]))
-        self.host, self.port = "127.0.0.1", free_port()
-        self._listener: socket.socket | None = None
-        self._conns: list[socket.socket] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> TcpProxy:
-        listener = socket.socket()
-        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind((self.host, self.port))
-        listener.listen(64)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        if self._listener:
-            # close() alone does not wake a thread blocked in accept(), and the kernel would
-            # keep accepting; shutdown() stops listening at once.
-            try:
-                self._listener.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            self._listener.close()
-            self._listener = None
-        for conn in self._conns:
-            try:
-                conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            conn.close()
-        self._conns.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while True:
-            try:
-                downstream, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(self.target)
-            self._conns += [downstream, upstream]
-            for a, b in ((downstream, upstream), (upstream, downstream)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 class HttpForwarder:

@@ -29,7 +29,6 @@ from operator_harness import (
     ROOT,
     SERVING_IMAGE,
     VERSION,
-    TcpProxy,
     client_lines,
     condition,
     create_cr,
@@ -41,6 +40,7 @@ from operator_harness import (
     stop_client,
     template_version,
 )
+from testkit import TcpProxy
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(420)]
 
@@ -157,7 +157,7 @@ def test_mlflow_down_sets_a_condition_and_deletes_nothing(
 ) -> None:
     op = operator()
     model, versions = registered(2)
-    proxy = TcpProxy(mlflow_server).start()
+    proxy = TcpProxy(("127.0.0.1", int(mlflow_server.rsplit(":", 1)[1]))).start()
     try:
         create_cr(objects, namespace, "iris",
                   {"model": model, "trackingUri": proxy.url, **PENDING})

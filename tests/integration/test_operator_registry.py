@@ -4,7 +4,6 @@ every way the answer can be missing, each with a message saying exactly what is 
 from __future__ import annotations
 
 import http.server
-import socket
 import threading
 import time
 import uuid
@@ -15,7 +14,7 @@ from mlflow import MlflowClient
 from mlship_operator import registry
 from mlship_operator.config import from_env
 from mlship_operator.spec import serving_spec
-from testkit import free_port
+from testkit import TcpProxy, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -127,57 +126,16 @@ class _NotMlflow(http.server.BaseHTTPRequestHandler):
         pass
 
 
-class SwitchingProxy:
-    """A TCP proxy whose upstream can be switched: a new connection goes to the current
-    upstream, an open one stays with the upstream it was opened to (as with kube-proxy and
-    conntrack when a Service's backends change)."""
-
-    def __init__(self, upstream: tuple[str, int]) -> None:
-        self.upstream = upstream
-        self.accepted = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self._listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            upstream = socket.create_connection(self.upstream)
-            for src, dst in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(src, dst), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for sock in (src, dst):
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._listener.close()
-
-
 @pytest.fixture
-def outage() -> Iterator[SwitchingProxy]:
+def outage() -> Iterator[TcpProxy]:
     """MLflow's address during an outage: a proxy to a catch-all that is not MLflow."""
     catch_all = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _NotMlflow)
     threading.Thread(target=catch_all.serve_forever, daemon=True).start()
-    proxy = SwitchingProxy(("127.0.0.1", catch_all.server_address[1]))
+    proxy = TcpProxy(("127.0.0.1", catch_all.server_address[1])).start()
     try:
         yield proxy
     finally:
-        proxy.close()
+        proxy.stop()
         catch_all.shutdown()
         catch_all.server_close()
 
