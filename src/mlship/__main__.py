@@ -6,25 +6,15 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-# What the local process launcher imports, by extra; the steps run in this Python.
+# What `mlship run` imports: the 'steps' extra (its steps run in this Python).
 STEPS_EXTRA_MODULES = ("numpy", "pandas", "sklearn", "pyarrow", "skops", "scipy", "matplotlib", "orjson")
 
 
-def missing_modules(names: tuple[str, ...]) -> list[str]:
-    return [n for n in names if importlib.util.find_spec(n) is None]
-
-
-def extra_hint(extra: str, missing: list[str], needed_for: str) -> str:
-    return (
-        f"mlship: {needed_for} needs the '{extra}' extra ({', '.join(missing)} not installed): "
-        f"pip install 'mlship[{extra}]'"
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
-    missing = missing_modules(STEPS_EXTRA_MODULES)
+    missing = [m for m in STEPS_EXTRA_MODULES if importlib.util.find_spec(m) is None]
     if missing:
-        print(extra_hint("steps", missing, "`mlship run`"), file=sys.stderr)
+        print(f"mlship: `mlship run` needs the 'steps' extra ({', '.join(missing)} not installed): "
+              "pip install 'mlship[steps]'", file=sys.stderr)
         return 1
     from mlship import cli
 
