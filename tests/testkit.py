@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -210,3 +211,19 @@ def _shutdown(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         pass
+
+
+# A CSV whose column x has 2 nulls: the default rules (max_nulls=0) stop it at validate.
+CSV_WITH_NULLS = "x,y,target\n1.0,2,a\n,3,b\n2.0,4,a\n,5,b\n3.0,6,a\n4.0,7,b\n"
+
+
+def assert_stopped_at_validate(proc: subprocess.CompletedProcess[str]) -> None:
+    """`mlship run` on CSV_WITH_NULLS, whatever the launcher: validate failed, saying why, and
+    nothing after it ran."""
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.search(r"^  validate  FAILED$", proc.stdout, re.MULTILINE), proc.stdout
+    assert (
+        "step validate failed: validation failed: column 'x': rule max_nulls=0 violated by 2 "
+        "(2 null value(s))"
+    ) in proc.stderr
+    assert "featurize" not in proc.stdout

@@ -9,6 +9,7 @@ import re
 
 import pytest
 from mlflow.tracking import MlflowClient
+from testkit import CSV_WITH_NULLS, assert_stopped_at_validate
 
 pytestmark = pytest.mark.integration
 
@@ -59,15 +60,9 @@ def test_validation_failure_registers_nothing_in_the_default_local_store(
     run_mlship, tmp_path
 ):
     csv = tmp_path / "sensors.csv"
-    csv.write_text("x,y,target\n1.0,2,a\n,3,b\n2.0,4,a\n,5,b\n3.0,6,a\n4.0,7,b\n")
+    csv.write_text(CSV_WITH_NULLS)
     proc = run_mlship("run", "--dataset", str(csv), cwd=tmp_path)
-    assert proc.returncode == 1
-    assert re.search(r"^  validate  FAILED$", proc.stdout, re.MULTILINE), proc.stdout
-    assert (
-        "step validate failed: validation failed: column 'x': rule max_nulls=0 violated by 2 "
-        "(2 null value(s))"
-    ) in proc.stderr
-    assert "featurize" not in proc.stdout
+    assert_stopped_at_validate(proc)
     db = tmp_path / ".mlship" / "mlflow.db"
     assert f"-> sqlite:///{db}" in proc.stdout
     # the ingested data went to the local artifact store, not ./mlruns
