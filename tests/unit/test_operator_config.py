@@ -184,3 +184,31 @@ def test_the_accepted_spellings() -> None:
 def test_the_registry_timeout_default_and_a_url_ending_in_a_capital() -> None:
     assert from_env(BASE).registry_timeout == 5.0
     assert from_env({"MLFLOW_TRACKING_URI": "http://MLFLOWX/"}).tracking_uri == "http://MLFLOWX"
+
+
+def test_the_crashloop_and_watch_timeout_defaults() -> None:
+    config = from_env(BASE)
+    assert (config.crashloop_restarts, config.watch_server_timeout) == (2, 300)
+    assert type(config.crashloop_restarts) is int and type(config.watch_server_timeout) is int
+    blank = from_env({**BASE, "MLSHIP_CRASHLOOP_RESTARTS": " ", "MLSHIP_WATCH_TIMEOUT_SECONDS": ""})
+    assert (blank.crashloop_restarts, blank.watch_server_timeout) == (2, 300)
+    # a whole number written as a float is that number, an int
+    spelled = from_env({**BASE, "MLSHIP_CRASHLOOP_RESTARTS": " 3.0 ", "MLSHIP_WATCH_TIMEOUT_SECONDS": "6e1"})
+    assert (spelled.crashloop_restarts, spelled.watch_server_timeout) == (3, 60)
+    assert type(spelled.crashloop_restarts) is int and type(spelled.watch_server_timeout) is int
+
+
+@pytest.mark.parametrize(
+    ("key", "raw", "expected"),
+    [
+        ("MLSHIP_CRASHLOOP_RESTARTS", "twice", "MLSHIP_CRASHLOOP_RESTARTS='twice' is not a number"),
+        ("MLSHIP_CRASHLOOP_RESTARTS", "2.5", "MLSHIP_CRASHLOOP_RESTARTS='2.5' must be a whole number"),
+        ("MLSHIP_WATCH_TIMEOUT_SECONDS", "5m", "MLSHIP_WATCH_TIMEOUT_SECONDS='5m' is not a number"),
+        ("MLSHIP_WATCH_TIMEOUT_SECONDS", "60.5",
+         "MLSHIP_WATCH_TIMEOUT_SECONDS='60.5' must be a whole number"),
+    ],
+)
+def test_the_crashloop_and_watch_timeout_parsing_errors(key: str, raw: str, expected: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        from_env({**BASE, key: raw})
+    assert str(info.value) == expected
