@@ -1,0 +1,261 @@
+"""One tick against a fake API server: what is read, what is written, what is remembered."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from _operator_fixtures import CONFIG, UID, make_cr
+from kubernetes.client.exceptions import ApiException
+from mlship_operator import conditions as c
+from mlship_operator import reconcile
+from mlship_operator.registry import Resolution
+from mlship_operator.resource import ANNOTATION_CONFIG_HASH, LABEL_MODEL_VERSION
+
+pytestmark = pytest.mark.unit
+
+NOW = "2026-01-01T00:00:00Z"
+DOWN = Resolution(None, "MlflowUnreachable", "cannot query MLflow")
+
+
+def ok(version: str) -> Resolution:
+    return Resolution(version, "Resolved", f"alias 'champion' of 'iris' is version {version}")
+
+
+class FakeKube:
+    """The children as the API server holds them, and every call made."""
+
+    def __init__(self) -> None:
+        self.objects: dict[str, dict[str, Any]] = {}
+        self.calls: list[tuple[str, str]] = []
+        self.refuse: ApiException | None = None
+
+    def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", "Deployment"))
+        return copy.deepcopy(self.objects.get("Deployment"))
+
+    def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", "Service"))
+        return copy.deepcopy(self.objects.get("Service"))
+
+    def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
+        self.calls.append(("list", "Pod"))
+        return []
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        self.calls.append(("apply", obj["kind"]))
+        if obj["kind"] == "Deployment" and self.refuse is not None:
+            raise self.refuse
+        self.objects[obj["kind"]] = copy.deepcopy(obj)
+        return obj
+
+    def roll_out(self, ready: int = 1) -> None:
+        """The Deployment controller finishes the rollout of the applied template."""
+        dep = self.objects["Deployment"]
+        dep["metadata"]["generation"] = 1
+        dep["status"] = {"observedGeneration": 1, "replicas": ready, "updatedReplicas": ready,
+                         "availableReplicas": ready, "readyReplicas": ready}
+
+    def version(self) -> str:
+        return self.objects["Deployment"]["spec"]["template"]["metadata"]["labels"][
+            LABEL_MODEL_VERSION]
+
+
+class Registry:
+    def __init__(self, answer: Resolution) -> None:
+        self.answer = answer
+        self.asked = 0
+
+    def __call__(self, spec: Any) -> Resolution:
+        self.asked += 1
+        return self.answer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.fixture
+def world() -> tuple[FakeKube, Registry, Clock]:
+    return FakeKube(), Registry(ok("1")), Clock()
+
+
+def tick(world, memo, cr=None, seen_status=None):
+    kube, registry, clock = world
+    cr = cr or make_cr()
+    if seen_status is not None:
+        cr = {**cr, "status": seen_status}
+    return reconcile.tick(cr, memo, CONFIG, kube, resolve=registry, clock=clock, now=NOW)
+
+
+def cond(status: dict, type_: str) -> tuple[str, str]:
+    found = c.get_condition(status["conditions"], type_)
+    assert found is not None
+    return found["status"], found["reason"]
+
+
+def new_memo() -> Any:
+    return {}
+
+
+def test_first_tick_asks_the_registry_and_applies_both_children(world) -> None:
+    kube, registry, _ = world
+    memo = new_memo()
+    result = tick(world, memo)
+    assert registry.asked == 1
+    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Deployment"),
+                          ("apply", "Service")]
+    assert kube.version() == "1"
+    assert [(e.type, e.reason) for e in result.events] == [("Normal", "RolloutStarted")]
+    assert cond(result.status, "Progressing") == ("True", "RollingOut")
+    assert result.status_patch == result.status  # nothing was seen before
+
+
+def test_later_ticks_follow_the_rollout_without_asking_again(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    first = tick(world, memo)
+    kube.roll_out()
+    kube.calls.clear()
+    clock.t += 2
+    done = tick(world, memo, seen_status=first.status)
+    assert registry.asked == 1  # not due yet
+    assert kube.calls == [("get", "Deployment")]  # the Service is known to be ours and current
+    assert cond(done.status, "Ready") == ("True", "Serving")
+    assert [(e.type, e.reason) for e in done.events] == [("Normal", "RolloutComplete")]
+    kube.calls.clear()
+    clock.t += 2
+    steady = tick(world, memo, seen_status=done.status)
+    assert kube.calls == [("get", "Deployment")] and steady.events == ()
+    assert steady.status_patch == {}
+
+
+def test_a_due_poll_rechecks_the_service_and_restores_it(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    tick(world, memo)
+    kube.roll_out()
+    del kube.objects["Service"]  # deleted by hand
+    kube.calls.clear()
+    clock.t += CONFIG.poll_interval
+    tick(world, memo)
+    assert registry.asked == 2
+    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Service")]
+
+
+def test_a_service_edit_is_reapplied_on_the_next_poll(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    tick(world, memo)
+    kube.roll_out()
+    kube.objects["Service"]["metadata"]["annotations"][ANNOTATION_CONFIG_HASH] = "stale"
+    clock.t += CONFIG.poll_interval
+    kube.calls.clear()
+    tick(world, memo)
+    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Service")]
+    kube.calls.clear()
+    clock.t += CONFIG.poll_interval
+    tick(world, memo)
+    assert kube.calls == [("get", "Deployment"), ("get", "Service")]  # now current: read only
+
+
+def test_our_own_last_status_wins_over_a_stale_one(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    first = tick(world, memo)
+    kube.roll_out()
+    clock.t += 2
+    # the watch has not delivered our first write yet: the CR still shows no status
+    done = tick(world, memo, seen_status={})
+    assert [(e.type, e.reason) for e in done.events] == [("Normal", "RolloutComplete")]
+    assert done.status["desiredVersion"] == first.status["desiredVersion"] == "1"
+
+
+def test_a_foreign_deployment_is_a_conflict_and_nothing_is_written(world) -> None:
+    kube, _, _ = world
+    kube.objects["Deployment"] = {"metadata": {"name": "iris", "ownerReferences": []}}
+    result = tick(world, new_memo())
+    assert kube.calls == [("get", "Deployment"), ("list", "Pod")]  # no Service read, nothing applied
+    assert cond(result.status, "Degraded") == ("True", "NameConflict")
+    assert "a Deployment named iris" in c.get_condition(result.status["conditions"],
+                                                        "Degraded")["message"]
+
+
+def test_a_foreign_service_is_a_conflict_and_nothing_is_written(world) -> None:
+    kube, _, _ = world
+    kube.objects["Service"] = {"metadata": {"name": "iris", "ownerReferences": [
+        {"uid": "someone-else", "controller": True}]}}
+    result = tick(world, new_memo())
+    assert kube.calls == [("get", "Deployment"), ("get", "Service")]
+    assert cond(result.status, "Degraded") == ("True", "NameConflict")
+    assert "a Service named iris" in c.get_condition(result.status["conditions"],
+                                                     "Degraded")["message"]
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "NameConflict")]
+
+
+def test_a_service_we_control_is_not_a_conflict(world) -> None:
+    kube, _, _ = world
+    kube.objects["Service"] = {"metadata": {"name": "iris", "ownerReferences": [
+        {"uid": UID, "controller": True}]}}
+    result = tick(world, new_memo())
+    assert cond(result.status, "Degraded") == ("False", "AsExpected")
+    assert ("apply", "Service") in kube.calls
+
+
+def test_a_refused_deployment_is_reported_and_retried_with_backoff(world) -> None:
+    kube, _, clock = world
+    kube.refuse = ApiException(status=422, reason="Unprocessable")
+    kube.refuse.body = '{"message": "spec.replicas: Invalid value"}'
+    memo = new_memo()
+    first = tick(world, memo)
+    for type_ in ("Ready", "Progressing", "Degraded"):
+        assert cond(first.status, type_)[1] == "ApplyFailed"
+    assert cond(first.status, "Available") == ("False", "NothingServing")
+    message = c.get_condition(first.status["conditions"], "Degraded")["message"]
+    assert "spec.replicas: Invalid value" in message and "retrying in 5s" in message
+    assert [(e.type, e.reason) for e in first.events][-1] == ("Warning", "ApplyFailed")
+    assert ("apply", "Service") in kube.calls  # the Service does not depend on the Deployment
+    kube.calls.clear()
+    clock.t += 2
+    waiting = tick(world, memo, seen_status=first.status)
+    assert ("apply", "Deployment") not in kube.calls  # within the backoff: not tried
+    assert cond(waiting.status, "Degraded") == ("True", "ApplyFailed")
+    clock.t += 5
+    kube.refuse = None
+    kube.calls.clear()
+    tick(world, memo, seen_status=waiting.status)
+    assert ("apply", "Deployment") in kube.calls and kube.version() == "1"
+
+
+@pytest.mark.parametrize("status", [409, 500, None])
+def test_a_transient_refusal_raises_and_the_poll_is_not_forgotten(world, status) -> None:
+    kube, registry, clock = world
+    kube.refuse = ApiException(status=status, reason="busy")
+    memo = new_memo()
+    with pytest.raises(ApiException):
+        tick(world, memo)
+    kube.refuse = None
+    clock.t += 2
+    tick(world, memo)
+    assert registry.asked == 1  # the answer of the tick that raised is kept
+    assert kube.version() == "1"
+
+
+def test_registry_trouble_backs_off_and_keeps_what_runs(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    tick(world, memo)
+    kube.roll_out()
+    registry.answer = DOWN
+    clock.t += CONFIG.poll_interval
+    down = tick(world, memo)
+    assert registry.asked == 2 and kube.version() == "1"
+    assert cond(down.status, "Degraded") == ("True", "MlflowUnreachable")
+    clock.t += CONFIG.poll_interval
+    tick(world, memo)
+    assert registry.asked == 3
