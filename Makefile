@@ -57,7 +57,7 @@ lint: setup-env ## ruff, and mypy --strict on the operator, the steps and servin
 	$(RUN) mypy
 
 .PHONY: mutate
-mutate: setup-env ## mutation testing of the pure modules: kill rate per module, survivors (MODULES="src/mlship/gate.py ..." for some)
+mutate: setup-env ## mutation testing of the pure modules: kill rate per module, survivors (MODULES="src/mlship/ml/gate.py ..." for some)
 	$(UV) run --frozen --all-extras --group mutate nice -n 19 python hack/mutate.py $(MODULES)
 
 bench: setup-bench ## serving throughput and latency next to mlflow models serve and MLServer

@@ -8,7 +8,7 @@ unit tests read), writes a pyproject.toml there with the [tool.mutmut] settings,
 `mutmut run` in it; mutmut's own copy with the mutants is build/mutate/mutants/.
 
     hack/mutate.py                       every module in MODULES
-    hack/mutate.py src/mlship/gate.py    only these (repo paths)
+    hack/mutate.py src/mlship/ml/gate.py    only these (repo paths)
     hack/mutate.py --report              print the figures of the last run again
     hack/mutate.py --diff                ...with each survivor's diff
 
@@ -33,14 +33,14 @@ STAGE = ROOT / "build" / "mutate"  # --stage changes it (e.g. to measure some mo
 
 # The pure modules: logic without servers, clusters or processes, each with its unit tests.
 MODULES = (
-    "src/mlship/gate.py",
-    "src/mlship/drift.py",
-    "src/mlship/validation.py",
-    "src/mlship/features.py",
-    "src/mlship/estimators.py",
-    "src/mlship/metrics.py",
-    "src/mlship/datasets.py",
-    "src/mlship/inference_log.py",
+    "src/mlship/ml/gate.py",
+    "src/mlship/monitoring/drift.py",
+    "src/mlship/ml/validation.py",
+    "src/mlship/ml/features.py",
+    "src/mlship/ml/estimators.py",
+    "src/mlship/ml/metrics.py",
+    "src/mlship/ml/datasets.py",
+    "src/mlship/monitoring/inference_log.py",
     "src/mlship/serving/config.py",
     "src/mlship/serving/batcher.py",
     "src/mlship/serving/recorder.py",

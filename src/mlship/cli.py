@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlship import datasets, names
-from mlship.tracking import DEFAULT_EXPERIMENT
+from mlship import names
+from mlship.ml import datasets
+from mlship.mlflow_io.tracking import DEFAULT_EXPERIMENT
 
 STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
 LAUNCHERS = ("process", "docker")
@@ -103,7 +104,7 @@ def local_store(home: Path, experiment: str) -> str:
     uri = f"sqlite:///{home.resolve() / 'mlflow.db'}"
     from mlflow.tracking import MlflowClient
 
-    from mlship.tracking import experiment_id
+    from mlship.mlflow_io.tracking import experiment_id
 
     # Created here so artifacts land in home/artifacts, not in ./mlruns of whatever cwd.
     experiment_id(MlflowClient(uri), experiment, (home.resolve() / "artifacts").as_uri())

@@ -169,7 +169,7 @@ def training_digest(parent: Any) -> str:
 
 
 def test_mlflow_lineage_leads_from_the_champion_to_the_dag_run_and_its_data(release: Release) -> None:
-    from mlship.datasets import load  # the ml extra: only this test needs pandas/scikit-learn
+    from mlship.ml.datasets import load  # the ml extra: only this test needs pandas/scikit-learn
 
     assert release.run_id, "needs the DAG run of the training test"
     with release.mlflow_client() as mlflow:
@@ -364,7 +364,7 @@ def upload_dataset(mlflow: MlflowClient, release: Release, name: str, content: b
 
 
 def test_a_dataset_that_fails_validation_stops_at_validate_and_changes_nothing(release: Release) -> None:
-    from mlship.datasets import sklearn_frame  # the ml extra
+    from mlship.ml.datasets import sklearn_frame  # the ml extra
 
     assert release.deployment, "needs the ModelDeployment of the earlier tests"
     frame = sklearn_frame("iris")

@@ -29,7 +29,7 @@ from e2e.kit import (
     wait_for,
 )
 
-from mlship import inference_log
+from mlship.monitoring import inference_log
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 

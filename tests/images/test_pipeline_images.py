@@ -17,8 +17,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from testkit import CSV_WITH_NULLS, assert_stopped_at_validate, require_or_skip
 
-from mlship import datasets
 from mlship.cli import STEPS
+from mlship.ml import datasets
 
 pytestmark = pytest.mark.images
 

@@ -13,7 +13,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
-from mlship import inference_log
+from mlship.monitoring import inference_log
 
 pytestmark = pytest.mark.integration
 

@@ -26,7 +26,7 @@ from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
 from testkit import free_port, stop_process, wait_http
 
-from mlship import inference_log
+from mlship.monitoring import inference_log
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 

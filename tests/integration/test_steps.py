@@ -71,7 +71,7 @@ def test_first_model_is_champion_with_lineage_back_to_the_data(chain, mlflow_ser
     assert train_run.data.params["estimator"] == "random_forest"
     assert train_run.data.params["hyperparameters"] == "{}"
     # the stored dataset is the one the digest describes
-    from mlship import datasets
+    from mlship.ml import datasets
     assert ing["dataset_digest"] == datasets.load("sklearn:iris").digest
 
 

@@ -14,7 +14,7 @@ import jinja2
 import jsonschema
 import pytest
 
-from mlship import estimators, metrics
+from mlship.ml import estimators, metrics
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
 import mlship_dagspec as spec  # noqa: E402

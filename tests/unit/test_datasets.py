@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from testkit import free_port
 
-from mlship import datasets
+from mlship.ml import datasets
 
 pytestmark = pytest.mark.unit
 

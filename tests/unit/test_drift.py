@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlship import drift
+from mlship.monitoring import drift
 
 pytestmark = pytest.mark.unit
 
@@ -145,7 +145,7 @@ def test_psi_is_zero_for_identical_and_grows_with_the_shift() -> None:
 def test_the_plot_has_a_panel_per_feature_drifted_ones_in_red(tmp_path) -> None:
     from matplotlib.colors import to_hex
 
-    from mlship import drift_plot
+    from mlship.monitoring import drift_plot
 
     rng = np.random.default_rng(9)
     reference, current = sample(rng, 500), sample(rng, 200)

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import skops.io as sio
 
-from mlship import estimators
-from mlship.estimators import EstimatorError, build_estimator, model_pipeline
+from mlship.ml import estimators
+from mlship.ml.estimators import EstimatorError, build_estimator, model_pipeline
 
 pytestmark = pytest.mark.unit
 
@@ -75,7 +75,7 @@ def test_bad_choices_are_named(task, name, hp, message):
 
 
 def test_an_unknown_task_has_no_estimators():
-    from mlship import estimators
+    from mlship.ml import estimators
 
     assert estimators.names("ranking") == []
     assert estimators.names("regression") == sorted(estimators.REGISTRY["regression"])

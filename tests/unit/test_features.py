@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from mlship.features import FeatureSpec, feature_spec, split
+from mlship.ml.features import FeatureSpec, feature_spec, split
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from mlship.gate import CHALLENGER, CHAMPION, GateInput, decide
+from mlship.ml.gate import CHALLENGER, CHAMPION, GateInput, decide
 
 pytestmark = pytest.mark.unit
 
@@ -160,7 +160,7 @@ def test_a_negative_margin_is_refused_with_its_value_and_zero_is_not():
 
 
 def test_improvement_needs_both_scores():
-    from mlship.gate import improvement
+    from mlship.ml.gate import improvement
 
     assert improvement(acc(score=0.9, champion_score=0.8)) == pytest.approx(0.1)
     with pytest.raises(AssertionError):

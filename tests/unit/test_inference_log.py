@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from mlship import inference_log as fmt
+from mlship.monitoring import inference_log as fmt
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from mlship import metrics
+from mlship.ml import metrics
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,10 @@ import ast
 import sys
 from pathlib import Path
 
-from mlship import gate, inference_log, names, tracking
+from mlship import names
+from mlship.ml import gate
+from mlship.mlflow_io import tracking
+from mlship.monitoring import inference_log
 from mlship.steps import drift, ingest, register
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -13,7 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from mlship import inference_log as fmt
+from mlship.monitoring import inference_log as fmt
 from mlship.serving.metrics import ServingMetrics
 from mlship.serving.protocol import Table
 from mlship.serving.recorder import InferenceRecorder, per_row

@@ -18,7 +18,8 @@ import pytest
 from kubernetes.client import models as k8s
 from testkit import free_port
 
-from mlship import datasets, errors
+from mlship import errors
+from mlship.ml import datasets
 from mlship.steps import common
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))

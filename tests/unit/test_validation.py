@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlship.validation import RulesError, validate
+from mlship.ml.validation import RulesError, validate
 
 pytestmark = pytest.mark.unit
 
@@ -178,7 +178,7 @@ def test_a_wrong_dtype_reports_only_the_dtype():
     ],
 )
 def test_each_dtype_rule_matches_its_own_kind_only(values, matches):
-    from mlship.validation import DTYPES, dtype_matches
+    from mlship.ml.validation import DTYPES, dtype_matches
 
     series = pd.Series(values)
     assert {d for d in DTYPES if dtype_matches(series, d)} == matches
@@ -259,7 +259,7 @@ def test_a_frame_with_only_the_target_has_no_features():
     ],
 )
 def test_malformed_rules_messages_in_full(rules, message):
-    from mlship.validation import check_rules
+    from mlship.ml.validation import check_rules
 
     with pytest.raises(RulesError) as info:
         check_rules(rules)

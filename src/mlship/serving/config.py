@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
-from mlship.inference_log import DEFAULT_EXPERIMENT
+from mlship.monitoring.inference_log import DEFAULT_EXPERIMENT
 from mlship.names import ServingEnv as E
 
 DEFAULT_PORT = 8080

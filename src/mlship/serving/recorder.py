@@ -36,7 +36,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 
 import orjson
 
-from mlship import inference_log as fmt
+from mlship.monitoring import inference_log as fmt
 from mlship.serving.protocol import Table
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from mlship.errors import BadInput, describe
-from mlship.tracking import DEFAULT_EXPERIMENT
+from mlship.mlflow_io.tracking import DEFAULT_EXPERIMENT
 
 # Where KubernetesPodOperator's sidecar picks up a task's return value.
 AIRFLOW_XCOM_PATH = "/airflow/xcom/return.json"

@@ -23,8 +23,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from mlship import drift, drift_plot, inference_log, names, tracking
+from mlship import names
 from mlship.errors import describe
+from mlship.mlflow_io import tracking
+from mlship.monitoring import drift, drift_plot, inference_log
 from mlship.steps import common
 
 STEP = "drift"

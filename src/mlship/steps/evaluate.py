@@ -13,8 +13,10 @@ import mlflow
 import mlflow.sklearn
 import pandas as pd
 
-from mlship import features, metrics, names, registry, tracking
+from mlship import names
 from mlship.errors import describe
+from mlship.ml import features, metrics
+from mlship.mlflow_io import registry, tracking
 from mlship.steps import common
 
 STEP = "evaluate"

@@ -14,7 +14,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from mlship import datasets, features, tracking
+from mlship.ml import datasets, features
+from mlship.mlflow_io import tracking
 from mlship.steps import common
 
 STEP = "featurize"

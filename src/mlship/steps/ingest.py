@@ -20,8 +20,10 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from mlship import datasets, names, tracking
+from mlship import names
 from mlship.errors import BadInput
+from mlship.ml import datasets
+from mlship.mlflow_io import tracking
 from mlship.steps import common
 
 STEP = "ingest"

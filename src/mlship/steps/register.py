@@ -14,8 +14,10 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mlship import gate, metrics, names, registry, tracking
+from mlship import names
 from mlship.errors import BadInput
+from mlship.ml import gate, metrics
+from mlship.mlflow_io import registry, tracking
 from mlship.steps import common
 
 STEP = "register"

@@ -14,8 +14,9 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow.models import infer_signature
 
-from mlship import estimators, features, metrics, tracking
 from mlship.errors import BadInput
+from mlship.ml import estimators, features, metrics
+from mlship.mlflow_io import tracking
 from mlship.steps import common
 
 STEP = "train"

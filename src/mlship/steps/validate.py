@@ -12,8 +12,10 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from mlship import datasets, names, tracking, validation
+from mlship import names
 from mlship.errors import BadInput
+from mlship.ml import datasets, validation
+from mlship.mlflow_io import tracking
 from mlship.steps import common
 
 STEP = "validate"

@@ -6,8 +6,8 @@ from mlflow.entities.model_registry import ModelVersion, RegisteredModel
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from mlship.gate import CHAMPION
-from mlship.tracking import TAG_RUN_KEY, check_run_key
+from mlship.ml.gate import CHAMPION
+from mlship.mlflow_io.tracking import TAG_RUN_KEY, check_run_key
 
 
 def _missing(exc: MlflowException) -> bool:

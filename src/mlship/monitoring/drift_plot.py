@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlship.drift import DriftReport, FeatureDrift
+from mlship.monitoring.drift import DriftReport, FeatureDrift
 
 DRIFTED, STABLE = "#c62828", "#2e7d32"
 

@@ -1,0 +1,2 @@
+"""MLflow plumbing: runs, experiments and lineage tags (tracking), registered versions and aliases
+(registry)."""
