@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
@@ -12,7 +13,6 @@ READY = "Ready"  # the desired version serves
 AVAILABLE = "Available"  # some version serves and answers (maybe not the desired one)
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
-TYPES = (READY, AVAILABLE, PROGRESSING, DEGRADED)
 
 MAX_MESSAGE = 32768
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -38,9 +38,13 @@ def get_condition(conditions: Iterable[Mapping[str, Any]] | None, type_: str) ->
     return None
 
 
-def is_true(conditions: Iterable[Mapping[str, Any]] | None, type_: str) -> bool:
-    condition = get_condition(conditions, type_)
-    return condition is not None and condition.get("status") == "True"
+@dataclasses.dataclass(frozen=True)
+class Report:
+    """What one condition says: its status, a CamelCase reason and a message."""
+
+    status: bool
+    reason: str
+    message: str
 
 
 def set_condition(
@@ -73,4 +77,21 @@ def set_condition(
             result[index] = new
             return result
     result.append(new)
+    return result
+
+
+def set_conditions(
+    conditions: Iterable[Mapping[str, Any]] | None,
+    reports: Mapping[str, Report],
+    *,
+    generation: int,
+    now: str,
+) -> list[dict[str, Any]]:
+    """`set_condition` for each type in `reports`, in its order."""
+    result = [dict(c) for c in conditions or ()]
+    for type_, report in reports.items():
+        result = set_condition(
+            result, type_=type_, status=report.status, reason=report.reason,
+            message=report.message, generation=generation, now=now,
+        )
     return result

@@ -70,15 +70,11 @@ def _with_conditions(
     progressing: tuple[bool, str, str],
     degraded: tuple[bool, str, str],
 ) -> dict[str, Any]:
-    conds = status.get("conditions")
-    for type_, (state, reason, message) in (
-        (c.READY, ready), (c.AVAILABLE, available), (c.PROGRESSING, progressing),
-        (c.DEGRADED, degraded),
-    ):
-        conds = c.set_condition(
-            conds, type_=type_, status=state, reason=reason, message=message,
-            generation=generation, now=now,
-        )
+    reports = {
+        c.READY: c.Report(*ready), c.AVAILABLE: c.Report(*available),
+        c.PROGRESSING: c.Report(*progressing), c.DEGRADED: c.Report(*degraded),
+    }
+    conds = c.set_conditions(status.get("conditions"), reports, generation=generation, now=now)
     return {**status, "conditions": conds}
 
 

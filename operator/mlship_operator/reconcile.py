@@ -37,14 +37,15 @@ def _config_hash(obj: Mapping[str, Any] | None) -> str | None:
 
 def _apply_failure(decision: Decision, message: str, generation: int, now: str) -> Decision:
     """The same decision, but reporting that the API server refused the Deployment."""
-    conds = decision.status.get("conditions")
-    for type_, state in (
-        (conditions.READY, False), (conditions.PROGRESSING, False), (conditions.DEGRADED, True)
-    ):
-        conds = conditions.set_condition(
-            conds, type_=type_, status=state, reason=APPLY_FAILED, message=message,
-            generation=generation, now=now,
+    reports = {
+        type_: conditions.Report(state, APPLY_FAILED, message)
+        for type_, state in (
+            (conditions.READY, False), (conditions.PROGRESSING, False), (conditions.DEGRADED, True)
         )
+    }
+    conds = conditions.set_conditions(
+        decision.status.get("conditions"), reports, generation=generation, now=now
+    )
     return dataclasses.replace(decision, status={**decision.status, "conditions": conds})
 
 

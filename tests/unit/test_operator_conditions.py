@@ -47,7 +47,7 @@ def test_changed_status_moves_the_transition_time() -> None:
 
 def test_other_conditions_and_order_are_untouched_and_input_not_mutated() -> None:
     conds = []
-    for type_ in c.TYPES:
+    for type_ in (c.READY, c.AVAILABLE, c.PROGRESSING, c.DEGRADED):
         conds = c.set_condition(
             conds, type_=type_, status=False, reason="Init", message="", generation=1, now=T0
         )
@@ -59,8 +59,39 @@ def test_other_conditions_and_order_are_untouched_and_input_not_mutated() -> Non
     assert conds == before
     assert [x["type"] for x in after] == ["Ready", "Available", "Progressing", "Degraded"]
     assert after[:2] == before[:2] and after[3] == before[3]
-    assert c.is_true(after, c.PROGRESSING) and not c.is_true(after, c.READY)
+    assert c.get_condition(after, c.PROGRESSING)["status"] == "True"
+    assert c.get_condition(after, c.READY)["status"] == "False"
     assert c.get_condition(after, "Nope") is None
+
+
+def test_set_conditions_sets_each_reported_type_in_order_and_leaves_the_rest() -> None:
+    conds = c.set_conditions(None, {
+        c.READY: c.Report(False, "A", "a"), c.AVAILABLE: c.Report(True, "B", "b"),
+    }, generation=1, now=T0)
+    assert [(x["type"], x["status"], x["reason"], x["message"]) for x in conds] == [
+        ("Ready", "False", "A", "a"), ("Available", "True", "B", "b")]
+    before = [dict(x) for x in conds]
+    after = c.set_conditions(conds, {
+        c.DEGRADED: c.Report(True, "D", "d"), c.READY: c.Report(True, "R", "r"),
+    }, generation=2, now=T1)
+    assert conds == before  # input not mutated
+    assert [x["type"] for x in after] == ["Ready", "Available", "Degraded"]
+    assert after[0] == {"type": "Ready", "status": "True", "observedGeneration": 2,
+                        "lastTransitionTime": T1, "reason": "R", "message": "r"}
+    assert after[1] == before[1]  # not reported: untouched, generation included
+    assert after[2]["lastTransitionTime"] == T1
+    assert c.set_conditions(after, {}, generation=3, now=T1) == after
+
+
+def test_set_conditions_keeps_the_transition_time_of_an_unchanged_status() -> None:
+    first = c.set_conditions([], {c.READY: c.Report(True, "A", "m")}, generation=1, now=T0)
+    second = c.set_conditions(first, {c.READY: c.Report(True, "B", "n")}, generation=2, now=T1)
+    assert second[0]["lastTransitionTime"] == T0 and second[0]["reason"] == "B"
+
+
+def test_set_conditions_checks_each_reason() -> None:
+    with pytest.raises(ValueError, match="reason"):
+        c.set_conditions([], {c.READY: c.Report(True, "not ok", "")}, generation=1, now=T0)
 
 
 @pytest.mark.parametrize("reason", ["", "has space", "1Starts", "trailing,", "dash-ed"])
