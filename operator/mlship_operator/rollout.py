@@ -37,7 +37,6 @@ class Observed:
     reason: str = ""
     message: str = ""
     ready_replicas: int = 0
-    replicas: int = 0
 
 
 def controlled_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
@@ -117,7 +116,6 @@ def observe(
             reason=reason,
             message=message,
             ready_replicas=int(status.get("readyReplicas") or 0),
-            replicas=desired,
         )
 
     generation = int(meta.get("generation") or 0)

@@ -186,8 +186,7 @@ def test_everything_the_operator_writes_fits_the_status_schema(schema) -> None:
     h = builders.deployment_config_hash(cr, CONFIG)
 
     def obs(v, phase, **kw):
-        return Observed(exists=True, version=v, config_hash=h, phase=phase, ready_replicas=1,
-                        replicas=1, **kw)
+        return Observed(exists=True, version=v, config_hash=h, phase=phase, ready_replicas=1, **kw)
 
     status: dict = {}
     steps = [("1", obs("1", Phase.COMPLETE)), ("2", obs("1", Phase.COMPLETE)),

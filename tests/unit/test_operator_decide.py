@@ -42,7 +42,7 @@ def dep(version: str, phase: Phase = Phase.COMPLETE, *, cr=None, reason="", mess
     return Observed(
         exists=True, owned=True, version=version,
         config_hash=builders.deployment_config_hash(cr, CONFIG), phase=phase,
-        reason=reason, message=message, ready_replicas=ready, replicas=1,
+        reason=reason, message=message, ready_replicas=ready,
     )
 
 

@@ -53,7 +53,7 @@ def test_complete_rollout() -> None:
     dep = deployment(replicas=2, updatedReplicas=2, availableReplicas=2, readyReplicas=2)
     result = seen(dep)
     assert result.phase is Phase.COMPLETE
-    assert (result.version, result.ready_replicas, result.replicas) == ("2", 2, 2)
+    assert (result.version, result.ready_replicas, result.message) == ("2", 2, "2 of 2 replicas ready")
     assert result.config_hash == builders.deployment_config_hash(
         make_cr({"model": "iris", "replicas": 2}), CONFIG)
     assert not needs_pod_check(dep)
@@ -151,9 +151,9 @@ def bare(status: dict, *, generation: int | None = 1, replicas: int | None = Non
     return {"metadata": meta, "spec": spec, "status": status}
 
 
-def observed(phase: Phase, reason: str, message: str, *, ready: int = 0, replicas: int = 1) -> Observed:
+def observed(phase: Phase, reason: str, message: str, *, ready: int = 0) -> Observed:
     return Observed(exists=True, owned=True, version="4", config_hash=None, phase=phase, reason=reason,
-                    message=message, ready_replicas=ready, replicas=replicas)
+                    message=message, ready_replicas=ready)
 
 
 def test_every_result_in_full() -> None:
@@ -170,7 +170,7 @@ def test_every_result_in_full() -> None:
             "readyReplicas": 1}
     assert seen(bare(done)) == observed(Phase.COMPLETE, "RolloutComplete", "1 of 1 replicas ready", ready=1)
     assert seen(bare({"observedGeneration": 1}, replicas=0)) == observed(
-        Phase.COMPLETE, "RolloutComplete", "0 of 0 replicas ready", replicas=0)
+        Phase.COMPLETE, "RolloutComplete", "0 of 0 replicas ready")
     # no generation at all (never set) counts as 0: nothing to wait for
     assert seen(bare({}, generation=None)).reason == "RollingOut"
 
@@ -179,7 +179,7 @@ def test_the_config_hash_comes_from_the_deployments_annotation() -> None:
     dep = deployment(replicas=2, updatedReplicas=2, availableReplicas=2, readyReplicas=1)
     assert seen(dep) == Observed(exists=True, owned=True, version="2", config_hash=HASH,
                                  phase=Phase.COMPLETE, reason="RolloutComplete",
-                                 message="2 of 2 replicas ready", ready_replicas=1, replicas=2)
+                                 message="2 of 2 replicas ready", ready_replicas=1)
 
 
 def test_a_foreign_deployment_is_only_that() -> None:
