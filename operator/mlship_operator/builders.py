@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -12,7 +13,7 @@ from mlship.names import ServingEnv
 
 from . import resource as r
 from .config import Config
-from .spec import ServingSpec, serving_spec
+from .spec import ServingSpec
 
 SERVING_UID = 10001
 # Seconds a terminating pod keeps answering before SIGTERM, so that endpoints and
@@ -20,13 +21,12 @@ SERVING_UID = 10001
 PRESTOP_SLEEP_SECONDS = 5
 
 
-def owner_reference(cr: Mapping[str, Any]) -> dict[str, Any]:
-    meta = cr["metadata"]
+def owner_reference(spec: ServingSpec) -> dict[str, Any]:
     return {
         "apiVersion": r.API_VERSION,
         "kind": r.KIND,
-        "name": meta["name"],
-        "uid": meta["uid"],
+        "name": spec.name,
+        "uid": spec.uid,
         "controller": True,
         "blockOwnerDeletion": True,
     }
@@ -46,18 +46,26 @@ def common_labels(name: str) -> dict[str, str]:
     }
 
 
-def service_url(cr: Mapping[str, Any], config: Config) -> str:
-    meta = cr["metadata"]
-    return f"http://{meta['name']}.{meta['namespace']}.svc.{config.cluster_domain}"
+def service_url(spec: ServingSpec, config: Config) -> str:
+    return f"http://{spec.name}.{spec.namespace}.svc.{config.cluster_domain}"
 
 
 def _fingerprint(obj: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _with_hash(obj: dict[str, Any], basis: Mapping[str, Any]) -> dict[str, Any]:
-    obj["metadata"].setdefault("annotations", {})[r.ANNOTATION_CONFIG_HASH] = _fingerprint(basis)
+def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
+    """`obj` annotated with the fingerprint of itself without that annotation."""
+    digest = _fingerprint(obj)
+    obj["metadata"].setdefault("annotations", {})[r.ANNOTATION_CONFIG_HASH] = digest
     return obj
+
+
+def config_hash(obj: Mapping[str, Any] | None) -> str | None:
+    """The config-hash annotation of a built or a read object (None when it has none)."""
+    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
+    hash_: str | None = annotations.get(r.ANNOTATION_CONFIG_HASH)
+    return hash_
 
 
 def inference_log_env(spec: ServingSpec) -> list[dict[str, str]]:
@@ -69,8 +77,7 @@ def inference_log_env(spec: ServingSpec) -> list[dict[str, str]]:
     ]
 
 
-def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
-    spec = serving_spec(cr, config)
+def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
     return {
         "name": r.CONTAINER_NAME,
         "image": spec.image,
@@ -79,7 +86,7 @@ def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str,
         "env": [
             {"name": ServingEnv.TRACKING_URI, "value": spec.serving_tracking_uri},
             {"name": ServingEnv.MODEL_NAME, "value": spec.model},
-            {"name": ServingEnv.MODEL_VERSION, "value": version},
+            {"name": ServingEnv.MODEL_VERSION, "value": ""},  # DeploymentTemplate.for_version
             {"name": ServingEnv.PORT, "value": str(r.CONTAINER_PORT)},
             # The root filesystem is read-only: anything that wants a home or temp dir gets /tmp.
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, see volumes
@@ -113,8 +120,8 @@ def _container(cr: Mapping[str, Any], config: Config, version: str) -> dict[str,
     }
 
 
-def _deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
-    spec = serving_spec(cr, config)
+def _deployment(spec: ServingSpec, config: Config) -> dict[str, Any]:
+    """The Deployment with an empty model version."""
     labels = common_labels(spec.name)
     deployment = {
         "apiVersion": "apps/v1",
@@ -124,7 +131,7 @@ def _deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str
             "namespace": spec.namespace,
             "labels": dict(labels),
             "annotations": {r.ANNOTATION_MODEL: spec.model},
-            "ownerReferences": [owner_reference(cr)],
+            "ownerReferences": [owner_reference(spec)],
         },
         "spec": {
             "replicas": spec.replicas,
@@ -137,7 +144,7 @@ def _deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str
             },
             "template": {
                 "metadata": {
-                    "labels": {**labels, r.LABEL_MODEL_VERSION: version},
+                    "labels": {**labels, r.LABEL_MODEL_VERSION: ""},  # for_version
                     "annotations": {r.ANNOTATION_MODEL: spec.model},
                 },
                 "spec": {
@@ -151,7 +158,7 @@ def _deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str
                         "fsGroup": SERVING_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [_container(cr, config, version)],
+                    "containers": [_container(spec, config)],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -160,22 +167,37 @@ def _deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str
     return deployment
 
 
-def deployment_config_hash(cr: Mapping[str, Any], config: Config) -> str:
-    """Fingerprint of everything in the Deployment except the model version.
+@dataclasses.dataclass(frozen=True)
+class DeploymentTemplate:
+    """The serving Deployment rendered once, without its model version.
 
-    The operator compares the version (pod-template label) and this hash (annotation)
-    separately, so a spec edit and a version change are each seen on their own.
+    `config_hash` fingerprints everything but the version: the operator compares the version
+    (pod-template label) and this hash (annotation) separately, so a spec edit and a version
+    change are each seen on their own.
     """
-    return _fingerprint(_deployment(cr, config, version=""))
+
+    body: Mapping[str, Any]
+    config_hash: str
+
+    def for_version(self, version: str) -> dict[str, Any]:
+        """The complete Deployment to apply for `version` of the spec's model."""
+        deployment = copy.deepcopy(dict(self.body))
+        template = deployment["spec"]["template"]
+        template["metadata"]["labels"][r.LABEL_MODEL_VERSION] = version
+        for env in template["spec"]["containers"][0]["env"]:
+            if env["name"] == ServingEnv.MODEL_VERSION:
+                env["value"] = version
+        return deployment
 
 
-def build_deployment(cr: Mapping[str, Any], config: Config, version: str) -> dict[str, Any]:
-    """The serving Deployment for `version` of the CR's model: a complete object to apply."""
-    return _with_hash(_deployment(cr, config, version), _deployment(cr, config, version=""))
+def deployment_template(spec: ServingSpec, config: Config) -> DeploymentTemplate:
+    """The serving Deployment of `spec`, rendered once: a tick needs its hash before it knows
+    which version to apply."""
+    body = _with_hash(_deployment(spec, config))
+    return DeploymentTemplate(body, body["metadata"]["annotations"][r.ANNOTATION_CONFIG_HASH])
 
 
-def build_service(cr: Mapping[str, Any], config: Config) -> dict[str, Any]:
-    spec = serving_spec(cr, config)
+def build_service(spec: ServingSpec, config: Config) -> dict[str, Any]:
     service = {
         "apiVersion": "v1",
         "kind": "Service",
@@ -183,7 +205,7 @@ def build_service(cr: Mapping[str, Any], config: Config) -> dict[str, Any]:
             "name": spec.name,
             "namespace": spec.namespace,
             "labels": common_labels(spec.name),
-            "ownerReferences": [owner_reference(cr)],
+            "ownerReferences": [owner_reference(spec)],
         },
         "spec": {
             "type": "ClusterIP",
@@ -193,4 +215,4 @@ def build_service(cr: Mapping[str, Any], config: Config) -> dict[str, Any]:
             ],
         },
     }
-    return _with_hash(service, service)
+    return _with_hash(service)

@@ -15,7 +15,6 @@ from . import builders, conditions, polling, registry
 from .config import Config
 from .decide import Decision, EventSpec, decide, status_patch
 from .kube import Kube, api_error_message
-from .resource import ANNOTATION_CONFIG_HASH
 from .rollout import controlled_by, needs_pod_check, observe
 from .spec import serving_spec
 
@@ -28,11 +27,6 @@ class TickResult:
     status: dict[str, Any]
     status_patch: dict[str, Any]
     events: tuple[EventSpec, ...]
-
-
-def _config_hash(obj: Mapping[str, Any] | None) -> str | None:
-    annotations = ((obj or {}).get("metadata") or {}).get("annotations") or {}
-    return annotations.get(ANNOTATION_CONFIG_HASH)
 
 
 def _apply_failure(decision: Decision, message: str, generation: int, now: str) -> Decision:
@@ -60,6 +54,8 @@ def tick(
     now: str | None = None,
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger] = _LOG,
 ) -> TickResult:
+    # A private copy: what the tick keeps (the status, the spec's resources) must not share
+    # structure with kopf's body.
     cr = copy.deepcopy(dict(cr))
     spec = serving_spec(cr, config)
     now = now or conditions.now_rfc3339()
@@ -91,8 +87,9 @@ def tick(
         deployment, pods, owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts
     )
 
-    service = builders.build_service(cr, config)
-    service_hash = service["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+    template = builders.deployment_template(spec, config)
+    service = builders.build_service(spec, config)
+    service_hash = builders.config_hash(service)
     conflict = None
     if observed.exists and not observed.owned:
         conflict = (
@@ -107,20 +104,20 @@ def tick(
                 f"a Service named {spec.name} already exists and is not controlled by this"
                 " ModelDeployment; delete that Service or rename the ModelDeployment"
             )
-        elif _config_hash(existing) != service_hash:
+        elif builders.config_hash(existing) != service_hash:
             memo.pop("service_hash", None)
         else:
             memo["service_hash"] = service_hash
 
     decision = decide(
         spec=spec, status=previous, resolution=resolution, observed=observed,
-        config_hash=builders.deployment_config_hash(cr, config),
-        url=builders.service_url(cr, config), now=now, conflict=conflict,
+        config_hash=template.config_hash,
+        url=builders.service_url(spec, config), now=now, conflict=conflict,
     )
 
     if decision.apply_version is not None:
-        decision = _apply_deployment(cr, config, kube, memo, decision, spec.generation, now,
-                                     clock, logger)
+        decision = _apply_deployment(template.for_version(decision.apply_version), config, kube,
+                                     memo, decision, spec.generation, now, clock, logger)
     deployed = decision.apply_version is not None or observed.exists
     if deployed and not conflict and memo.get("service_hash") != service_hash:
         kube.apply(service)
@@ -135,7 +132,7 @@ def tick(
 
 
 def _apply_deployment(
-    cr: Mapping[str, Any],
+    deployment: dict[str, Any],
     config: Config,
     kube: Kube,
     memo: MutableMapping[str, Any],
@@ -146,8 +143,7 @@ def _apply_deployment(
     logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
 ) -> Decision:
     """Write the Deployment; a refusal is reported in the status and retried with backoff."""
-    deployment = builders.build_deployment(cr, config, decision.apply_version or "")
-    key = (decision.apply_version, _config_hash(deployment))
+    key = (decision.apply_version, builders.config_hash(deployment))
     refused = memo.get("apply_refused")
     if refused and refused["key"] == key and clock() < refused["until"]:
         return _apply_failure(decision, refused["message"], generation, now)

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import hashlib
+import json
+
 import kubernetes_validate
 import pytest
-from _operator_fixtures import CONFIG, UID, make_cr
+from _operator_fixtures import CONFIG, UID, build_deployment, build_service, deployment_config_hash, make_cr
 from mlship_operator import builders
 from mlship_operator.resource import ANNOTATION_CONFIG_HASH, LABEL_MODEL_VERSION
+from mlship_operator.spec import serving_spec
 
 pytestmark = pytest.mark.unit
 
@@ -21,7 +26,7 @@ def env(deployment: dict) -> dict[str, str]:
 
 
 def test_deployment_runs_the_given_version_with_the_serving_contract() -> None:
-    dep = builders.build_deployment(make_cr(), CONFIG, "7")
+    dep = build_deployment(make_cr(), CONFIG, "7")
     assert (dep["apiVersion"], dep["kind"]) == ("apps/v1", "Deployment")
     assert (dep["metadata"]["name"], dep["metadata"]["namespace"]) == ("iris", "models")
     c = container(dep)
@@ -42,7 +47,7 @@ def test_deployment_runs_the_given_version_with_the_serving_contract() -> None:
 
 
 def test_rolling_update_never_removes_a_ready_pod_first() -> None:
-    spec = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]
+    spec = build_deployment(make_cr(), CONFIG, "1")["spec"]
     assert spec["strategy"] == {
         "type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"}
     }
@@ -54,7 +59,7 @@ def test_rolling_update_never_removes_a_ready_pod_first() -> None:
 
 
 def test_pod_meets_the_restricted_pod_security_standard() -> None:
-    pod = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
+    pod = build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -73,7 +78,7 @@ def test_pod_meets_the_restricted_pod_security_standard() -> None:
 
 def test_children_are_owned_by_the_cr_and_labelled() -> None:
     cr = make_cr()
-    for obj in (builders.build_deployment(cr, CONFIG, "1"), builders.build_service(cr, CONFIG)):
+    for obj in (build_deployment(cr, CONFIG, "1"), build_service(cr, CONFIG)):
         assert obj["metadata"]["ownerReferences"] == [{
             "apiVersion": "mlship.io/v1alpha1", "kind": "ModelDeployment", "name": "iris",
             "uid": UID, "controller": True, "blockOwnerDeletion": True,
@@ -88,13 +93,13 @@ def test_children_are_owned_by_the_cr_and_labelled() -> None:
 
 def test_selector_is_stable_across_versions_and_matches_the_pods_and_service() -> None:
     cr = make_cr()
-    one, two = (builders.build_deployment(cr, CONFIG, v) for v in ("1", "2"))
+    one, two = (build_deployment(cr, CONFIG, v) for v in ("1", "2"))
     assert one["spec"]["selector"] == two["spec"]["selector"]  # selectors are immutable
     selector = one["spec"]["selector"]["matchLabels"]
     assert LABEL_MODEL_VERSION not in selector
     pod_labels = two["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
-    service = builders.build_service(cr, CONFIG)
+    service = build_service(cr, CONFIG)
     assert service["spec"]["selector"] == selector
     assert service["spec"]["ports"] == [
         {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
@@ -107,7 +112,7 @@ def test_spec_overrides_replace_operator_defaults() -> None:
         "image": "reg/serving:9", "replicas": 3, "progressDeadlineSeconds": 400,
         "resources": {"requests": {"cpu": "1"}, "limits": {"cpu": 2, "memory": "2Gi"}},
     })
-    dep = builders.build_deployment(cr, CONFIG, "4")
+    dep = build_deployment(cr, CONFIG, "4")
     assert dep["spec"]["replicas"] == 3
     assert dep["spec"]["progressDeadlineSeconds"] == 400
     assert container(dep)["image"] == "reg/serving:9"
@@ -120,7 +125,7 @@ def test_spec_overrides_replace_operator_defaults() -> None:
 
 
 def test_default_resources_when_the_spec_has_none() -> None:
-    resources = container(builders.build_deployment(make_cr(), CONFIG, "1"))["resources"]
+    resources = container(build_deployment(make_cr(), CONFIG, "1"))["resources"]
     assert resources == {
         "requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}
     }
@@ -128,21 +133,21 @@ def test_default_resources_when_the_spec_has_none() -> None:
 
 def test_config_hash_ignores_the_version_but_sees_spec_changes() -> None:
     cr = make_cr()
-    h = builders.deployment_config_hash(cr, CONFIG)
+    h = deployment_config_hash(cr, CONFIG)
     for version in ("1", "2", "15"):
-        annotations = builders.build_deployment(cr, CONFIG, version)["metadata"]["annotations"]
+        annotations = build_deployment(cr, CONFIG, version)["metadata"]["annotations"]
         assert annotations[ANNOTATION_CONFIG_HASH] == h
-    assert builders.deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG) != h
-    assert builders.deployment_config_hash(make_cr({"model": "iris", "image": "x:1"}), CONFIG) != h
+    assert deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG) != h
+    assert deployment_config_hash(make_cr({"model": "iris", "image": "x:1"}), CONFIG) != h
 
 
 def test_builders_are_deterministic_and_do_not_share_state() -> None:
     cr = make_cr({"model": "iris", "resources": {"limits": {"memory": "1Gi"}}})
-    first = builders.build_deployment(cr, CONFIG, "1")
+    first = build_deployment(cr, CONFIG, "1")
     container(first)["resources"]["limits"]["memory"] = "9Gi"
     assert cr["spec"]["resources"]["limits"]["memory"] == "1Gi"
-    assert builders.build_deployment(cr, CONFIG, "1") != first
-    assert builders.build_service(cr, CONFIG) == builders.build_service(cr, CONFIG)
+    assert build_deployment(cr, CONFIG, "1") != first
+    assert build_service(cr, CONFIG) == build_service(cr, CONFIG)
 
 
 def test_serving_pods_get_the_serving_uri_not_the_operators() -> None:
@@ -152,36 +157,36 @@ def test_serving_pods_get_the_serving_uri_not_the_operators() -> None:
         "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
         "MLSHIP_SERVING_TRACKING_URI": "http://mlflow.mlship.svc:5000",
     })
-    assert env(builders.build_deployment(make_cr(), config, "1"))["MLFLOW_TRACKING_URI"] == (
+    assert env(build_deployment(make_cr(), config, "1"))["MLFLOW_TRACKING_URI"] == (
         "http://mlflow.mlship.svc:5000"
     )
 
 
 def test_url_names_the_service() -> None:
-    assert builders.service_url(make_cr(), CONFIG) == "http://iris.models.svc.cluster.local"
+    assert builders.service_url(serving_spec(make_cr(), CONFIG), CONFIG) == "http://iris.models.svc.cluster.local"
 
 
 def test_inference_log_settings_reach_the_serving_container() -> None:
     cr = make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0.25, "flushSeconds": 30}})
-    got = env(builders.build_deployment(cr, CONFIG, "1"))
+    got = env(build_deployment(cr, CONFIG, "1"))
     assert got["MLSHIP_INFERENCE_LOG_SAMPLE_RATE"] == "0.25"
     assert got["MLSHIP_INFERENCE_LOG_FLUSH_SECONDS"] == "30"
-    off = env(builders.build_deployment(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0}}),
+    off = env(build_deployment(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0}}),
                                         CONFIG, "1"))
     assert off["MLSHIP_INFERENCE_LOG_SAMPLE_RATE"] == "0"
     # what the API server stores when the field is left out: the CRD's defaults
     defaulted = make_cr({"model": "iris", "inferenceLog": {"sampleRate": 1.0, "flushSeconds": 10}})
-    assert env(builders.build_deployment(defaulted, CONFIG, "1")) == env(
-        builders.build_deployment(make_cr(), CONFIG, "1")
+    assert env(build_deployment(defaulted, CONFIG, "1")) == env(
+        build_deployment(make_cr(), CONFIG, "1")
     )
 
 
 def test_a_change_of_inference_log_rolls_the_pods() -> None:
     """The operator re-applies the Deployment when its config hash changes (decide.py)."""
-    before = builders.deployment_config_hash(make_cr(), CONFIG)
+    before = deployment_config_hash(make_cr(), CONFIG)
     for change in ({"sampleRate": 0.5}, {"flushSeconds": 60}, {"sampleRate": 0}):
         cr = make_cr({"model": "iris", "inferenceLog": change})
-        assert builders.deployment_config_hash(cr, CONFIG) != before, change
+        assert deployment_config_hash(cr, CONFIG) != before, change
 
 
 # ------------------------------------------------------------------ boundaries (mutation testing)
@@ -190,13 +195,13 @@ def test_a_change_of_inference_log_rolls_the_pods() -> None:
 def test_children_are_valid_kubernetes_objects_strictly(kind: str) -> None:
     """Every field name and kind/apiVersion as the API server knows them (no unknown fields)."""
     cr = make_cr({"model": "iris", "replicas": 2, "inferenceLog": {"sampleRate": 0.5, "flushSeconds": 3}})
-    obj = builders.build_deployment(cr, CONFIG, "4") if kind == "Deployment" else builders.build_service(
+    obj = build_deployment(cr, CONFIG, "4") if kind == "Deployment" else build_service(
         cr, CONFIG)
     kubernetes_validate.validate(obj, "1.34.0", strict=True)
 
 
 def test_probes_and_shutdown_timing_in_full() -> None:
-    pod = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
+    pod = build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
     c = container({"spec": {"template": {"spec": pod}}})
     # ready within ~4 s of the model answering; out of the Service after two failed checks
     assert c["readinessProbe"] == {"httpGet": {"path": "/health", "port": "http"},
@@ -211,7 +216,7 @@ def test_probes_and_shutdown_timing_in_full() -> None:
 
 
 def test_the_pod_and_container_security_contexts_in_full() -> None:
-    pod = builders.build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
+    pod = build_deployment(make_cr(), CONFIG, "1")["spec"]["template"]["spec"]
     assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
                                       "fsGroup": 10001, "seccompProfile": {"type": "RuntimeDefault"}}
     assert pod["containers"][0]["securityContext"] == {
@@ -223,10 +228,10 @@ def test_the_pod_and_container_security_contexts_in_full() -> None:
 
 def test_deployment_and_service_metadata_in_full() -> None:
     cr = make_cr()
-    dep = builders.build_deployment(cr, CONFIG, "1")
+    dep = build_deployment(cr, CONFIG, "1")
     assert dep["spec"]["revisionHistoryLimit"] == 3
     assert dep["spec"]["template"]["metadata"]["annotations"] == {"mlship.io/model": "iris"}
-    svc = builders.build_service(cr, CONFIG)
+    svc = build_service(cr, CONFIG)
     assert (svc["apiVersion"], svc["kind"]) == ("v1", "Service")
     assert (svc["metadata"]["name"], svc["metadata"]["namespace"]) == ("iris", "models")
     assert svc["spec"]["type"] == "ClusterIP"
@@ -238,13 +243,53 @@ def test_the_config_hash_is_16_hex_digits_and_ignores_key_order() -> None:
                                                 "limits": {"memory": "2Gi", "cpu": "2"}}})
     b = make_cr({"model": "iris", "resources": {"limits": {"cpu": "2", "memory": "2Gi"},
                                                 "requests": {"memory": "1Gi", "cpu": "1"}}})
-    digest = builders.deployment_config_hash(a, CONFIG)
+    digest = deployment_config_hash(a, CONFIG)
     assert len(digest) == 16 and int(digest, 16) >= 0
-    assert builders.deployment_config_hash(b, CONFIG) == digest
+    assert deployment_config_hash(b, CONFIG) == digest
 
 
 def test_the_service_hash_follows_the_service() -> None:
     def digest(cr: dict) -> str:
-        return builders.build_service(cr, CONFIG)["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+        return build_service(cr, CONFIG)["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
 
     assert digest(make_cr()) != digest(make_cr(name="wine"))
+
+
+def test_the_template_is_rendered_once_and_stamped_per_version() -> None:
+    spec = serving_spec(make_cr({"model": "iris", "replicas": 2}), CONFIG)
+    template = builders.deployment_template(spec, CONFIG)
+    before = copy.deepcopy(dict(template.body))
+    one, two = template.for_version("1"), template.for_version("2")
+    assert dict(template.body) == before  # stamping copies
+    assert one is not template.for_version("1") and one == template.for_version("1")
+    assert template.body["metadata"]["annotations"][ANNOTATION_CONFIG_HASH] == template.config_hash
+    # a version reaches exactly two places: the pod-template label and the container's env
+    for version, dep in (("1", one), ("2", two)):
+        assert dep["spec"]["template"]["metadata"]["labels"][LABEL_MODEL_VERSION] == version
+        assert env(dep)["MLSHIP_MODEL_VERSION"] == version
+        unstamped = copy.deepcopy(dep)
+        unstamped["spec"]["template"]["metadata"]["labels"][LABEL_MODEL_VERSION] = ""
+        next(e for e in container(unstamped)["env"] if e["name"] == "MLSHIP_MODEL_VERSION")[
+            "value"] = ""
+        assert unstamped == before
+
+
+def test_the_config_hash_is_of_the_unversioned_deployment_without_its_own_annotation() -> None:
+    spec = serving_spec(make_cr(), CONFIG)
+    template = builders.deployment_template(spec, CONFIG)
+    bare = copy.deepcopy(dict(template.body))
+    del bare["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+    digest = hashlib.sha256(json.dumps(bare, sort_keys=True).encode()).hexdigest()[:16]
+    assert template.config_hash == digest
+    service = builders.build_service(spec, CONFIG)
+    bare_service = copy.deepcopy(service)
+    del bare_service["metadata"]["annotations"]
+    assert builders.config_hash(service) == hashlib.sha256(
+        json.dumps(bare_service, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def test_config_hash_reads_the_annotation_of_any_object() -> None:
+    assert builders.config_hash(None) is None
+    assert builders.config_hash({}) is None
+    assert builders.config_hash({"metadata": {"annotations": None}}) is None
+    assert builders.config_hash({"metadata": {"annotations": {ANNOTATION_CONFIG_HASH: "ab"}}}) == "ab"

@@ -10,8 +10,8 @@ from typing import Any
 import jsonschema
 import pytest
 import yaml
-from _operator_fixtures import CONFIG, make_cr
-from mlship_operator import builders, resource
+from _operator_fixtures import CONFIG, deployment_config_hash, make_cr
+from mlship_operator import resource
 from mlship_operator import spec as spec_module
 from mlship_operator.decide import decide
 from mlship_operator.registry import Resolution
@@ -183,7 +183,7 @@ def test_everything_the_operator_writes_fits_the_status_schema(schema) -> None:
     # status written along a rollout that fails and is rolled back
     cr = make_cr()
     spec = serving_spec(cr, CONFIG)
-    h = builders.deployment_config_hash(cr, CONFIG)
+    h = deployment_config_hash(cr, CONFIG)
 
     def obs(v, phase, **kw):
         return Observed(exists=True, version=v, config_hash=h, phase=phase, ready_replicas=1, **kw)

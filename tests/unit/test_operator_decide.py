@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from _operator_fixtures import CONFIG, make_cr
-from mlship_operator import builders
+from _operator_fixtures import CONFIG, deployment_config_hash, make_cr
 from mlship_operator import conditions as c
 from mlship_operator.decide import decide, redact_uri, status_patch
 from mlship_operator.registry import Resolution
@@ -31,7 +30,7 @@ def run(status=None, resolution=None, observed=None, *, cr=None, now=NOW, confli
     cr = cr or make_cr()
     return decide(
         spec=serving_spec(cr, CONFIG), status=status, resolution=resolution or ok("1"),
-        observed=observed or Observed(), config_hash=builders.deployment_config_hash(cr, CONFIG),
+        observed=observed or Observed(), config_hash=deployment_config_hash(cr, CONFIG),
         url=URL, now=now, conflict=conflict,
     )
 
@@ -41,7 +40,7 @@ def dep(version: str, phase: Phase = Phase.COMPLETE, *, cr=None, reason="", mess
     cr = cr or make_cr()
     return Observed(
         exists=True, owned=True, version=version,
-        config_hash=builders.deployment_config_hash(cr, CONFIG), phase=phase,
+        config_hash=deployment_config_hash(cr, CONFIG), phase=phase,
         reason=reason, message=message, ready_replicas=ready,
     )
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from _operator_fixtures import CONFIG, UID, make_cr
-from mlship_operator import builders
+from _operator_fixtures import CONFIG, UID, build_deployment, deployment_config_hash, make_cr
 from mlship_operator.rollout import Observed, Phase, needs_pod_check, observe, pod_failure
 
 pytestmark = pytest.mark.unit
@@ -14,7 +13,7 @@ pytestmark = pytest.mark.unit
 
 def deployment(version: str = "2", *, generation: int = 5, **status) -> dict:
     """A built Deployment (spec.replicas 2) with the given status fields."""
-    dep = builders.build_deployment(make_cr({"model": "iris", "replicas": 2}), CONFIG, version)
+    dep = build_deployment(make_cr({"model": "iris", "replicas": 2}), CONFIG, version)
     dep["metadata"]["generation"] = generation
     dep["status"] = {"observedGeneration": generation, **status}
     return dep
@@ -54,7 +53,7 @@ def test_complete_rollout() -> None:
     result = seen(dep)
     assert result.phase is Phase.COMPLETE
     assert (result.version, result.ready_replicas, result.message) == ("2", 2, "2 of 2 replicas ready")
-    assert result.config_hash == builders.deployment_config_hash(
+    assert result.config_hash == deployment_config_hash(
         make_cr({"model": "iris", "replicas": 2}), CONFIG)
     assert not needs_pod_check(dep)
 
@@ -137,7 +136,7 @@ def test_observe_does_not_mutate_its_input() -> None:
 
 
 # ------------------------------------------------------------------ boundaries (mutation testing)
-HASH = builders.deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG)
+HASH = deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG)
 
 
 def bare(status: dict, *, generation: int | None = 1, replicas: int | None = None) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from _operator_fixtures import CONFIG, make_cr
-from mlship_operator import builders, resource
+from _operator_fixtures import CONFIG, build_deployment, make_cr
+from mlship_operator import resource
 
 from mlship.names import ServingEnv
 from mlship.serving.config import load_config
@@ -16,7 +16,7 @@ pytestmark = pytest.mark.unit
 
 
 def serving_env(cr: dict[str, Any], version: str) -> dict[str, str]:
-    dep = builders.build_deployment(cr, CONFIG, version)
+    dep = build_deployment(cr, CONFIG, version)
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"]}
 
