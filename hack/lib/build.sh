@@ -4,6 +4,7 @@
 APT_PACKAGES=(
   docker.io containerd runc containernetworking-plugins iptables conntrack ebtables ethtool
   socat iproute2 kmod util-linux mount openssl debootstrap gcc libc6-dev jq curl ca-certificates
+  maven  # resolves the Kafka stand-in's jars from Maven Central
 )
 
 install_packages() {

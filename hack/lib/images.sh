@@ -3,6 +3,9 @@
 
 # Local stand-ins for the upstream images our Dockerfiles start FROM, under the same names.
 BASE_IMAGES=(debian:bookworm-slim python:3.11-slim-bookworm postgres:15-bookworm)
+# apache/kafka at the release hack/images/kafka/pom.xml resolves (the chart's default tag).
+KAFKA_VERSION=$(sed -n 's|.*<kafka.version>\(.*\)</kafka.version>.*|\1|p' "$HACK_DIR/images/kafka/pom.xml")
+BASE_IMAGES+=("apache/kafka:$KAFKA_VERSION")
 
 ensure_docker() {
   if docker info >/dev/null 2>&1; then return; fi
@@ -37,14 +40,33 @@ build_base_images() {
   fi
   have_image python:3.11-slim-bookworm || docker_build python:3.11-slim-bookworm "$HACK_DIR/images/python.Dockerfile"
   have_image postgres:15-bookworm || docker_build postgres:15-bookworm "$HACK_DIR/images/postgres.Dockerfile"
+  have_image "apache/kafka:$KAFKA_VERSION" || build_kafka_image
   log "base images ready ($((SECONDS - start))s): ${BASE_IMAGES[*]}"
 }
 
+# The Kafka distribution's jars, resolved from Maven Central by Maven (cached in $CACHE_DIR/m2),
+# then the image from them: see hack/images/kafka/Dockerfile.
+build_kafka_image() {
+  local libs=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
+  if [ ! -d "$libs" ]; then
+    step "resolving Kafka $KAFKA_VERSION's jars from Maven Central"
+    mvn -q -B -f "$HACK_DIR/images/kafka/pom.xml" -Dmaven.repo.local="$CACHE_DIR/m2" \
+      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs.tmp" \
+      >"$CACHE_DIR/build-kafka-jars.log" 2>&1 \
+      || { tail -20 "$CACHE_DIR/build-kafka-jars.log" >&2; rm -rf "$libs.tmp"; die "resolving Kafka's jars failed"; }
+    mv "$libs.tmp" "$libs"
+  fi
+  docker_build "apache/kafka:$KAFKA_VERSION" "$HACK_DIR/images/kafka/Dockerfile" "$libs"
+}
+
+# docker_build TAG DOCKERFILE [DIR]: builds with the Dockerfile's directory (and DIR, copied in
+# under its own name) as the context.
 docker_build() {
-  local tag=$1 file=$2 ctx
+  local tag=$1 file=$2 extra=${3:-} ctx
   log "building $tag"
   ctx=$(mktemp -d)
   cp "$(dirname "$file")"/* "$ctx"/
+  [ -z "$extra" ] || cp -r "$extra" "$ctx/"
   cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca-certificates.crt"
   docker build -q --network host -t "$tag" -f "$ctx/$(basename "$file")" "$ctx" >"$CACHE_DIR/build-image.log" 2>&1 \
     || { tail -20 "$CACHE_DIR/build-image.log" >&2; rm -rf "$ctx"; die "building $tag failed"; }
