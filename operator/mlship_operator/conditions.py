@@ -14,6 +14,21 @@ AVAILABLE = "Available"  # some version serves and answers (maybe not the desire
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
 
+# Reasons the operator writes (the registry's are in registry.py, the rollout's in rollout.py).
+SERVING = "Serving"
+ROLLOUT_IN_PROGRESS = "RolloutInProgress"
+ROLLING_OUT = "RollingOut"
+ROLLING_BACK = "RollingBack"
+ROLLOUT_COMPLETE = "RolloutComplete"
+ROLLOUT_FAILED = "RolloutFailed"
+ROLLED_BACK = "RolledBack"
+NAME_CONFLICT = "NameConflict"
+AS_EXPECTED = "AsExpected"
+NOT_DESIRED_VERSION = "NotDesiredVersion"
+NOTHING_SERVING = "NothingServing"
+NO_READY_REPLICAS = "NoReadyReplicas"
+APPLY_FAILED = "ApplyFailed"
+
 MAX_MESSAGE = 32768
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
 

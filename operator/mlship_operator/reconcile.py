@@ -13,12 +13,13 @@ from kubernetes.client.exceptions import ApiException
 
 from . import builders, conditions, polling, registry
 from .config import Config
-from .decide import Decision, EventSpec, decide, status_patch
+from .conflict import name_conflict
+from .decide import Decision, decide, status_patch
+from .events import EventSpec
 from .kube import Kube, api_error_message
-from .rollout import controlled_by, needs_pod_check, observe
+from .rollout import needs_pod_check, observe
 from .spec import serving_spec
 
-APPLY_FAILED = "ApplyFailed"
 _LOG = logging.getLogger(__name__)
 
 
@@ -32,7 +33,7 @@ class TickResult:
 def _apply_failure(decision: Decision, message: str, generation: int, now: str) -> Decision:
     """The same decision, but reporting that the API server refused the Deployment."""
     reports = {
-        type_: conditions.Report(state, APPLY_FAILED, message)
+        type_: conditions.Report(state, conditions.APPLY_FAILED, message)
         for type_, state in (
             (conditions.READY, False), (conditions.PROGRESSING, False), (conditions.DEGRADED, True)
         )
@@ -90,21 +91,13 @@ def tick(
     template = builders.deployment_template(spec, config)
     service = builders.build_service(spec, config)
     service_hash = builders.config_hash(service)
-    conflict = None
-    if observed.exists and not observed.owned:
-        conflict = (
-            f"a Deployment named {spec.name} already exists and is not controlled by this"
-            " ModelDeployment; delete that Deployment or rename the ModelDeployment"
-        )
-    check_service = polled or memo.get("service_hash") != service_hash
-    if check_service and not conflict:
-        existing = kube.get_service(spec.namespace, spec.name)
-        if existing is not None and not controlled_by(existing, spec.uid):
-            conflict = (
-                f"a Service named {spec.name} already exists and is not controlled by this"
-                " ModelDeployment; delete that Service or rename the ModelDeployment"
-            )
-        elif builders.config_hash(existing) != service_hash:
+    # A Service is read on a poll or when ours changed, and not when the Deployment's name
+    # is taken already (nothing will be written then).
+    read_service = (polled or memo.get("service_hash") != service_hash) and observed.owned
+    existing = kube.get_service(spec.namespace, spec.name) if read_service else None
+    conflict = name_conflict(spec, observed, existing)
+    if read_service and conflict is None:
+        if builders.config_hash(existing) != service_hash:
             memo.pop("service_hash", None)
         else:
             memo["service_hash"] = service_hash
@@ -164,7 +157,7 @@ def _apply_deployment(
         logger.error("%s", message)
         failed = _apply_failure(decision, message, generation, now)
         return dataclasses.replace(
-            failed, events=(*failed.events, EventSpec("Warning", APPLY_FAILED, message))
+            failed, events=(*failed.events, EventSpec("Warning", conditions.APPLY_FAILED, message))
         )
     memo.pop("apply_refused", None)
     logger.info("applied Deployment with model version %s", decision.apply_version)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from .config import Config
 from .resource import DEFAULT_ALIAS
@@ -48,6 +49,14 @@ class ServingSpec:
     def registry_key(self) -> tuple[str, str, str | None, str | None]:
         """What a registry answer depends on: a change here makes the operator ask again."""
         return (self.tracking_uri, self.model, self.alias, self.pinned_version)
+
+
+def redact_uri(uri: str) -> str:
+    """Drop user:password@ from a URI before it goes into the status."""
+    parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri
+    return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:

@@ -7,10 +7,10 @@ import copy
 import pytest
 from _operator_fixtures import CONFIG, deployment_config_hash, make_cr
 from mlship_operator import conditions as c
-from mlship_operator.decide import decide, redact_uri, status_patch
+from mlship_operator.decide import decide, status_patch
 from mlship_operator.registry import Resolution
 from mlship_operator.rollout import Observed, Phase
-from mlship_operator.spec import serving_spec
+from mlship_operator.spec import redact_uri, serving_spec
 
 pytestmark = pytest.mark.unit
 
