@@ -44,18 +44,11 @@ build_base_images() {
   log "base images ready ($((SECONDS - start))s): ${BASE_IMAGES[*]}"
 }
 
-# The Kafka distribution's jars, resolved from Maven Central by Maven (cached in $CACHE_DIR/m2),
-# then the image from them: see hack/images/kafka/Dockerfile.
+# The Kafka distribution's jars (hack/kafka-jars: Maven Central, cached), then the image from
+# them: see hack/images/kafka/Dockerfile.
 build_kafka_image() {
-  local libs=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
-  if [ ! -d "$libs" ]; then
-    step "resolving Kafka $KAFKA_VERSION's jars from Maven Central"
-    mvn -q -B -f "$HACK_DIR/images/kafka/pom.xml" -Dmaven.repo.local="$CACHE_DIR/m2" \
-      dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$libs.tmp" \
-      >"$CACHE_DIR/build-kafka-jars.log" 2>&1 \
-      || { tail -20 "$CACHE_DIR/build-kafka-jars.log" >&2; rm -rf "$libs.tmp"; die "resolving Kafka's jars failed"; }
-    mv "$libs.tmp" "$libs"
-  fi
+  local libs
+  libs=$(MLSHIP_CACHE_DIR=$CACHE_DIR "$HACK_DIR/kafka-jars") || die "resolving Kafka's jars failed"
   docker_build "apache/kafka:$KAFKA_VERSION" "$HACK_DIR/images/kafka/Dockerfile" "$libs"
 }
 
