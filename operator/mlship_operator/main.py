@@ -71,7 +71,8 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: Any, **_
 def reconcile_tick(
     body: kopf.Body, memo: kopf.Memo, patch: kopf.Patch, logger: Any, **_: Any
 ) -> None:
-    result = reconcile.tick(body, memo, memo["config"], memo["kube"], logger=logger)
+    memory = memo.setdefault("tick", reconcile.TickMemory())  # kopf keeps a memo per object
+    result = reconcile.tick(body, memory, memo["config"], memo["kube"], logger=logger)
     for key, value in result.status_patch.items():
         patch.status[key] = value
     for event in result.events:

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
@@ -21,6 +21,34 @@ from .rollout import needs_pod_check, observe
 from .spec import serving_spec
 
 _LOG = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refusal:
+    """The API server refused a Deployment: the same one is not sent again before `until`."""
+
+    key: tuple[str | None, str | None]
+    """The refused Deployment's model version and config hash."""
+    until: float
+    attempts: int
+    message: str
+
+
+@dataclasses.dataclass
+class TickMemory:
+    """What one ModelDeployment's ticks remember from one to the next (kept in its kopf memo).
+
+    Mutable on purpose: a tick records what it learns as it goes, so that a registry answer
+    or a refusal is not forgotten when a later call of the same tick raises (kopf then retries
+    the tick). Each field's value is immutable.
+    """
+
+    status: Mapping[str, Any] | None = None
+    """The status this operator last wrote: it wins over a watch event not yet arrived."""
+    poll: polling.PollState | None = None
+    service_hash: str | None = None
+    """The config hash of our Service as last applied or read; None when it must be applied."""
+    refused: Refusal | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +74,7 @@ def _apply_failure(decision: Decision, message: str, generation: int, now: str) 
 
 def tick(
     cr: Mapping[str, Any],
-    memo: MutableMapping[str, Any],
+    memory: TickMemory,
     config: Config,
     kube: Kube,
     *,
@@ -63,18 +91,16 @@ def tick(
     seen_status = cr.get("status") or {}
     # Our own last write wins over a watch event that may not have arrived yet: deciding
     # on a stale status could forget a rollback and retry the bad version.
-    previous = memo.get("status") or seen_status
+    previous = memory.status or seen_status
 
-    state = memo.get("poll")
-    polled = polling.is_due(state, spec.registry_key, clock())
+    polled = polling.is_due(memory.poll, spec.registry_key, clock())
     if polled:
         answer = resolve(spec)
-        state = polling.after_poll(
-            state, spec.registry_key, answer,
+        memory.poll = polling.after_poll(
+            memory.poll, spec.registry_key, answer,
             now=clock(), interval=spec.poll_interval, max_backoff=config.max_backoff,
         )
-        memo["poll"] = state
-    resolution = state.resolution if state is not None else None
+    resolution = memory.poll.resolution if memory.poll is not None else None
     if resolution is None:
         raise RuntimeError("no registry answer after polling: this is a bug")
     if polled and not resolution.ok:
@@ -93,14 +119,12 @@ def tick(
     service_hash = builders.config_hash(service)
     # A Service is read on a poll or when ours changed, and not when the Deployment's name
     # is taken already (nothing will be written then).
-    read_service = (polled or memo.get("service_hash") != service_hash) and observed.owned
+    read_service = (polled or memory.service_hash != service_hash) and observed.owned
     existing = kube.get_service(spec.namespace, spec.name) if read_service else None
     conflict = name_conflict(spec, observed, existing)
     if read_service and conflict is None:
-        if builders.config_hash(existing) != service_hash:
-            memo.pop("service_hash", None)
-        else:
-            memo["service_hash"] = service_hash
+        current = builders.config_hash(existing) == service_hash
+        memory.service_hash = service_hash if current else None
 
     decision = decide(
         spec=spec, status=previous, resolution=resolution, observed=observed,
@@ -110,13 +134,13 @@ def tick(
 
     if decision.apply_version is not None:
         decision = _apply_deployment(template.for_version(decision.apply_version), config, kube,
-                                     memo, decision, spec.generation, now, clock, logger)
+                                     memory, decision, spec.generation, now, clock, logger)
     deployed = decision.apply_version is not None or observed.exists
-    if deployed and not conflict and memo.get("service_hash") != service_hash:
+    if deployed and not conflict and memory.service_hash != service_hash:
         kube.apply(service)
-        memo["service_hash"] = service_hash
+        memory.service_hash = service_hash
 
-    memo["status"] = decision.status
+    memory.status = decision.status
     return TickResult(
         status=decision.status,
         status_patch=status_patch(seen_status, decision.status),
@@ -128,7 +152,7 @@ def _apply_deployment(
     deployment: dict[str, Any],
     config: Config,
     kube: Kube,
-    memo: MutableMapping[str, Any],
+    memory: TickMemory,
     decision: Decision,
     generation: int,
     now: str,
@@ -137,28 +161,26 @@ def _apply_deployment(
 ) -> Decision:
     """Write the Deployment; a refusal is reported in the status and retried with backoff."""
     key = (decision.apply_version, builders.config_hash(deployment))
-    refused = memo.get("apply_refused")
-    if refused and refused["key"] == key and clock() < refused["until"]:
-        return _apply_failure(decision, refused["message"], generation, now)
+    refused = memory.refused if memory.refused and memory.refused.key == key else None
+    if refused and clock() < refused.until:
+        return _apply_failure(decision, refused.message, generation, now)
     try:
         kube.apply(deployment)
     except ApiException as err:
         if err.status == 409 or err.status is None or err.status >= 500:
             raise  # transient (e.g. the object is being deleted): kopf retries the tick
-        attempts = refused["attempts"] + 1 if refused and refused["key"] == key else 1
+        attempts = refused.attempts + 1 if refused else 1
         delay = polling.backoff_delay(5.0, attempts, config.max_backoff)
         message = (
             f"the API server refused the Deployment for version {decision.apply_version}:"
             f" {api_error_message(err)}; retrying in {delay:g}s"
         )
-        memo["apply_refused"] = {
-            "key": key, "until": clock() + delay, "attempts": attempts, "message": message
-        }
+        memory.refused = Refusal(key, clock() + delay, attempts, message)
         logger.error("%s", message)
         failed = _apply_failure(decision, message, generation, now)
         return dataclasses.replace(
             failed, events=(*failed.events, EventSpec("Warning", conditions.APPLY_FAILED, message))
         )
-    memo.pop("apply_refused", None)
+    memory.refused = None
     logger.info("applied Deployment with model version %s", decision.apply_version)
     return decision

@@ -99,8 +99,8 @@ def cond(status: dict, type_: str) -> tuple[str, str]:
     return found["status"], found["reason"]
 
 
-def new_memo() -> Any:
-    return {}
+def new_memo() -> reconcile.TickMemory:
+    return reconcile.TickMemory()
 
 
 def test_first_tick_asks_the_registry_and_applies_both_children(world) -> None:
@@ -259,3 +259,28 @@ def test_registry_trouble_backs_off_and_keeps_what_runs(world) -> None:
     clock.t += CONFIG.poll_interval
     tick(world, memo)
     assert registry.asked == 3
+
+
+def test_what_a_tick_remembers(world) -> None:
+    kube, _, clock = world
+    memory = new_memo()
+    first = tick(world, memory)
+    assert memory.status == first.status
+    assert memory.poll is not None and memory.poll.resolution == ok("1")
+    assert memory.service_hash == kube.objects["Service"]["metadata"]["annotations"][
+        ANNOTATION_CONFIG_HASH]
+    assert memory.refused is None
+    kube.refuse = ApiException(status=422, reason="Unprocessable")
+    kube.objects.clear()  # the Deployment is gone: applied again, and refused
+    clock.t += 2
+    tick(world, memory)
+    refused = memory.refused
+    assert refused is not None and (refused.key[0], refused.attempts) == ("1", 1)
+    assert refused.until == clock.t + 5
+    clock.t = refused.until
+    tick(world, memory)
+    assert memory.refused.attempts == 2 and memory.refused.until == clock.t + CONFIG.max_backoff
+    kube.refuse = None
+    clock.t = memory.refused.until
+    tick(world, memory)
+    assert memory.refused is None
