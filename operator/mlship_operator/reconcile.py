@@ -17,6 +17,7 @@ from .conflict import name_conflict
 from .decide import Decision, decide, status_patch
 from .events import EventSpec
 from .kube import Kube, api_error_message
+from .report import apply_failed_reports
 from .rollout import needs_pod_check, observe
 from .spec import serving_spec
 
@@ -60,14 +61,9 @@ class TickResult:
 
 def _apply_failure(decision: Decision, message: str, generation: int, now: str) -> Decision:
     """The same decision, but reporting that the API server refused the Deployment."""
-    reports = {
-        type_: conditions.Report(state, conditions.APPLY_FAILED, message)
-        for type_, state in (
-            (conditions.READY, False), (conditions.PROGRESSING, False), (conditions.DEGRADED, True)
-        )
-    }
     conds = conditions.set_conditions(
-        decision.status.get("conditions"), reports, generation=generation, now=now
+        decision.status.get("conditions"), apply_failed_reports(message),
+        generation=generation, now=now,
     )
     return dataclasses.replace(decision, status={**decision.status, "conditions": conds})
 

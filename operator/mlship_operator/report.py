@@ -26,6 +26,15 @@ def conflict_reports(message: str) -> dict[str, Report]:
     }
 
 
+def apply_failed_reports(message: str) -> dict[str, Report]:
+    """The API server refused the Deployment: Available still says what serves."""
+    return {
+        c.READY: Report(False, c.APPLY_FAILED, message),
+        c.PROGRESSING: Report(False, c.APPLY_FAILED, message),
+        c.DEGRADED: Report(True, c.APPLY_FAILED, message),
+    }
+
+
 def condition_reports(
     spec: ServingSpec, resolution: Resolution, observed: Observed, target: Target
 ) -> dict[str, Report]:

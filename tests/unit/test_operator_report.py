@@ -6,7 +6,7 @@ import pytest
 from _operator_fixtures import CONFIG, make_cr
 from mlship_operator.conditions import Report
 from mlship_operator.registry import Resolution
-from mlship_operator.report import condition_reports, conflict_reports
+from mlship_operator.report import apply_failed_reports, condition_reports, conflict_reports
 from mlship_operator.rollout import Observed, Phase
 from mlship_operator.spec import serving_spec
 from mlship_operator.target import Target
@@ -147,4 +147,12 @@ def test_a_name_conflict_says_the_same_everywhere() -> None:
         "Available": Report(False, "NameConflict", "taken"),
         "Progressing": Report(False, "NameConflict", "taken"),
         "Degraded": Report(True, "NameConflict", "taken"),
+    }
+
+
+def test_a_refused_apply_leaves_available_alone() -> None:
+    assert apply_failed_reports("refused") == {
+        "Ready": Report(False, "ApplyFailed", "refused"),
+        "Progressing": Report(False, "ApplyFailed", "refused"),
+        "Degraded": Report(True, "ApplyFailed", "refused"),
     }
