@@ -3,10 +3,7 @@ server, across a restart and an MLflow outage, and `load_records` reads it all b
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,11 +17,11 @@ import mlflow.sklearn
 import pandas as pd
 import pytest
 from _serving_process import Server
+from devkit import MlflowServer
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
 from sklearn.ensemble import RandomForestClassifier
-from testkit import free_port, stop_process, wait_http
 
 from mlship.monitoring import inference_log
 
@@ -207,48 +204,15 @@ def test_a_half_rate_logs_about_half_the_requests(model: Registered, experiment:
     assert abs(logged - n / 2) < 5 * (n * 0.25) ** 0.5, logged  # 5 sigma of a binomial
 
 
-class MlflowProcess:
-    """A tracking server of its own, to be stopped and started again on the same port."""
-
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        with open(self.root / "server.log", "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable, "-m", "mlflow", "server",
-                    "--host", "127.0.0.1", "--port", str(self.port),
-                    "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
-                    "--artifacts-destination", str(self.root / "artifacts"),
-                    "--workers", "1",
-                ],
-                stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-            )
-        wait_http(f"{self.uri}/health", timeout=180, proc=self.proc)
-
-    def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-            self.proc = None
-
-
 @pytest.fixture
-def own_mlflow(tmp_path: Path) -> Iterator[MlflowProcess]:
-    server = MlflowProcess(tmp_path)
-    server.start()
-    try:
+def own_mlflow(tmp_path: Path) -> Iterator[MlflowServer]:
+    """A tracking server of its own, to be stopped and started again on the same port."""
+    with MlflowServer(tmp_path, timeout=180) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def test_an_mlflow_outage_fails_no_request_and_loses_no_row(
-    own_mlflow: MlflowProcess, experiment: str, serve
+    own_mlflow: MlflowServer, experiment: str, serve
 ) -> None:
     registered = _register(own_mlflow.uri)
     since = datetime.now(UTC)
