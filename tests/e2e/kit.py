@@ -1,4 +1,5 @@
-"""Helpers of the e2e tier: the installed release, Airflow's REST API, MLflow, ModelDeployments.
+"""Helpers of the e2e tier: the installed release, Airflow's REST API (hack/devkit.py's client, and
+the tier's verdict on a DAG run), MLflow, ModelDeployments.
 
 Imported as `e2e.kit` (tests/ is on pytest's pythonpath); the session-scoped `release` fixture
 that installs the chart is in tests/conftest.py
@@ -10,26 +11,25 @@ from __future__ import annotations
 import base64
 import json
 import shutil
-import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import devkit
 import pytest
 import requests
+from devkit import DAG, port_forward, wait_for
 from kubernetes import client
 from mlflow import MlflowClient
-from testkit import cluster_unreachable_reason, free_port, stop_process
+from testkit import cluster_unreachable_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "mlship"
 ARTIFACTS = ROOT / "test-artifacts"  # gitignored: screenshots and other evidence of a run
 RELEASE = "mlship"
 STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
-DAG = "mlship_training"
 EXPERIMENT = "mlship"  # the chart's pipeline.experiment
 MODEL = "iris"
 TAG_RUN_KEY = "mlship.pipeline_run_key"
@@ -68,114 +68,8 @@ def run(*cmd: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float, interval: float = 3) -> Any:
-    """Poll `check` until it returns something truthy; API errors count as "not yet"."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, client.ApiException) as exc:
-            last = exc
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})"[:3000])
-
-
-@contextmanager
-def port_forward(namespace: str, service: str, port: int) -> Iterator[str]:
-    """http://127.0.0.1:<local> forwarded to a Service, as a user reaches the UIs.
-
-    kubectl binds the forward to one pod behind the Service when it starts: open a new one after
-    that pod is replaced (a rollout, a restart).
-    """
-    local = free_port()
-    proc = subprocess.Popen(
-        ["kubectl", "-n", namespace, "port-forward", f"svc/{service}", f"{local}:{port}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-
-        def connected() -> bool:
-            if proc.poll() is not None:
-                pytest.fail(
-                    f"kubectl port-forward to {service} exited: {proc.stderr.read() if proc.stderr else ''}"
-                )
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", local)) == 0
-
-        wait_for(f"port-forward to {service}", connected, timeout=30, interval=0.3)
-        yield f"http://127.0.0.1:{local}"
-    finally:
-        stop_process(proc, timeout=10)
-
-
-class Airflow:
-    """The Airflow REST API through a port-forward, logged in as the chart's admin."""
-
-    def __init__(self, url: str, password: str) -> None:
-        self.url = url
-        self.password = password
-        resp = requests.post(
-            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
-        )
-        resp.raise_for_status()
-        self.token = resp.json()["access_token"]
-        self.headers = {"Authorization": f"Bearer {self.token}"}
-
-    def get(self, path: str, **params: Any) -> Any:
-        resp = requests.get(f"{self.url}/api/v2{path}", headers=self.headers, params=params, timeout=60)
-        resp.raise_for_status()
-        return resp.json() if "json" in resp.headers.get("content-type", "") else resp.text
-
-    def send(self, method: str, path: str, body: dict[str, Any], **params: Any) -> Any:
-        resp = requests.request(
-            method, f"{self.url}/api/v2{path}", headers=self.headers, json=body, params=params, timeout=60
-        )
-        assert resp.ok, f"{method} {path}: {resp.status_code} {resp.text}"
-        return resp.json()
-
-    def trigger(self, conf: dict[str, Any] | None = None, *, dag: str = DAG) -> str:
-        """Start a run of a DAG (unpausing it if needed); returns its dag_run_id."""
-        info = wait_for(f"the DAG {dag} to be parsed", lambda: self.get(f"/dags/{dag}"), timeout=300)
-        if info["is_paused"]:
-            self.send("PATCH", f"/dags/{dag}", {"is_paused": False}, update_mask="is_paused")
-        run_ = self.send("POST", f"/dags/{dag}/dagRuns", {"logical_date": None, "conf": conf or {}})
-        return str(run_["dag_run_id"])
-
-    def wait_run(
-        self, run_id: str, timeout: float = 1800, on_poll: Callable[[], None] | None = None, *, dag: str = DAG
-    ) -> str:
-        """Wait until the run ends; returns "success" or "failed"."""
-
-        def finished() -> str | None:
-            if on_poll:
-                on_poll()
-            state = self.get(f"/dags/{dag}/dagRuns/{run_id}")["state"]
-            return state if state in ("success", "failed") else None
-
-        return str(wait_for(f"{dag} run {run_id}", finished, timeout=timeout, interval=2))
-
-    def tasks(self, run_id: str, *, dag: str = DAG) -> dict[str, dict[str, Any]]:
-        listing = self.get(f"/dags/{dag}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {t["task_id"]: t for t in listing}
-
-    def log(self, run_id: str, task: str, try_number: int, *, dag: str = DAG) -> str:
-        """The task log the UI shows for one try, as text."""
-        log = self.get(
-            f"/dags/{dag}/dagRuns/{run_id}/taskInstances/{task}/logs/{max(try_number, 1)}",
-            full_content="true",
-        )
-        content = log.get("content", log) if isinstance(log, dict) else log
-        if isinstance(content, list):  # structured log lines (Airflow 3)
-            return "\n".join(
-                json.dumps(line, ensure_ascii=False) if isinstance(line, dict) else str(line)
-                for line in content
-            )
-        return str(content)
+class Airflow(devkit.Airflow):
+    """Airflow's REST API (devkit.Airflow), with the e2e tier's verdict on a DAG run."""
 
     def require_success(self, run_id: str, state: str, *, dag: str = DAG) -> None:
         """Fail the test with the failed tasks' output when the run did not succeed, and when it did
@@ -263,12 +157,12 @@ class Release:
     @contextmanager
     def airflow(self) -> Iterator[Airflow]:
         password = self.secret(self.name("airflow"))["admin-password"]
-        with port_forward(self.namespace, self.name("airflow-api-server"), 8080) as url:
-            yield wait_for("an Airflow API token", lambda: Airflow(url, password), timeout=120)
+        with port_forward(self.namespace, f"svc/{self.name('airflow-api-server')}", 8080) as url:
+            yield Airflow.connect(url, password, timeout=120)
 
     @contextmanager
     def mlflow(self) -> Iterator[str]:
-        with port_forward(self.namespace, self.name("mlflow"), 5000) as url:
+        with port_forward(self.namespace, f"svc/{self.name('mlflow')}", 5000) as url:
             yield url
 
     @contextmanager
@@ -305,6 +199,7 @@ class Release:
             f"ModelDeployment {name} to be deleted",
             lambda: name not in {md["metadata"]["name"] for md in self.model_deployments()},
             timeout=timeout,
+            interval=3,
         )
 
     def delete_model_deployments(self, timeout: float = 180) -> None:
@@ -313,7 +208,7 @@ class Release:
             self.custom.delete_namespaced_custom_object(
                 MD_GROUP, MD_VERSION, self.namespace, MD_PLURAL, md["metadata"]["name"]
             )
-        wait_for("ModelDeployments to be deleted", lambda: not self.model_deployments(), timeout=timeout)
+        wait_for("ModelDeployments to be deleted", lambda: not self.model_deployments(), timeout, 3)
 
     def serving_pods(self, name: str) -> list[client.V1Pod]:
         return [
@@ -330,7 +225,7 @@ class Release:
 
     @contextmanager
     def serving(self, name: str) -> Iterator[str]:
-        with port_forward(self.namespace, name, 80) as url:
+        with port_forward(self.namespace, f"svc/{name}", 80) as url:
             yield url
 
 

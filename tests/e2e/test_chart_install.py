@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import requests
+from devkit import wait_for
 from e2e.kit import (
     ARTIFACTS,
     BASE_VALUES,
@@ -37,7 +38,6 @@ from e2e.kit import (
     all_ready,
     condition,
     iris_accuracy,
-    wait_for,
 )
 from mlflow import MlflowClient
 from testkit import require_or_skip
@@ -258,7 +258,7 @@ def test_model_deployment_serves_the_champion(release: Release) -> None:
     release.apply_model_deployment(MODEL, {"model": MODEL, "alias": CHAMPION})
     release.deployment = MODEL
     md = wait_for(
-        f"ModelDeployment {MODEL} to serve v{champion}", lambda: serving(release, MODEL, champion), 600
+        f"ModelDeployment {MODEL} to serve v{champion}", lambda: serving(release, MODEL, champion), 600, 3
     )
     release.figures["model_deployment_ready_seconds"] = round(time.monotonic() - start, 1)
     status = md["status"]
@@ -311,7 +311,7 @@ def test_moving_the_champion_alias_rolls_the_deployment_to_the_new_version(relea
         done = [m for r, m in events if r == "RolloutComplete" and f"version {v2.version} " in m]
         return events if started and done else None
 
-    events = wait_for(f"Events of the rollout to v{v2.version}", rollout_events, timeout=60)
+    events = wait_for(f"Events of the rollout to v{v2.version}", rollout_events, timeout=60, interval=3)
     assert any(
         r == "RolloutStarted" and f"replacing version {v1.version}" in m for r, m in events
     ), events
@@ -540,9 +540,9 @@ def test_postgresql_restart_loses_no_run_or_model_version(release: Release) -> N
         p = release.core.read_namespaced_pod(pod, release.namespace)
         return p.metadata.uid != old_uid and all_ready([p])
 
-    wait_for("PostgreSQL to come back", back, timeout=300)
+    wait_for("PostgreSQL to come back", back, timeout=300, interval=3)
     with release.mlflow() as url:
-        after = wait_for("MLflow to answer again", lambda: registry_state(url), timeout=120)
+        after = wait_for("MLflow to answer again", lambda: registry_state(url), timeout=120, interval=3)
     assert after == before
     with release.airflow() as airflow:
         assert airflow.get(f"/dags/{DAG}/dagRuns/{release.run_id}")["state"] == "success"

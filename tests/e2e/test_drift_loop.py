@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import requests
+from devkit import wait_for
 from e2e.kit import (
     IRIS_COLUMNS,
     IRIS_ROWS,
@@ -26,7 +27,6 @@ from e2e.kit import (
     Airflow,
     Release,
     condition,
-    wait_for,
 )
 
 from mlship.monitoring import inference_log
@@ -75,6 +75,7 @@ def monitored(release: Release) -> Iterator[str]:
         f"ModelDeployment {NAME} to be Ready",
         lambda: condition(release.model_deployment(NAME), "Ready").get("status") == "True",
         timeout=600,
+        interval=3,
     )
     yield NAME
     release.custom.delete_namespaced_custom_object(MD_GROUP, MD_VERSION, release.namespace, MD_PLURAL, NAME)
@@ -118,6 +119,7 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
         lambda: [p for p in release.serving_pods(NAME) if p.metadata.uid != pod.metadata.uid
                  and any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])],
         timeout=300,
+        interval=3,
     )
     assert logged_rows(release, version, since) == ROWS
 
