@@ -1,4 +1,6 @@
-"""Small helpers shared by every test tier (tests/ is on pytest's pythonpath)."""
+"""Small helpers shared by every test tier (tests/ is on pytest's pythonpath). What the tests share
+with `make up` and the benchmarks (waiting, free ports, server processes, MLflow, Airflow) is in
+hack/devkit.py."""
 
 from __future__ import annotations
 
@@ -9,12 +11,11 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from pathlib import Path
 from typing import NoReturn
 
 import pytest
-import requests
+from devkit import free_port
 
 # CI sets MLSHIP_REQUIRE=all (.ci/run): a tier whose prerequisite is absent (no helm, no cluster, an
 # image not built, no docker, no chromium) then fails with the reason instead of skipping, so a
@@ -112,37 +113,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["MLSHIP_MLFLOW_WAIT_SECONDS"] = "2"
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 60.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process serving {url} exited with {proc.returncode}")
-        try:
-            if requests.get(url, timeout=2).ok:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout}s")
-
-
-def stop_process(proc: subprocess.Popen, timeout: float = 30) -> None:
-    """SIGTERM, then SIGKILL if it is still there after `timeout` seconds."""
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 class TcpProxy:

@@ -1,16 +1,12 @@
-"""Helpers for tests against a real Kubernetes cluster."""
+"""Helpers for tests against a real Kubernetes cluster (waiting for something: devkit.wait_for)."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import time
-from collections.abc import Callable
 from typing import Any
 
-import pytest
 from kubernetes import client
-from kubernetes.client.rest import ApiException
 
 # Images that `hack/cluster up` loads into the cluster (a user's kind/minikube pulls them).
 SMOKE_IMAGE = os.environ.get("MLSHIP_SMOKE_IMAGE", "python:3.11-slim-bookworm")
@@ -22,22 +18,6 @@ RESTRICTED_CONTAINER_SECURITY = {
     "runAsUser": 10001,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
-
-
-def wait_until(what: str, check: Callable[[], Any], timeout: float = 120, interval: float = 1) -> Any:
-    """Polls `check` until it returns something truthy; fails naming `what` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except ApiException as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
 
 
 def python_pod(name: str, code: str, **spec: Any) -> dict[str, Any]:

@@ -15,18 +15,18 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import requests
 import yaml
 from cluster_helpers import python_pod
+from devkit import WaitTimeout, free_port, stop_process, wait_for, wait_http
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from mlflow import MlflowClient
-from testkit import free_port, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 GROUP, VERSION, PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
@@ -93,19 +93,11 @@ class Operator:
                  "MLSHIP_LIVENESS_ENDPOINT": f"http://127.0.0.1:{self.health}/healthz"},
             stdout=self._log, stderr=subprocess.STDOUT,
         )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self._log.close()
-                raise RuntimeError(f"operator exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if requests.get(f"http://127.0.0.1:{self.health}/healthz", timeout=2).ok:
-                    return
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise RuntimeError(f"operator not healthy within 60s:\n{self.log()}")
+        try:
+            wait_http(f"http://127.0.0.1:{self.health}/healthz", 60, self.proc)
+        except (RuntimeError, WaitTimeout) as exc:  # it exited, or never said healthy
+            self.stop()
+            raise RuntimeError(f"operator not healthy: {exc}\n{self.log()}") from None
 
     def log(self) -> str:
         if not self._log.closed:
@@ -128,14 +120,12 @@ def apply_crd(kube: client.ApiClient, timeout: float = 60) -> None:
         body["metadata"]["name"], body, field_manager="mlship-tests", force=True,
         _content_type="application/apply-patch+yaml",
     )
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def established() -> bool:
         got = api.read_custom_resource_definition(body["metadata"]["name"])
-        if any(c.type == "Established" and c.status == "True"
-               for c in got.status.conditions or []):
-            return
-        time.sleep(0.5)
-    raise TimeoutError(f"the ModelDeployment CRD was not established within {timeout}s")
+        return any(c.type == "Established" and c.status == "True" for c in got.status.conditions or [])
+
+    wait_for("the ModelDeployment CRD to be established", established, timeout, 0.5, retry=())
 
 
 def create_cr(objects, namespace: str, name: str, spec: dict[str, Any]) -> dict[str, Any]:
@@ -182,10 +172,9 @@ def delete_crs(objects: client.CustomObjectsApi, namespace: str, operators: list
     operators, then strip the finalizer of whatever is left (or the namespace would hang in
     Terminating)."""
     objects.delete_collection_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and objects.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL)["items"]:
-        time.sleep(0.5)
+    with suppress(WaitTimeout):  # what is left loses its finalizer below
+        wait_for("the CRs to be deleted", lambda: not objects.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL)["items"], timeout, 0.5, retry=())
     for op in operators:
         op.stop()
     for item in objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"]:
@@ -386,11 +375,8 @@ def stop_client(core: client.CoreV1Api, namespace: str, name: str,
 
     stream(core.connect_get_namespaced_pod_exec, name, namespace, command=["touch", "/tmp/stop"],
            stderr=True, stdout=True, stdin=False, tty=False)
-    deadline = time.monotonic() + timeout
-    while core.read_namespaced_pod(name, namespace).status.phase not in ("Succeeded", "Failed"):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"client pod {name} did not finish within {timeout}s of the stop")
-        time.sleep(0.5)
+    wait_for(f"client pod {name} to finish after the stop", lambda: core.read_namespaced_pod(
+        name, namespace).status.phase in ("Succeeded", "Failed"), timeout, 0.5, retry=())
     lines = client_lines(core, namespace, name)
     summaries = [line["summary"] for line in lines if "summary" in line]
     if not summaries:

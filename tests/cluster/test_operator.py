@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
-from cluster_helpers import wait_until
+from devkit import wait_for
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from mlflow import MlflowClient
@@ -60,7 +60,7 @@ def test_cr_creates_an_owned_deployment_and_service(
     cr = create_cr(objects, namespace, "iris", {"model": model, **PENDING})
     uid = cr["metadata"]["uid"]
 
-    dep = wait_until("the Deployment", lambda: deployment(apps, namespace, "iris"), 60)
+    dep = wait_for("the Deployment", lambda: deployment(apps, namespace, "iris"), 60)
     assert template_version(dep) == versions[0]
     env = {e.name: e.value for e in dep.spec.template.spec.containers[0].env}
     assert (env["MLSHIP_MODEL_NAME"], env["MLSHIP_MODEL_VERSION"]) == (model, versions[0])
@@ -73,7 +73,7 @@ def test_cr_creates_an_owned_deployment_and_service(
     assert svc.spec.selector == dep.spec.selector.match_labels
 
     # The pods were admitted by the namespace's `restricted` PodSecurity level.
-    wait_until("a serving pod to be admitted", lambda: core.list_namespaced_pod(
+    wait_for("a serving pod to be admitted", lambda: core.list_namespaced_pod(
         namespace, label_selector="app.kubernetes.io/instance=iris").items, 60)
 
     def status_follows() -> dict | None:
@@ -82,7 +82,7 @@ def test_cr_creates_an_owned_deployment_and_service(
               and condition(got, "Progressing").get("status") == "True")
         return got if ok else None
 
-    got = wait_until(f"status to follow\n{op.log()}", status_follows, 60)
+    got = wait_for(f"status to follow\n{op.log()}", status_follows, 60)
     assert "mlship.io/finalizer" in got["metadata"]["finalizers"]
     assert got["status"]["url"] == f"http://iris.{namespace}.svc.cluster.local"
     assert got["status"]["alias"] == "champion"
@@ -97,13 +97,13 @@ def test_alias_move_updates_the_pod_template_and_the_status(
     op = operator()
     model, versions = registered(3)
     create_cr(objects, namespace, "iris", {"model": model, **PENDING})
-    wait_until("version 1 deployed", lambda: template_version(
+    wait_for("version 1 deployed", lambda: template_version(
         deployment(apps, namespace, "iris")) == versions[0], 60)
     first = deployment(apps, namespace, "iris")
 
     MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
         model, "champion", versions[2])
-    wait_until(f"the pod template to move to version {versions[2]}\n{op.log()}",
+    wait_for(f"the pod template to move to version {versions[2]}\n{op.log()}",
                lambda: template_version(deployment(apps, namespace, "iris")) == versions[2], 60)
     moved = deployment(apps, namespace, "iris")
     assert moved.metadata.uid == first.metadata.uid  # updated in place: a rolling update
@@ -115,7 +115,7 @@ def test_alias_move_updates_the_pod_template_and_the_status(
         got = get_cr(objects, namespace, "iris")
         return got if got.get("status", {}).get("desiredVersion") == versions[2] else None
 
-    got = wait_until("status.desiredVersion to follow", status_follows, 30)
+    got = wait_for("status.desiredVersion to follow", status_follows, 30)
     assert condition(got, "Progressing")["status"] == "True"
     assert f"rolling out version {versions[2]}" in condition(got, "Ready")["message"]
 
@@ -161,7 +161,7 @@ def test_mlflow_down_sets_a_condition_and_deletes_nothing(
     try:
         create_cr(objects, namespace, "iris",
                   {"model": model, "trackingUri": proxy.url, **PENDING})
-        wait_until("the Deployment", lambda: template_version(
+        wait_for("the Deployment", lambda: template_version(
             deployment(apps, namespace, "iris")) == versions[0], 60)
         dep_uid = deployment(apps, namespace, "iris").metadata.uid
         svc_uid = core.read_namespaced_service("iris", namespace).metadata.uid
@@ -174,7 +174,7 @@ def test_mlflow_down_sets_a_condition_and_deletes_nothing(
             cond = condition(get_cr(objects, namespace, "iris"), "Degraded")
             return cond if cond.get("reason") == "MlflowUnreachable" else None
 
-        cond = wait_until(f"Degraded=MlflowUnreachable\n{op.log()}", degraded, 60)
+        cond = wait_for(f"Degraded=MlflowUnreachable\n{op.log()}", degraded, 60)
         assert cond["status"] == "True"
         assert f"cannot query MLflow at {proxy.url}" in cond["message"]
         assert "retrying in" in cond["message"]
@@ -186,9 +186,9 @@ def test_mlflow_down_sets_a_condition_and_deletes_nothing(
         assert "MlflowUnreachable" in event_reasons(core, namespace, "iris")
 
         proxy.start()  # MLflow is back: the alias move is picked up
-        wait_until(f"version {versions[1]} after recovery\n{op.log()}", lambda: template_version(
+        wait_for(f"version {versions[1]} after recovery\n{op.log()}", lambda: template_version(
             deployment(apps, namespace, "iris")) == versions[1], 60)
-        wait_until("Degraded to clear", lambda: condition(
+        wait_for("Degraded to clear", lambda: condition(
             get_cr(objects, namespace, "iris"), "Degraded").get("status") == "False", 30)
     finally:
         proxy.stop()
@@ -200,8 +200,8 @@ def test_deleting_the_cr_removes_its_children(
     operator()
     model, _ = registered(1)
     create_cr(objects, namespace, "iris", {"model": model, **PENDING})
-    wait_until("the Deployment", lambda: deployment(apps, namespace, "iris"), 60)
-    wait_until("the Service", lambda: core.read_namespaced_service("iris", namespace), 30)
+    wait_for("the Deployment", lambda: deployment(apps, namespace, "iris"), 60)
+    wait_for("the Service", lambda: core.read_namespaced_service("iris", namespace), 30)
 
     objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris")
 
@@ -212,11 +212,11 @@ def test_deleting_the_cr_removes_its_children(
             return err.status == 404
         return False
 
-    wait_until("the CR to be gone (finalizer released)",
+    wait_for("the CR to be gone (finalizer released)",
                lambda: gone(lambda: get_cr(objects, namespace, "iris")), 60)
-    wait_until("the Deployment to be garbage-collected",
+    wait_for("the Deployment to be garbage-collected",
                lambda: gone(lambda: apps.read_namespaced_deployment("iris", namespace)), 90)
-    wait_until("the Service to be garbage-collected",
+    wait_for("the Service to be garbage-collected",
                lambda: gone(lambda: core.read_namespaced_service("iris", namespace)), 90)
 
 
@@ -239,7 +239,7 @@ def test_a_foreign_deployment_of_the_same_name_is_left_alone(
         return condition(get_cr(objects, namespace, "iris"), "Degraded").get("reason") == (
             "NameConflict")
 
-    wait_until("Degraded=NameConflict", conflict, 60)
+    wait_for("Degraded=NameConflict", conflict, 60)
     dep = apps.read_namespaced_deployment("iris", namespace)
     assert dep.metadata.labels == {"app": "theirs"} and not dep.metadata.owner_references
 
@@ -262,7 +262,7 @@ def test_a_crash_looping_first_version_is_reported_degraded(
         got = get_cr(objects, namespace, "iris")
         return got if condition(got, "Degraded").get("reason") == "RolloutFailed" else None
 
-    got = wait_until(f"Degraded=RolloutFailed\n{op.log()}", degraded, 120, 2)
+    got = wait_for(f"Degraded=RolloutFailed\n{op.log()}", degraded, 120, 2)
     assert condition(got, "Ready") == {**condition(got, "Ready"), "status": "False",
                                        "reason": "CrashLoopBackOff"}
     assert "restarted" in condition(got, "Degraded")["message"]
@@ -318,16 +318,16 @@ def test_the_rbac_manifest_is_enough(
             op = operator(KUBECONFIG=kubeconfig)
             model, versions = registered(2)
             create_cr(objects, namespace, "iris", {"model": model, **PENDING})
-            wait_until(f"the Deployment, created as the ServiceAccount\n{op.log()}",
+            wait_for(f"the Deployment, created as the ServiceAccount\n{op.log()}",
                        lambda: deployment(apps, namespace, "iris"), 60)
-            wait_until("the Service", lambda: core.read_namespaced_service("iris", namespace), 30)
-            wait_until("status written", lambda: get_cr(objects, namespace, "iris").get(
+            wait_for("the Service", lambda: core.read_namespaced_service("iris", namespace), 30)
+            wait_for("status written", lambda: get_cr(objects, namespace, "iris").get(
                 "status", {}).get("desiredVersion") == versions[0], 30)
-            wait_until("events posted", lambda: "RolloutStarted" in event_reasons(
+            wait_for("events posted", lambda: "RolloutStarted" in event_reasons(
                 core, namespace, "iris"), 30)
             # deletion: the ServiceAccount must be able to release its finalizer
             objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris")
-            wait_until(f"the CR to be gone\n{op.log()}", lambda: not objects.
+            wait_for(f"the CR to be gone\n{op.log()}", lambda: not objects.
                        list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"],
                        30)
             log = op.log()
@@ -353,12 +353,12 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
         got = get_cr(objects, namespace, "iris")
         return got if condition(got, "Ready").get("status") == "True" else None
 
-    got = wait_until(f"Ready=True with version {good}\n{op.log()}", ready, 240, 2)
+    got = wait_for(f"Ready=True with version {good}\n{op.log()}", ready, 240, 2)
     assert got["status"]["servingVersion"] == got["status"]["lastGoodVersion"] == good
 
     # Watch the Service from inside the cluster while the broken version is tried.
     start_client(core, namespace, "client", got["status"]["url"], threads=1, pause=0.2)
-    wait_until("the client's first answer", lambda: any(
+    wait_for("the client's first answer", lambda: any(
         "version" in line for line in client_lines(core, namespace, "client")), 120)
     MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
         model, "champion", broken)
@@ -375,7 +375,7 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
         )
         return got if done else None
 
-    got = wait_until(f"rollback to {good}\n{op.log()}", rolled_back, 300, 2)
+    got = wait_for(f"rollback to {good}\n{op.log()}", rolled_back, 300, 2)
     assert condition(got, "Ready")["status"] == "False"
     assert f"desired version {broken}" in condition(got, "Ready")["message"]
     assert f"version {good} serves instead" in condition(got, "Ready")["message"]
@@ -399,7 +399,7 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
         got = ready()
         return got if got and got["status"].get("servingVersion") == fixed else None
 
-    got = wait_until(f"version {fixed} serving\n{op.log()}", serving_fixed, 180, 1)
+    got = wait_for(f"version {fixed} serving\n{op.log()}", serving_fixed, 180, 1)
     print(f"alias move to Ready with the new version: {time.monotonic() - promoted:.1f}s")
     assert condition(got, "Degraded")["status"] == "False"
     assert got["status"]["lastGoodVersion"] == fixed and "lastFailure" not in got["status"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from cluster_helpers import wait_until
+from devkit import wait_for
 from mlflow import MlflowClient
 from operator_harness import (
     SERVING_IMAGE,
@@ -43,15 +43,15 @@ def test_promotion_switches_serving_with_no_failed_requests(
         ready = condition(got, "Ready").get("status") == "True"
         return got if ready and got["status"].get("servingVersion") == version else None
 
-    got = wait_until(f"version {v1} Ready\n{op.log()}", lambda: serving(v1), 240, 2)
+    got = wait_for(f"version {v1} Ready\n{op.log()}", lambda: serving(v1), 240, 2)
 
     start_client(core, namespace, "client", got["status"]["url"], body=iris_request())
-    wait_until("the client's first answers", lambda: sum(
+    wait_for("the client's first answers", lambda: sum(
         "version" in line for line in client_lines(core, namespace, "client")), 120)
     time.sleep(2)  # some traffic on v1 alone
     MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(model, "champion", v2)
 
-    got = wait_until(f"version {v2} served and Ready\n{op.log()}", lambda: serving(v2), 240, 1)
+    got = wait_for(f"version {v2} served and Ready\n{op.log()}", lambda: serving(v2), 240, 1)
     assert condition(got, "Degraded").get("status") == "False"
 
     def pod_versions() -> set[str]:
@@ -59,7 +59,7 @@ def test_promotion_switches_serving_with_no_failed_requests(
         return {p.metadata.labels.get("mlship.io/model-version") for p in pods}
 
     # Ready may be reported while v1's pod still drains (preStop, then graceful shutdown).
-    wait_until(f"the {v1} pod to be gone", lambda: pod_versions() == {v2}, 120)
+    wait_for(f"the {v1} pod to be gone", lambda: pod_versions() == {v2}, 120)
     time.sleep(3)  # traffic on v2 alone
     seen = stop_client(core, namespace, "client")
 

@@ -17,8 +17,8 @@ from cluster_helpers import (
     pod_finished,
     pod_logs,
     python_pod,
-    wait_until,
 )
+from devkit import wait_for
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from testkit import require_or_skip
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.cluster
 def run_to_completion(core: client.CoreV1Api, namespace: str, pod: dict, timeout: float = 120) -> str:
     name = pod["metadata"]["name"]
     core.create_namespaced_pod(namespace, pod)
-    phase = wait_until(f"pod {name} to finish", lambda: pod_finished(core, namespace, name), timeout)
+    phase = wait_for(f"pod {name} to finish", lambda: pod_finished(core, namespace, name), timeout)
     logs = pod_logs(core, namespace, name)
     assert phase == "Succeeded", f"pod {name} {phase}: {logs}"
     return logs
@@ -62,7 +62,7 @@ def test_service_resolves_by_dns_and_answers_on_cluster_ip(
         "metadata": {"name": "web"},
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
     })
-    wait_until("web to be ready", lambda: core.read_namespaced_endpoints("web", namespace).subsets)
+    wait_for("web to be ready", lambda: core.read_namespaced_endpoints("web", namespace).subsets, 120)
     fqdn = f"web.{namespace}.svc.cluster.local"
     # Once (1 run in ~10, after tests that churn many Services) the first request was answered 404
     # by some other server. One such miss is tolerated, never more, and the count is always
@@ -100,13 +100,13 @@ def test_pvc_binds_and_its_data_survives_the_pod(core: client.CoreV1Api, namespa
     def bound() -> bool:
         return core.read_namespaced_persistent_volume_claim("data", namespace).status.phase == "Bound"
 
-    wait_until("the PVC to bind", bound)
+    wait_for("the PVC to bind", bound, 120)
     volume = {"volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]}
     mount = {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}
     write = python_pod("writer", "open('/data/note', 'w').write('kept')", container=mount, **volume)
     run_to_completion(core, namespace, write)
     core.delete_namespaced_pod("writer", namespace, grace_period_seconds=0)
-    wait_until("the writer pod to be gone", lambda: not core.list_namespaced_pod(namespace).items)
+    wait_for("the writer pod to be gone", lambda: not core.list_namespaced_pod(namespace).items, 120)
     read = python_pod("reader", "print(open('/data/note').read())", container=mount, **volume)
     assert run_to_completion(core, namespace, read).strip() == "kept"
 
@@ -118,7 +118,8 @@ def test_job_completes(kube: client.ApiClient, core: client.CoreV1Api, namespace
         "metadata": {"name": "sum"},
         "spec": {"backoffLimit": 0, "template": {"spec": pod["spec"]}},
     })
-    wait_until("the Job to complete", lambda: batch.read_namespaced_job("sum", namespace).status.succeeded)
+    wait_for("the Job to complete", lambda: batch.read_namespaced_job("sum", namespace).status.succeeded,
+             120)
     (job_pod,) = core.list_namespaced_pod(namespace, label_selector="job-name=sum").items
     assert pod_logs(core, namespace, job_pod.metadata.name).strip() == "5050"
 

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from cluster_helpers import wait_until
+from devkit import wait_for
 from e2e.kit import ROOT, Release, condition
 from kubernetes import client
 from mlflow import MlflowClient
@@ -76,7 +76,7 @@ def served(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         model, good, broken, other = register_real_versions(url, tmp_path_factory.mktemp("faults"))
     release.apply_model_deployment(MD, {"model": model, "alias": "champion", "replicas": 2})
     s = Served(release, model, good, broken, other, url="")
-    got = wait_until(f"{MD} serving version {good}", lambda: s.serving(good), timeout=300, interval=2)
+    got = wait_for(f"{MD} serving version {good}", lambda: s.serving(good), timeout=300, interval=2)
     s.url = got["status"]["url"]
     yield s
     release.delete_model_deployment(MD)
@@ -89,7 +89,7 @@ def load(served: Served) -> Iterator[Any]:
     ns = served.release.namespace
     name = f"client-{uuid.uuid4().hex[:6]}"
     start_client(core, ns, name, served.url, body=iris_request())
-    wait_until("the client's first answers",
+    wait_for("the client's first answers",
                lambda: any("version" in line for line in client_lines(core, ns, name)), 120)
     summary: dict[str, Any] = {}
 
@@ -121,7 +121,7 @@ def test_serving_pod_deleted_under_load(served: Served, load: Any, report: Any) 
                                         for c in p.status.conditions or [])]
         return victim not in {p.metadata.name for p in pods} and len(ready) == 2
 
-    wait_until("a second Ready serving pod again", replaced, timeout=180, interval=0.5)
+    wait_for("a second Ready serving pod again", replaced, timeout=180, interval=0.5)
     recovered = time.monotonic() - started
     time.sleep(2)
     seen = load()
@@ -137,7 +137,7 @@ def test_mlflow_outage_is_survived_and_recovered_from(served: Served, load: Any,
     apps.patch_namespaced_deployment_scale(mlflow, ns, scale)
     started = time.monotonic()
     try:
-        degraded = wait_until(
+        degraded = wait_for(
             f"{MD} Degraded with MlflowUnreachable",
             lambda: condition(served.md(), "Degraded").get("reason") == "MlflowUnreachable" and served.md(),
             timeout=60, interval=0.5)
@@ -153,8 +153,8 @@ def test_mlflow_outage_is_survived_and_recovered_from(served: Served, load: Any,
                  if c.type == "Ready" and c.status == "True"]
         return max(times) if pods and len(times) == len(pods) else None
 
-    ready_at = wait_until("MLflow Ready again", mlflow_ready_at, timeout=180, interval=0.5)
-    md = wait_until(f"{MD} no longer Degraded",
+    ready_at = wait_for("MLflow Ready again", mlflow_ready_at, timeout=180, interval=0.5)
+    md = wait_for(f"{MD} no longer Degraded",
                     lambda: condition(served.md(), "Degraded").get("status") == "False" and served.md(),
                     timeout=120, interval=0.5)
     # Both instants as the cluster recorded them (1 s resolution), not when this test looked.
@@ -176,11 +176,11 @@ def test_operator_killed_mid_rollout(served: Served, load: Any, report: Any) -> 
     ns = served.release.namespace
     served.move_alias(served.other)
     started = time.monotonic()
-    wait_until("the rollout to start", lambda: (served.md().get("status") or {}).get(
+    wait_for("the rollout to start", lambda: (served.md().get("status") or {}).get(
         "desiredVersion") == served.other, timeout=60, interval=0.2)
     for pod in served.release.pods("app.kubernetes.io/component=operator"):
         served.release.core.delete_namespaced_pod(pod.metadata.name, ns)
-    wait_until(f"version {served.other} serving alone", lambda: served.serving(served.other),
+    wait_for(f"version {served.other} serving alone", lambda: served.serving(served.other),
                timeout=240, interval=0.5)
     converged = time.monotonic() - started
     time.sleep(2)
@@ -202,7 +202,7 @@ def test_a_corrupted_version_is_rolled_back(served: Served, load: Any, report: A
         failed = status.get("desiredVersion") == served.broken and status.get("servingVersion") == stable
         return got if failed and condition(got, "Degraded").get("status") == "True" else None
 
-    got = wait_until(f"version {served.broken} rolled back to {stable}", rolled_back, timeout=400, interval=1)
+    got = wait_for(f"version {served.broken} rolled back to {stable}", rolled_back, timeout=400, interval=1)
     rolled = time.monotonic() - started
     pods_after = {p.metadata.uid for p in served.release.serving_pods(MD)}
     time.sleep(3 * POLL_SECONDS)  # several polls: no new attempt at the version that failed
@@ -213,7 +213,7 @@ def test_a_corrupted_version_is_rolled_back(served: Served, load: Any, report: A
     no_failures(seen)
     assert set(seen["versions"]) == {stable}, seen["versions"]
     served.move_alias(stable)
-    wait_until(f"{stable} Ready again", lambda: served.serving(stable), timeout=120, interval=1)
+    wait_for(f"{stable} Ready again", lambda: served.serving(stable), timeout=120, interval=1)
 
 
 def test_node_restart_keeps_the_pods(served: Served, load: Any, report: Any) -> None:
@@ -231,7 +231,7 @@ def test_node_restart_keeps_the_pods(served: Served, load: Any, report: Any) -> 
                           timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     restarted = time.monotonic() - started
-    wait_until(f"{MD} Ready", lambda: served.serving(served.md()["status"]["servingVersion"]),
+    wait_for(f"{MD} Ready", lambda: served.serving(served.md()["status"]["servingVersion"]),
                timeout=180, interval=1)
     time.sleep(3)
     after = pods_state()  # before the client stops (its pod is one of them)
@@ -253,19 +253,19 @@ def test_postgres_killed_mid_training_loses_nothing(served: Served, report: Any)
     model = f"faults-pg-{uuid.uuid4().hex[:4]}"
     with release.airflow() as airflow:
         run_id = airflow.trigger({"dataset": "sklearn:iris", "model_name": model})
-        wait_until("the train step to run", lambda: airflow.tasks(run_id).get("train", {}).get(
+        wait_for("the train step to run", lambda: airflow.tasks(run_id).get("train", {}).get(
             "state") == "running", timeout=300, interval=1)
         pg = release.pods("app.kubernetes.io/component=postgresql")
         assert pg, "no PostgreSQL pod"
         started = time.monotonic()
         release.core.delete_namespaced_pod(pg[0].metadata.name, release.namespace)
-        wait_until("PostgreSQL Ready again", lambda: any(
+        wait_for("PostgreSQL Ready again", lambda: any(
             p.metadata.uid != pg[0].metadata.uid and any(
                 c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
             for p in release.pods("app.kubernetes.io/component=postgresql")), timeout=180, interval=0.5)
         pg_back = time.monotonic() - started
     # Airflow's API server may restart after losing its database: reconnect for the rest.
-    state = wait_until(f"run {run_id} to end", lambda: _run_state(release, run_id), timeout=900, interval=5)
+    state = wait_for(f"run {run_id} to end", lambda: _run_state(release, run_id), timeout=900, interval=5)
     ended = time.monotonic() - started
     with release.mlflow() as url:
         mlflow = MlflowClient(tracking_uri=url, registry_uri=url)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import requests
-from testkit import free_port, stop_process
+from devkit import free_port, stop_process
 
 
 class Server:

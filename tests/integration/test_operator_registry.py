@@ -10,11 +10,12 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from devkit import free_port
 from mlflow import MlflowClient
 from mlship_operator import registry
 from mlship_operator.config import from_env
 from mlship_operator.spec import serving_spec
-from testkit import TcpProxy, free_port
+from testkit import TcpProxy
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 

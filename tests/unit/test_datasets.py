@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
 import pytest
-from testkit import free_port
+from devkit import free_port
 
 from mlship.ml import datasets
 

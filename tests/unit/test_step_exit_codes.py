@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from devkit import free_port
 from kubernetes.client import models as k8s
-from testkit import free_port
 
 from mlship import errors
 from mlship.ml import datasets

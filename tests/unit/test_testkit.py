@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from devkit import free_port
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from testkit import REQUIRE, cluster_unreachable_reason, free_port, require_or_skip, required
+from testkit import REQUIRE, cluster_unreachable_reason, require_or_skip, required
 
 pytestmark = pytest.mark.unit
 
