@@ -28,23 +28,18 @@ import os
 import random
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
-
-import requests
 
 REPO = Path(__file__).resolve().parents[1]
-# the operator harness the cluster tests use, and the helpers it imports
-sys.path[:0] = [str(REPO / "tests" / "cluster"), str(REPO / "tests")]
+# the operator harness the cluster tests use, the helpers it imports, and hack/devkit.py
+sys.path[:0] = [str(REPO / "tests" / "cluster"), str(REPO / "tests"), str(REPO / "hack")]
 
+from devkit import MlflowServer, wait_for  # noqa: E402
 from kubernetes import client, config  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 from operator_harness import (  # noqa: E402
@@ -56,7 +51,6 @@ from operator_harness import (  # noqa: E402
     condition,
     create_cr,
     delete_crs,
-    free_port,
     get_cr,
     has_image,
     node_ip_and_images,
@@ -69,7 +63,6 @@ NAME = "iris"
 INSTANCE = f"app.kubernetes.io/instance={NAME}"
 VERSION_LABEL = "mlship.io/model-version"
 POLL = 0.25
-T = TypeVar("T")
 
 
 @dataclass
@@ -78,48 +71,6 @@ class Promotion:
     target: str
     marks: dict[str, float] = field(default_factory=dict)  # seconds after the alias move
     load_seconds: float | None = None  # the serving process's "ready in"
-
-
-@contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    port = free_port()
-    with open(root / "mlflow.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-             "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-             "--artifacts-destination", str(root / "artifacts"), "--workers", "1"],
-            stdout=log, stderr=subprocess.STDOUT,
-            env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-        )
-        uri = f"http://127.0.0.1:{port}"
-        try:
-            deadline = time.monotonic() + 120
-            while True:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow server did not start; see {root / 'mlflow.log'}")
-                try:
-                    if requests.get(f"{uri}/health", timeout=2).ok:
-                        break
-                except requests.RequestException:
-                    pass
-                time.sleep(0.5)
-            yield uri
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def wait_for(what: str, check: Callable[[], T], timeout: float) -> T:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = check()
-        if got:
-            return got
-        time.sleep(POLL)
-    raise TimeoutError(f"timed out after {timeout:g}s waiting for {what}")
 
 
 class Cluster:
@@ -240,7 +191,9 @@ def main() -> None:
     namespace = f"bench-promotion-{uuid.uuid4().hex[:5]}"
     kube = Cluster(namespace)
     operators: list[Operator] = []
-    with tempfile.TemporaryDirectory() as tmp, mlflow_server(Path(tmp)) as uri:
+    with tempfile.TemporaryDirectory() as tmp, \
+            MlflowServer(Path(tmp), log=Path(tmp) / "mlflow.log") as mlflow_server:
+        uri = mlflow_server.uri
         proxy = HttpForwarder(uri)
         model, versions = register_forests(uri, 2, prefix="bench")
         apply_crd(client.ApiClient())
@@ -254,10 +207,11 @@ def main() -> None:
                 "MLSHIP_WATCH_NAMESPACES": namespace,
             }, Path(tmp) / "operator.log"))
             create_cr(kube.objects, namespace, NAME, {"model": model})
-            got = wait_for(f"version {versions[0]} Ready", lambda: kube.serving(versions[0]), 300)
+            got = wait_for(f"version {versions[0]} Ready", lambda: kube.serving(versions[0]), 300, POLL,
+                           retry=())
             start_client(core, namespace, "probe", got["status"]["url"], threads=1, pause=0.15,
                          limit=args.promotions * args.timeout + 300)
-            wait_for("the probe's first answer", kube.probe_switches, 120)
+            wait_for("the probe's first answer", kube.probe_switches, 120, POLL, retry=())
 
             mlflow = MlflowClient(tracking_uri=uri)
             results = []

@@ -23,8 +23,6 @@ import os
 import platform
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -37,6 +35,9 @@ from pathlib import Path
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "hack"))
+from devkit import MlflowServer, free_port, stop_process, wait_http  # noqa: E402
+
 MLSERVER_VERSION = "1.7.1"
 MODEL_NAME = "iris"
 TREES = 100
@@ -86,12 +87,6 @@ class Target:
     bodies: list[str]  # single-row JSON bodies, one per iris row
     check: Callable[[dict], list[int]]  # response JSON -> predicted labels
     pgid: int = 0  # the server's process group, once started
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run(cmd: list[str], **kw) -> None:
@@ -211,33 +206,10 @@ def started(cmd: list[str], env: dict[str, str], ready_url: str, log: Path) -> I
         # Own session: the servers fork workers; the whole group is stopped by its id below.
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            deadline = time.monotonic() + 300
-            while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{cmd[:3]} exited {proc.returncode}; see {log}")
-                try:
-                    if requests.get(ready_url, timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{ready_url} not ready; see {log}")
-                time.sleep(0.5)
+            wait_http(ready_url, 300, proc, interval=0.5, log=log)
             yield proc.pid  # == its process group id
         finally:
-            with_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                with_group(proc, signal.SIGKILL)
-                proc.wait()
-
-
-def with_group(proc: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)  # the group this script created for the server
-    except ProcessLookupError:
-        pass
+            stop_process(proc, timeout=30, group=True)
 
 
 # --- load generation --------------------------------------------------------------------------
@@ -382,21 +354,15 @@ def main() -> None:
         }
         launches.append((target, [py, "-m", "mlship.serving"], server_env))
 
-    tracking: tuple[list[str], str] | None = None
+    tracking: MlflowServer | None = None
     if "mlship-log" in servers:
         store = cache / "tracking"
         shutil.rmtree(store, ignore_errors=True)
         store.mkdir()
-        tracking_uri = f"http://127.0.0.1:{free_port()}"
-        tracking = (
-            [
-                py, "-m", "mlflow", "server", "--host", "127.0.0.1",
-                "--port", tracking_uri.rsplit(":", 1)[1], "--workers", "1",
-                "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-                "--artifacts-destination", str(store / "artifacts"),
-            ],
-            tracking_uri,
-        )
+        # in a process group of its own: its CPU time is counted by the group's id
+        tracking = MlflowServer(store, log=cache / "tracking.log", timeout=300, python=py, env=env,
+                                new_session=True)
+        tracking_uri = tracking.uri
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         target = Target(
@@ -446,11 +412,7 @@ def main() -> None:
     with ExitStack() as stack:
         tracking_pgid = 0
         if tracking is not None:
-            cmd, uri = tracking
-            tracking_pgid = stack.enter_context(
-                started(cmd, {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
-                        f"{uri}/health", cache / "tracking.log")
-            )
+            tracking_pgid = stack.enter_context(tracking).proc.pid
         for target, cmd, server_env in launches:
             target.pgid = stack.enter_context(
                 started(cmd, server_env, target.ready_url, cache / f"{target.name}.log")
