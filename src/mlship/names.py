@@ -22,6 +22,15 @@ EXPERIMENT_INFERENCE = "mlship-inference"
 """What serving logs of its requests; the drift check reads it."""
 EXPERIMENT_DRIFT = "mlship-drift"
 """The drift check's reports."""
+EXPERIMENT_RECORD = "mlship-record"
+"""The event record: prediction events joined with their labels, as Parquet (mlship.events.record)."""
+
+# --- Kafka topics (docs/events.md) --------------------------------------------------------------
+
+TOPIC_PREDICTIONS = "mlship.predictions"
+"""Serving's prediction events, one per scored row."""
+TOPIC_LABELS = "mlship.labels"
+"""Ground-truth labels (serving's /feedback, or any producer)."""
 
 # --- MLflow tags --------------------------------------------------------------------------------
 # On runs of a pipeline (the parent run and each step's child run).
@@ -52,6 +61,9 @@ TAG_MODEL_VERSION = "mlship.model_version"
 TAG_INFERENCE_LOG = "mlship.inference_log"
 TAG_POD = "mlship.pod"
 
+# On the event record's runs (one per model).
+TAG_RECORD = "mlship.record"
+
 # On drift reports.
 TAG_ALIAS = "mlship.alias"
 TAG_DRIFT = "mlship.drift"
@@ -75,3 +87,26 @@ class ServingEnv:
     INFERENCE_LOG_SAMPLE_RATE = "MLSHIP_INFERENCE_LOG_SAMPLE_RATE"
     INFERENCE_LOG_FLUSH_SECONDS = "MLSHIP_INFERENCE_LOG_FLUSH_SECONDS"
     INFERENCE_LOG_EXPERIMENT = "MLSHIP_INFERENCE_LOG_EXPERIMENT"
+    # Prediction events and labels (docs/events.md): set the bootstrap servers to turn them on.
+    KAFKA_BOOTSTRAP_SERVERS = "MLSHIP_KAFKA_BOOTSTRAP_SERVERS"
+    KAFKA_PREDICTIONS_TOPIC = "MLSHIP_KAFKA_PREDICTIONS_TOPIC"
+    KAFKA_LABELS_TOPIC = "MLSHIP_KAFKA_LABELS_TOPIC"
+    KAFKA_QUEUE_MAX_MESSAGES = "MLSHIP_KAFKA_QUEUE_MAX_MESSAGES"
+    KAFKA_LINGER_MS = "MLSHIP_KAFKA_LINGER_MS"
+
+
+class RecordEnv:
+    """The environment the event record's consumer reads (`python -m mlship.events.record`); each
+    has a flag of the same meaning, which wins."""
+
+    TRACKING_URI = "MLFLOW_TRACKING_URI"
+    BOOTSTRAP_SERVERS = "MLSHIP_KAFKA_BOOTSTRAP_SERVERS"
+    GROUP_ID = "MLSHIP_RECORD_GROUP_ID"
+    EXPERIMENT = "MLSHIP_RECORD_EXPERIMENT"
+    FLUSH_SECONDS = "MLSHIP_RECORD_FLUSH_SECONDS"
+    FLUSH_EVENTS = "MLSHIP_RECORD_FLUSH_EVENTS"
+    PARTITIONS = "MLSHIP_KAFKA_PARTITIONS"
+    REPLICATION_FACTOR = "MLSHIP_KAFKA_REPLICATION_FACTOR"
+    PREDICTIONS_TOPIC = "MLSHIP_PREDICTIONS_TOPIC"
+    LABELS_TOPIC = "MLSHIP_LABELS_TOPIC"
+    LOG_LEVEL = "MLSHIP_LOG_LEVEL"

@@ -198,6 +198,29 @@ The password is $(MLSHIP_DB_PASSWORD): Kubernetes substitutes the container's en
       key: {{ .db }}-password
 {{- end -}}
 
+{{/* ---- Kafka ---- */}}
+
+{{- define "mlship.kafka.name" -}}
+{{- include "mlship.componentName" (dict "ctx" . "component" "kafka") -}}
+{{- end -}}
+
+{{/* Where clients reach Kafka: the external cluster's servers, else the built-in broker's Service. */}}
+{{- define "mlship.kafka.bootstrapServers" -}}
+{{- if .Values.kafka.external.bootstrapServers -}}
+{{- .Values.kafka.external.bootstrapServers -}}
+{{- else -}}
+{{- printf "%s.%s.svc.%s:9092" (include "mlship.kafka.name" .) .Release.Namespace .Values.clusterDomain -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The KRaft cluster id: a base64url UUID (22 characters, the last with its low 4 bits zero), stable
+per release and namespace so that the broker always finds its formatted volume its own.
+*/}}
+{{- define "mlship.kafka.clusterId" -}}
+{{- printf "%s/%s" .Release.Namespace .Release.Name | sha256sum | trunc 21 -}}A
+{{- end -}}
+
 {{/* ---- Operator ---- */}}
 
 {{- define "mlship.operator.name" -}}

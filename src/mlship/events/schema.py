@@ -26,9 +26,11 @@ from typing import Any
 
 import orjson
 
+from mlship import names
+
 SCHEMA_VERSION = 1
-PREDICTIONS_TOPIC = "mlship.predictions"
-LABELS_TOPIC = "mlship.labels"
+PREDICTIONS_TOPIC = names.TOPIC_PREDICTIONS
+LABELS_TOPIC = names.TOPIC_LABELS
 MAX_REQUEST_ID = 128
 CLASSIFICATION = "classification"
 REGRESSION = "regression"
