@@ -16,6 +16,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager, suppress
@@ -170,23 +171,26 @@ def port_forward(namespace: str, target: str, port: int, timeout: float = 30) ->
     that pod is replaced (a rollout, a restart).
     """
     local = free_port()
-    proc = subprocess.Popen(
-        ["kubectl", "-n", namespace, "port-forward", target, f"{local}:{port}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    try:
+    # stderr to a file, not a pipe: a forward held open for a long wait may log many a failed
+    # connection, and a full pipe nobody reads would stall kubectl
+    with tempfile.TemporaryFile("w+") as errors:
+        proc = subprocess.Popen(
+            ["kubectl", "-n", namespace, "port-forward", target, f"{local}:{port}"],
+            stdout=subprocess.DEVNULL, stderr=errors, text=True,
+        )
+        try:
 
-        def connected() -> bool:
-            if proc.poll() is not None:
-                raise PortForwardFailed(f"kubectl port-forward to {target} exited: "
-                                   f"{proc.stderr.read() if proc.stderr else ''}")
-            with socket.socket() as s:
-                return s.connect_ex(("127.0.0.1", local)) == 0
+            def connected() -> bool:
+                if proc.poll() is not None:
+                    errors.seek(0)
+                    raise PortForwardFailed(f"kubectl port-forward to {target} exited: {errors.read()}")
+                with socket.socket() as s:
+                    return s.connect_ex(("127.0.0.1", local)) == 0
 
-        wait_for(f"port-forward to {target}", connected, timeout, 0.3)
-        yield f"http://127.0.0.1:{local}"
-    finally:
-        stop_process(proc, timeout=10)
+            wait_for(f"port-forward to {target}", connected, timeout, 0.3)
+            yield f"http://127.0.0.1:{local}"
+        finally:
+            stop_process(proc, timeout=10)
 
 
 # --------------------------------------------------------------------------- Airflow's REST API
