@@ -16,19 +16,18 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import requests
+from devkit import DAG, Airflow, AirflowError, PortForwardFailed, WaitTimeout, port_forward, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-DAG = "mlship_training"
 IRIS_ROW = {"dataframe_split": {"columns": ["sepal length (cm)", "sepal width (cm)",
                                             "petal length (cm)", "petal width (cm)"],
                                 "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}}
@@ -54,18 +53,14 @@ def sh(*cmd: str, stage: str, look: str, timeout: float = 1800, env: dict[str, s
     return proc.stdout or ""
 
 
-def wait(what: str, check: Callable[[], Any], timeout: float, stage: str, look: str,
-         interval: float = 3) -> Any:
-    deadline, last = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (requests.RequestException, subprocess.SubprocessError, KeyError) as exc:
-            last = exc
-        time.sleep(interval)
-    raise StageFailed(stage, f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})", look)
+@contextmanager
+def stage_of(stage: str, look: str) -> Iterator[None]:
+    """A wait that timed out, a port-forward that died or a request Airflow refused fails `stage`,
+    saying where to look."""
+    try:
+        yield
+    except (WaitTimeout, PortForwardFailed, AirflowError) as exc:
+        raise StageFailed(stage, str(exc), look) from exc
 
 
 def current_context() -> str:
@@ -157,28 +152,6 @@ def load_images(cluster: str, images: list[str], env: dict[str, str]) -> None:
         sh(str(ROOT / "hack/cluster"), "load", *images, stage="load", look="hack/cluster status", env=env)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def port_forward(ns: str, target: str, port: int, stage: str) -> Iterator[str]:
-    local = free_port()
-    proc = subprocess.Popen(["kubectl", "-n", ns, "port-forward", target, f"{local}:{port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        def up() -> bool:
-            with socket.socket() as s:
-                return proc.poll() is None and s.connect_ex(("127.0.0.1", local)) == 0
-        wait(f"port-forward to {target}", up, 30, stage, f"kubectl -n {ns} get {target}", interval=0.5)
-        yield f"http://127.0.0.1:{local}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-
-
 def secret_value(ns: str, name: str, key: str) -> str:
     out = sh("kubectl", "-n", ns, "get", "secret", name, "-o", f"jsonpath={{.data.{key}}}",
              stage="training", look=f"kubectl -n {ns} get secret {name}", capture=True)
@@ -193,35 +166,21 @@ def has_champion(mlflow_url: str, model: str) -> bool:
 
 def train(ns: str, release: str, model: str, dataset: str, retrain: bool) -> str:
     stage, look = "training", f"the Airflow UI (DAG {DAG}), kubectl -n {ns} get pods"
-    with port_forward(ns, f"svc/{release}-mlflow", 5000, stage) as mlflow_url:
+    with stage_of(stage, f"kubectl -n {ns} get svc/{release}-mlflow"), \
+            port_forward(ns, f"svc/{release}-mlflow", 5000) as mlflow_url:
         if has_champion(mlflow_url, model) and not retrain:
             say(f"model {model!r} already has a champion: not retraining (--retrain to force)")
             return "skipped"
     password = secret_value(ns, f"{release}-airflow", "admin-password")
-    with port_forward(ns, f"svc/{release}-airflow-api-server", 8080, stage) as url:
-        token = wait("an Airflow API token", lambda: requests.post(
-            f"{url}/auth/token", json={"username": "admin", "password": password}, timeout=30
-        ).json()["access_token"], 300, stage, look)
-        api = requests.Session()
-        api.headers["Authorization"] = f"Bearer {token}"
-        wait(f"the DAG {DAG} to be parsed", lambda: api.get(f"{url}/api/v2/dags/{DAG}", timeout=30).ok,
-             300, stage, look)
-        api.patch(f"{url}/api/v2/dags/{DAG}", json={"is_paused": False}, timeout=30).raise_for_status()
-        resp = api.post(f"{url}/api/v2/dags/{DAG}/dagRuns", timeout=30, json={
-            "logical_date": None, "conf": {"dataset": dataset, "model_name": model}})
-        if not resp.ok:
-            raise StageFailed(stage, f"triggering {DAG}: {resp.status_code} {resp.text}", look)
-        run_id = resp.json()["dag_run_id"]
+    api_server = f"svc/{release}-airflow-api-server"
+    with stage_of(stage, f"kubectl -n {ns} get {api_server}"), port_forward(ns, api_server, 8080) as url, \
+            stage_of(stage, look):
+        airflow = Airflow.connect(url, password, timeout=300)
+        run_id = airflow.trigger({"dataset": dataset, "model_name": model}, dag=DAG)
         say(f"triggered {DAG} run {run_id}; waiting for its six step pods")
-
-        def finished() -> str | None:
-            state = api.get(f"{url}/api/v2/dags/{DAG}/dagRuns/{run_id}", timeout=30).json()["state"]
-            return state if state in ("success", "failed") else None
-
-        state = wait(f"run {run_id}", finished, 1800, stage, look, interval=5)
+        state = airflow.wait_run(run_id, 1800, dag=DAG, interval=5)
         if state != "success":
-            tasks = api.get(f"{url}/api/v2/dags/{DAG}/dagRuns/{run_id}/taskInstances", timeout=30).json()
-            failed = [t["task_id"] for t in tasks["task_instances"] if t["state"] == "failed"]
+            failed = [t for t, ti in airflow.tasks(run_id, dag=DAG).items() if ti["state"] == "failed"]
             raise StageFailed(stage, f"run {run_id} {state} (failed tasks: {failed})",
                               f"the task logs in the Airflow UI; {look}")
         return run_id
@@ -245,10 +204,13 @@ def serving_ready(ns: str, name: str) -> bool:
 
 def predict(ns: str, name: str) -> Any:
     stage, look = "serving", f"kubectl -n {ns} describe mldep {name}"
-    wait(f"ModelDeployment {name} Ready", lambda: serving_ready(ns, name), 600, stage, look)
-    with port_forward(ns, f"svc/{name}", 80, stage) as url:
-        resp = wait("a prediction", lambda: requests.post(f"{url}/invocations", json=IRIS_ROW, timeout=30),
-                    120, stage, look)
+    with stage_of(stage, look):
+        wait_for(f"ModelDeployment {name} Ready", lambda: serving_ready(ns, name), 600, 3)
+    with stage_of(stage, f"kubectl -n {ns} get svc/{name}"), port_forward(ns, f"svc/{name}", 80) as url, \
+            stage_of(stage, look):
+        # a Response is truthy when it answered 2xx or 3xx
+        resp = wait_for("a prediction", lambda: requests.post(
+            f"{url}/invocations", json=IRIS_ROW, timeout=30), 120, 3)
         if not resp.ok:
             raise StageFailed(stage, f"/invocations answered {resp.status_code}: {resp.text}", look)
         return resp.json()
