@@ -166,9 +166,10 @@ start_node() {
   start_daemon containerd containerd --config "$STATE_DIR/containerd.toml"
   wait_for containerd 60 ctr -a "$CONTAINERD_SOCK" version
   local img
-  # The upstream stand-ins go in too: the chart runs postgres, step pods use python as their
-  # XCom sidecar, and smoke tests run it (a kind or minikube node would pull them).
-  for img in "$PAUSE_IMAGE" "$COREDNS_IMAGE" python:3.11-slim-bookworm postgres:15-bookworm; do
+  # The upstream stand-ins go in too: the chart runs postgres and kafka, step pods use python as
+  # their XCom sidecar, and smoke tests run it (a kind or minikube node would pull them).
+  for img in "$PAUSE_IMAGE" "$COREDNS_IMAGE" python:3.11-slim-bookworm postgres:15-bookworm \
+    "apache/kafka:$KAFKA_VERSION"; do
     ctr -a "$CONTAINERD_SOCK" -n k8s.io images check "name==$img" 2>/dev/null | grep -q complete \
       || load_images "$img"
   done
