@@ -47,15 +47,16 @@ def wait_for(what: str, check: Callable[[], T], timeout: float, interval: float 
     """
     __tracebackhide__ = True  # pytest reports the caller's line
     deadline = time.monotonic() + timeout
-    last: Any = None
+    last: object = None
     while time.monotonic() < deadline:
         try:
-            last = check()
+            got = check()
         except retry as exc:
             last = exc
         else:
-            if last:
-                return last
+            if got:
+                return got
+            last = got
         time.sleep(interval)
     raise WaitTimeout(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"[:3000])
 
