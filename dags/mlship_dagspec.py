@@ -1,6 +1,9 @@
 """Pure builders for the mlship_training DAG: settings from the environment, step arguments,
 pod security and resources. No scheduler imports here, so it is unit-testable on its own.
 
+The steps, their flags, where each flag's value comes from and the trigger forms' fields are
+mlship.contract's: the pod arguments and the Params are rendered from it here.
+
 The chart provides the configuration as environment variables of the scheduler/worker/
 dag-processor; every one has a default that works for a local image build (`:dev` tags):
 
@@ -34,6 +37,7 @@ and for mlship_drift (dags/mlship_drift.py):
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Mapping
@@ -41,11 +45,12 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from mlship import names  # dependency-free, so the DAG processor imports no MLflow
+# Both dependency-free, so the DAG processor imports no MLflow, pandas or scikit-learn.
+from mlship import contract, names
 
-STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+STEPS: tuple[str, ...] = contract.STEPS
 # Every step that runs in a pod of its own image: the training steps, and mlship_drift's check.
-POD_STEPS: tuple[str, ...] = (*STEPS, "drift")
+POD_STEPS: tuple[str, ...] = (*STEPS, contract.DRIFT)
 UID = 10001  # the non-root user every step image runs as
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
 DEFAULT_XCOM_SIDECAR_IMAGE = "mlship-base:dev"  # the step images are built FROM it
@@ -73,15 +78,21 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
 }
 
 
+_DRIFT = contract.DRIFT_FORM
+_TRAINING = contract.TRAINING_FORM
+
+
 @dataclass(frozen=True)
 class DriftSettings:
+    """mlship_drift's settings; all but the schedule are its trigger form's defaults."""
+
     schedule: str | None = "@hourly"
-    alias: str = names.CHAMPION
-    window_minutes: int = 60
-    min_rows: int = 100
-    threshold: float = 0.5
-    inference_experiment: str = names.EXPERIMENT_INFERENCE
-    report_experiment: str = names.EXPERIMENT_DRIFT
+    alias: str = _DRIFT["alias"].default
+    window_minutes: int = _DRIFT["window_minutes"].default
+    min_rows: int = _DRIFT["min_rows"].default
+    threshold: float = _DRIFT["threshold"].default
+    inference_experiment: str = _DRIFT["inference_experiment"].default
+    report_experiment: str = _DRIFT["report_experiment"].default
 
 
 class SettingsError(ValueError):
@@ -103,8 +114,8 @@ class Settings:
     retries: int = 2
     retry_delay: timedelta = timedelta(minutes=1)
     startup_timeout_seconds: int = 600
-    default_model_name: str = "iris"
-    default_dataset: str = "sklearn:iris"
+    default_model_name: str = _TRAINING["model_name"].default
+    default_dataset: str = _TRAINING["dataset"].default
     resources: dict[str, dict[str, dict[str, str]]] = field(
         default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES))
     )
@@ -209,8 +220,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         retries=retries,
         retry_delay=timedelta(seconds=retry_delay),
         startup_timeout_seconds=startup_timeout,
-        default_model_name=env.get("MLSHIP_DEFAULT_MODEL_NAME") or "iris",
-        default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or "sklearn:iris",
+        default_model_name=env.get("MLSHIP_DEFAULT_MODEL_NAME") or _TRAINING["model_name"].default,
+        default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or _TRAINING["dataset"].default,
         resources=resources,
         drift=drift,
     )
@@ -220,66 +231,15 @@ def _xcom(task: str, key: str) -> str:
     return "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (task, key)  # noqa: UP031 - Jinja braces
 
 
-# Each step's flags as Jinja templates: params come from the trigger form, earlier steps'
-# results from XCom. {{ run_id }} is the pipeline run key: clearing and re-running a DAG run
-# keeps it, so the steps find the same MLflow parent run and register stays idempotent.
-STEP_ARGUMENTS: dict[str, list[str]] = {
-    "ingest": [
-        "--source", "{{ params.dataset }}",
-        "--reason", "{{ params.reason }}",
-        "--target", "{{ params.target }}",
-        "--task", "{{ params.task }}",
-    ],
-    "validate": [
-        "--dataset-uri", _xcom("ingest", "dataset_uri"),
-        "--target", "{{ params.target }}",
-        "--task", _xcom("ingest", "task"),
-        "--rules", "{{ params.validation_rules | tojson }}",
-    ],
-    "featurize": [
-        "--dataset-uri", _xcom("ingest", "dataset_uri"),
-        "--target", "{{ params.target }}",
-        "--task", _xcom("ingest", "task"),
-        "--holdout-fraction", "{{ params.holdout_fraction }}",
-        "--seed", "{{ params.seed }}",
-    ],
-    "train": [
-        "--train-uri", _xcom("featurize", "train_uri"),
-        "--features-uri", _xcom("featurize", "features_uri"),
-        "--estimator", "{{ params.estimator }}",
-        "--hyperparameters", "{{ params.hyperparameters | tojson }}",
-        "--seed", "{{ params.seed }}",
-    ],
-    "evaluate": [
-        "--model-uri", _xcom("train", "model_uri"),
-        "--holdout-uri", _xcom("featurize", "holdout_uri"),
-        "--features-uri", _xcom("featurize", "features_uri"),
-        "--model-name", "{{ params.model_name }}",
-    ],
-    "register": [
-        "--model-uri", _xcom("train", "model_uri"),
-        "--evaluation-uri", _xcom("evaluate", "evaluation_uri"),
-        "--model-name", "{{ params.model_name }}",
-        "--dataset-digest", _xcom("ingest", "dataset_digest"),
-        "--dataset-uri", _xcom("ingest", "dataset_uri"),
-        "--metric", "{{ params.metric }}",
-        "--threshold", "{{ params.threshold }}",
-        "--margin", "{{ params.margin }}",
-        "--auto-promote", "{{ params.auto_promote }}",
-    ],
-}
+def _param(name: str, f: contract.Field) -> str:
+    return "{{ params.%s%s }}" % (name, " | tojson" if f.json else "")  # noqa: UP031 - Jinja
 
 
-# mlship_drift's check; its params are drift_params_schema's.
-STEP_ARGUMENTS["drift"] = [
-    "--model-name", "{{ params.model_name }}",
-    "--alias", "{{ params.alias }}",
-    "--window-minutes", "{{ params.window_minutes }}",
-    "--min-rows", "{{ params.min_rows }}",
-    "--threshold", "{{ params.threshold }}",
-    "--inference-experiment", "{{ params.inference_experiment }}",
-    "--report-experiment", "{{ params.report_experiment }}",
-]
+# Each step's flags as Jinja templates (mlship.contract.INPUTS): params come from the trigger
+# form, earlier steps' results from XCom. mlship_drift's check reads drift_params_schema's form.
+# {{ run_id }} is the pipeline run key: clearing and re-running a DAG run keeps it, so the steps
+# find the same MLflow parent run and register stays idempotent.
+STEP_ARGUMENTS: dict[str, list[str]] = {step: contract.render(step, _param, _xcom) for step in POD_STEPS}
 
 
 def step_command(step: str) -> list[str]:
@@ -345,61 +305,34 @@ def labels(step: str) -> dict[str, str]:
     }
 
 
+def _params(form: dict[str, contract.Field], defaults: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A form as Params' arguments: name -> (default, JSON-schema keywords, description); the
+    settings' `defaults` replace the contract's for the fields the chart configures."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, f in form.items():
+        param = {"default": defaults[name] if name in defaults else f.default, **f.schema}
+        if f.description:
+            param["description"] = f.description
+        out[name] = copy.deepcopy(param)  # Airflow's Param may keep what it is given
+    return out
+
+
 def params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
-    """The trigger form: name -> (default, JSON-schema keywords, description)."""
-    return {
-        "dataset": {
-            "default": settings.default_dataset, "type": "string", "minLength": 1,
-            "description": "sklearn:iris|wine|breast_cancer|diabetes, or a CSV/Parquet "
-            "http(s) URL",
-        },
-        "target": {"default": "target", "type": "string", "minLength": 1,
-                   "description": "target column"},
-        "task": {"default": "auto", "type": "string",
-                 "enum": ["auto", "classification", "regression"]},
-        "estimator": {
-            "default": "auto", "type": "string",
-            "enum": ["auto", "random_forest", "gradient_boosting", "logistic_regression",
-                     "ridge", "linear"],
-            "description": "auto: random_forest (classification) or ridge (regression)",
-        },
-        "hyperparameters": {"default": {}, "type": "object",
-                            "description": 'e.g. {"n_estimators": 200, "max_depth": 5}'},
-        "seed": {"default": 42, "type": "integer"},
-        "holdout_fraction": {"default": 0.2, "type": "number",
-                             "exclusiveMinimum": 0, "exclusiveMaximum": 1},
-        "validation_rules": {"default": {}, "type": "object",
-                             "description": "see mlship.validation; {} = no nulls allowed"},
-        "model_name": {"default": settings.default_model_name, "type": "string", "minLength": 1},
-        "metric": {"default": "auto", "type": "string",
-                   "enum": ["auto", "accuracy", "f1", "roc_auc", "rmse", "mae", "r2"]},
-        "threshold": {"default": None, "type": ["null", "number"],
-                      "description": "quality bar for the metric (max for rmse/mae)"},
-        "margin": {"default": 0.0, "type": "number", "minimum": 0,
-                   "description": "how much better than the champion to replace it"},
-        "auto_promote": {"default": True, "type": "boolean",
-                         "description": "move the champion alias automatically"},
-        "reason": {"default": "manual", "type": "string",
-                   "description": "why this run was started (mlship_drift says which drift)"},
-    }
+    """The trigger form (mlship.contract.TRAINING_FORM), dataset and model name from the chart."""
+    return _params(contract.TRAINING_FORM, {
+        "dataset": settings.default_dataset, "model_name": settings.default_model_name,
+    })
 
 
 def drift_params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
-    """mlship_drift's trigger form, defaults from the chart's drift values."""
+    """mlship_drift's trigger form (mlship.contract.DRIFT_FORM), defaults from the chart's drift
+    values."""
     d = settings.drift
-    return {
-        "model_name": {"default": settings.default_model_name, "type": "string", "minLength": 1},
-        "alias": {"default": d.alias, "type": "string", "minLength": 1,
-                  "description": "alias of the served version whose inputs are checked"},
-        "window_minutes": {"default": d.window_minutes, "type": "integer", "minimum": 1,
-                           "description": "how far back recent inputs go"},
-        "min_rows": {"default": d.min_rows, "type": "integer", "minimum": 1,
-                     "description": "fewer recent inputs: not enough data, nothing is done"},
-        "threshold": {"default": d.threshold, "type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                      "description": "share of drifted features that triggers mlship_training"},
-        "inference_experiment": {"default": d.inference_experiment, "type": "string", "minLength": 1},
-        "report_experiment": {"default": d.report_experiment, "type": "string", "minLength": 1},
-    }
+    return _params(contract.DRIFT_FORM, {
+        "model_name": settings.default_model_name, "alias": d.alias,
+        "window_minutes": d.window_minutes, "min_rows": d.min_rows, "threshold": d.threshold,
+        "inference_experiment": d.inference_experiment, "report_experiment": d.report_experiment,
+    })
 
 
 def bad_input_failure(pod: Any, container: str) -> str | None:

@@ -1,0 +1,248 @@
+"""The step contract, said once: the pipeline's steps in order, each step's inputs (its flags),
+where each input comes from (a field of the trigger form, or a key of an earlier step's result),
+and the form's fields with their defaults and types.
+
+Everything else is rendered from it: `mlship run`'s step commands (mlship.cli), the DAGs' pod
+arguments and trigger-form Params (dags/mlship_dagspec.py), and the defaults of the step CLIs'
+flags (mlship.steps.*). The chart's defaults (charts/mlship/values.yaml) are held to it by
+tests/unit/test_contract.py.
+
+Dependency-free on purpose (the standard library and mlship.names): Airflow's DAG processor
+imports it, and the Airflow image has no pandas, scikit-learn or MLflow. That is why the task,
+estimator and metric names are written here as well as in mlship.ml, which uses them; a unit
+test holds the two equal.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mlship import names
+
+STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+"""The training pipeline's steps, in order; each reads only results of the steps before it."""
+DRIFT = "drift"
+"""mlship_drift's check: a step of its own DAG, with its own form."""
+
+# --- names the form offers (mlship.ml's, written here so the DAG processor needs no sklearn) ----
+
+TASKS: tuple[str, ...] = ("classification", "regression")  # mlship.ml.datasets.TASKS
+ESTIMATORS: dict[str, tuple[str, ...]] = {  # mlship.ml.estimators.REGISTRY
+    "classification": ("random_forest", "gradient_boosting", "logistic_regression"),
+    "regression": ("random_forest", "gradient_boosting", "ridge", "linear"),
+}
+METRICS: dict[str, tuple[str, ...]] = {  # mlship.ml.metrics.*_METRICS
+    "classification": ("accuracy", "f1", "roc_auc"),
+    "regression": ("rmse", "mae", "r2"),
+}
+AUTO = "auto"
+"""The task, estimator or metric chosen per task when none is named."""
+
+
+def choices(by_task: Mapping[str, tuple[str, ...]]) -> list[str]:
+    """`auto`, then every task's names once, in order."""
+    return [AUTO, *dict.fromkeys(n for task in TASKS for n in by_task[task])]
+
+
+# --- the trigger forms -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """A field of a trigger form: its default, the JSON-schema keywords it is checked with (Airflow's
+    Param), its help text, and whether a step gets it as JSON text."""
+
+    default: Any
+    schema: Mapping[str, Any]
+    description: str = ""
+    json: bool = False
+
+
+TRAINING_FORM: dict[str, Field] = {
+    "dataset": Field(
+        "sklearn:iris", {"type": "string", "minLength": 1},
+        "sklearn:iris|wine|breast_cancer|diabetes, or a CSV/Parquet http(s) URL",
+    ),
+    "target": Field("target", {"type": "string", "minLength": 1}, "target column"),
+    "task": Field(AUTO, {"type": "string", "enum": [AUTO, *TASKS]}),
+    "estimator": Field(
+        AUTO, {"type": "string", "enum": choices(ESTIMATORS)},
+        "auto: random_forest (classification) or ridge (regression)",
+    ),
+    "hyperparameters": Field(
+        {}, {"type": "object"}, 'e.g. {"n_estimators": 200, "max_depth": 5}', json=True
+    ),
+    "seed": Field(42, {"type": "integer"}),
+    "holdout_fraction": Field(0.2, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
+    "validation_rules": Field(
+        {}, {"type": "object"}, "see mlship.validation; {} = no nulls allowed", json=True
+    ),
+    "model_name": Field("iris", {"type": "string", "minLength": 1}),
+    "metric": Field(AUTO, {"type": "string", "enum": choices(METRICS)}),
+    "threshold": Field(
+        None, {"type": ["null", "number"]}, "quality bar for the metric (max for rmse/mae)"
+    ),
+    "margin": Field(
+        0.0, {"type": "number", "minimum": 0}, "how much better than the champion to replace it"
+    ),
+    "auto_promote": Field(True, {"type": "boolean"}, "move the champion alias automatically"),
+    "reason": Field(
+        "manual", {"type": "string"},
+        "why this run was started (mlship_drift says which drift)",
+    ),
+}
+"""mlship_training's trigger form; `mlship run` fills the same fields from its flags."""
+
+DRIFT_FORM: dict[str, Field] = {
+    "model_name": Field(TRAINING_FORM["model_name"].default, {"type": "string", "minLength": 1}),
+    "alias": Field(
+        names.CHAMPION, {"type": "string", "minLength": 1},
+        "alias of the served version whose inputs are checked",
+    ),
+    "window_minutes": Field(
+        60, {"type": "integer", "minimum": 1}, "how far back recent inputs go"
+    ),
+    "min_rows": Field(
+        100, {"type": "integer", "minimum": 1},
+        "fewer recent inputs: not enough data, nothing is done",
+    ),
+    "threshold": Field(
+        0.5, {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+        "share of drifted features that triggers mlship_training",
+    ),
+    "inference_experiment": Field(names.EXPERIMENT_INFERENCE, {"type": "string", "minLength": 1}),
+    "report_experiment": Field(names.EXPERIMENT_DRIFT, {"type": "string", "minLength": 1}),
+}
+"""mlship_drift's trigger form."""
+
+
+def form(step: str) -> dict[str, Field]:
+    """The form a step's inputs are read from."""
+    return DRIFT_FORM if step == DRIFT else TRAINING_FORM
+
+
+# --- each step's inputs ------------------------------------------------------------------------
+
+FORM = "form"
+
+
+@dataclass(frozen=True)
+class Input:
+    """One flag of a step and where its value comes from: `source` is FORM (then `name` is a field
+    of the step's form) or an earlier step (then `name` is a key of that step's result)."""
+
+    flag: str
+    source: str
+    name: str
+
+
+def _form(flag: str, field: str) -> Input:
+    return Input(flag, FORM, field)
+
+
+def _result(flag: str, step: str, key: str) -> Input:
+    return Input(flag, step, key)
+
+
+INPUTS: dict[str, tuple[Input, ...]] = {
+    "ingest": (
+        _form("--source", "dataset"),
+        _form("--reason", "reason"),
+        _form("--target", "target"),
+        _form("--task", "task"),
+    ),
+    "validate": (
+        _result("--dataset-uri", "ingest", "dataset_uri"),
+        _form("--target", "target"),
+        _result("--task", "ingest", "task"),  # the task ingest settled on, never "auto"
+        _form("--rules", "validation_rules"),
+    ),
+    "featurize": (
+        _result("--dataset-uri", "ingest", "dataset_uri"),
+        _form("--target", "target"),
+        _result("--task", "ingest", "task"),
+        _form("--holdout-fraction", "holdout_fraction"),
+        _form("--seed", "seed"),
+    ),
+    "train": (
+        _result("--train-uri", "featurize", "train_uri"),
+        _result("--features-uri", "featurize", "features_uri"),
+        _form("--estimator", "estimator"),
+        _form("--hyperparameters", "hyperparameters"),
+        _form("--seed", "seed"),
+    ),
+    "evaluate": (
+        _result("--model-uri", "train", "model_uri"),
+        _result("--holdout-uri", "featurize", "holdout_uri"),
+        _result("--features-uri", "featurize", "features_uri"),
+        _form("--model-name", "model_name"),
+    ),
+    "register": (
+        _result("--model-uri", "train", "model_uri"),
+        _result("--evaluation-uri", "evaluate", "evaluation_uri"),
+        _form("--model-name", "model_name"),
+        _result("--dataset-digest", "ingest", "dataset_digest"),
+        _result("--dataset-uri", "ingest", "dataset_uri"),
+        _form("--metric", "metric"),
+        _form("--threshold", "threshold"),
+        _form("--margin", "margin"),
+        _form("--auto-promote", "auto_promote"),
+    ),
+    DRIFT: (
+        _form("--model-name", "model_name"),
+        _form("--alias", "alias"),
+        _form("--window-minutes", "window_minutes"),
+        _form("--min-rows", "min_rows"),
+        _form("--threshold", "threshold"),
+        _form("--inference-experiment", "inference_experiment"),
+        _form("--report-experiment", "report_experiment"),
+    ),
+}
+"""Each step's flags in the order they are passed (besides the flags every step has: tracking URI,
+experiment, pipeline run key, XCom path)."""
+
+
+def render(
+    step: str,
+    form_value: Callable[[str, Field], str],
+    result_value: Callable[[str, str], str],
+) -> list[str]:
+    """The step's flags, each followed by its value: `form_value(field name, field)` for a form
+    input, `result_value(earlier step, key)` for a result."""
+    fields = form(step)
+    out: list[str] = []
+    for i in INPUTS[step]:
+        value = form_value(i.name, fields[i.name]) if i.source == FORM else result_value(i.source, i.name)
+        out += [i.flag, value]
+    return out
+
+
+def default(step: str, flag: str) -> Any:
+    """The default of a step CLI's flag: its form field's (a copy, since argparse hands a default
+    out as it is). A flag that is not a form input of the step is a KeyError."""
+    for i in INPUTS[step]:
+        if i.flag == flag and i.source == FORM:
+            return copy.deepcopy(form(step)[i.name].default)
+    raise KeyError(f"{flag} is not a form input of {step}")
+
+
+def cli_text(value: Any) -> str:
+    """A form value as command-line text the step CLIs read back: none, true/false, JSON."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+JSON_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
+    i.flag for step in (*STEPS, DRIFT) for i in INPUTS[step]
+    if i.source == FORM and form(step)[i.name].json
+))
+"""Step flags that take JSON (inline, or @file.json: mlship.steps.common.json_arg)."""
