@@ -9,6 +9,9 @@ from its own image (mlship-step-<step>:<tag>) as a container locked down like th
 uid 10001, read-only root filesystem, a tmpfs /tmp, no capabilities; the run's log directory is
 mounted at /airflow/xcom for the result. The step images carry only the MLflow client, so the
 docker launcher needs an MLflow server (--tracking-uri http://...), reached over host networking.
+
+Each step's flags are rendered from mlship.contract, as the DAG's pod arguments are: the command's
+flags fill the trigger form's fields, earlier steps' results fill the rest.
 """
 
 from __future__ import annotations
@@ -27,13 +30,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlship import names
+from mlship import contract, names
 from mlship.ml import datasets
 from mlship.mlflow_io.tracking import DEFAULT_EXPERIMENT
 
-STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
+STEPS = contract.STEPS
 LAUNCHERS = ("process", "docker")
-JSON_FILE_FLAGS = ("--rules", "--hyperparameters")  # accept @file.json (steps.common.json_arg)
+JSON_FILE_FLAGS = contract.JSON_FLAGS  # accept @file.json (steps.common.json_arg)
+FORM = contract.TRAINING_FORM
 UID = 10001  # the non-root user of every mlship image (images/base/Dockerfile)
 CONTAINER_XCOM_DIR = "/airflow/xcom"  # where the pods' XCom volume is mounted
 # Passed by name (`--env NAME`, value from this process) so secrets never appear in argv.
@@ -58,17 +62,23 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run the training pipeline locally")
     r.add_argument("--dataset", required=True, help="sklearn:iris, a .csv/.parquet path or URL")
-    r.add_argument("--target", default="target")
-    r.add_argument("--task", default="auto", choices=["auto", *datasets.TASKS])
-    r.add_argument("--estimator", default="auto")
-    r.add_argument("--hyperparameters", default="{}", help="JSON object or @file.json")
-    r.add_argument("--rules", default="{}", help="validation rules, JSON object or @file.json")
-    r.add_argument("--seed", type=int, default=42)
-    r.add_argument("--holdout-fraction", type=float, default=0.2)
+    # The form's defaults; JSON and none as the text the step CLIs read back.
+    text = contract.cli_text
+    r.add_argument("--target", default=FORM["target"].default)
+    r.add_argument("--task", default=FORM["task"].default, choices=["auto", *datasets.TASKS])
+    r.add_argument("--estimator", default=FORM["estimator"].default)
+    r.add_argument("--hyperparameters", default=text(FORM["hyperparameters"].default),
+                   help="JSON object or @file.json")
+    r.add_argument("--rules", default=text(FORM["validation_rules"].default),
+                   help="validation rules, JSON object or @file.json")
+    r.add_argument("--seed", type=int, default=FORM["seed"].default)
+    r.add_argument("--holdout-fraction", type=float, default=FORM["holdout_fraction"].default)
     r.add_argument("--model-name", help="registered model name (default: the dataset's name)")
-    r.add_argument("--metric", default="auto")
-    r.add_argument("--threshold", default="none", help="quality bar for the gate metric")
-    r.add_argument("--margin", type=float, default=0.0)
+    r.add_argument("--metric", default=FORM["metric"].default)
+    r.add_argument("--threshold", default=text(FORM["threshold"].default),
+                   help="quality bar for the gate metric")
+    r.add_argument("--margin", type=float, default=FORM["margin"].default)
+    # the form promotes by default (a unit test holds them together), so the flag turns it off
     r.add_argument("--no-auto-promote", action="store_true", help="never move `champion`")
     r.add_argument(
         "--home", default=".mlship", type=Path,
@@ -111,42 +121,38 @@ def local_store(home: Path, experiment: str) -> str:
     return uri
 
 
+def form_values(a: argparse.Namespace) -> dict[str, str]:
+    """The trigger form's fields as `mlship run` fills them, as command-line text (pure)."""
+    values = {
+        "dataset": a.dataset,
+        "target": a.target,
+        "task": a.task,
+        "estimator": a.estimator,
+        "hyperparameters": a.hyperparameters,
+        "seed": a.seed,
+        "holdout_fraction": a.holdout_fraction,
+        "validation_rules": a.rules,
+        "model_name": a.model_name or datasets.dataset_name(a.dataset),
+        "metric": a.metric,
+        "threshold": a.threshold,
+        "margin": a.margin,
+        "auto_promote": not a.no_auto_promote,
+        "reason": FORM["reason"].default,  # no flag: a local run is a manual one
+    }
+    return {name: contract.cli_text(values[name]) for name in FORM}
+
+
 def step_commands(a: argparse.Namespace, out: dict[str, dict[str, Any]]) -> dict[str, list[str]]:
-    """The flags of each step, given the results of the steps before it (pure)."""
-    ing = out.get("ingest", {})
-    fea = out.get("featurize", {})
-    trn = out.get("train", {})
-    eva = out.get("evaluate", {})
-    task = ing.get("task", a.task)
-    model_name = a.model_name or datasets.dataset_name(a.dataset)
+    """The flags of each step, given the results of the steps before it (pure); a result not
+    there yet is an empty string."""
+    values = form_values(a)
     return {
-        "ingest": ["--source", a.dataset, "--target", a.target, "--task", a.task],
-        "validate": [
-            "--dataset-uri", ing.get("dataset_uri", ""), "--target", a.target, "--task", task,
-            "--rules", a.rules,
-        ],
-        "featurize": [
-            "--dataset-uri", ing.get("dataset_uri", ""), "--target", a.target, "--task", task,
-            "--holdout-fraction", str(a.holdout_fraction), "--seed", str(a.seed),
-        ],
-        "train": [
-            "--train-uri", fea.get("train_uri", ""), "--features-uri", fea.get("features_uri", ""),
-            "--estimator", a.estimator, "--hyperparameters", a.hyperparameters,
-            "--seed", str(a.seed),
-        ],
-        "evaluate": [
-            "--model-uri", trn.get("model_uri", ""), "--holdout-uri", fea.get("holdout_uri", ""),
-            "--features-uri", fea.get("features_uri", ""), "--model-name", model_name,
-        ],
-        "register": [
-            "--model-uri", trn.get("model_uri", ""),
-            "--evaluation-uri", eva.get("evaluation_uri", ""),
-            "--model-name", model_name,
-            "--dataset-digest", ing.get("dataset_digest", ""),
-            "--dataset-uri", ing.get("dataset_uri", ""),
-            "--metric", a.metric, "--threshold", a.threshold, "--margin", str(a.margin),
-            "--auto-promote", "false" if a.no_auto_promote else "true",
-        ],
+        step: contract.render(
+            step,
+            lambda name, _field: values[name],
+            lambda earlier, key: str(out.get(earlier, {}).get(key, "")),
+        )
+        for step in STEPS
     }
 
 
