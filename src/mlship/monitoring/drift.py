@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from mlship import contract
+
 DEFAULT_ALPHA = 0.05
-DEFAULT_THRESHOLD = 0.5
+DEFAULT_THRESHOLD: float = contract.DRIFT_FORM["threshold"].default  # the pipeline's (mlship_drift's form)
 DEFAULT_MIN_EFFECT = 0.1
 PSI_BINS = 10
 _EPS = 1e-4  # PSI of an empty bin would be infinite

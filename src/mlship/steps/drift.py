@@ -23,7 +23,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from mlship import names
+from mlship import contract, names
 from mlship.errors import describe
 from mlship.mlflow_io import tracking
 from mlship.monitoring import drift, drift_plot, inference_log
@@ -38,18 +38,19 @@ def build() -> argparse.ArgumentParser:
     p = common.parser(STEP, __doc__.splitlines()[0])
     p.add_argument("--model-name", required=True, help="registered model to check")
     p.add_argument(
-        "--alias", default=names.CHAMPION, help="alias of the served version (default: %(default)s)"
+        "--alias", default=contract.default(STEP, "--alias"),
+        help="alias of the served version (default: %(default)s)",
     )
     p.add_argument(
-        "--window-minutes", type=_positive(int), default=60,
+        "--window-minutes", type=_positive(int), default=contract.default(STEP, "--window-minutes"),
         help="how far back recent inputs go (default: %(default)s)",
     )
     p.add_argument(
-        "--min-rows", type=_positive(int), default=100,
+        "--min-rows", type=_positive(int), default=contract.default(STEP, "--min-rows"),
         help="fewer recent rows than this: not enough data, nothing done (default: %(default)s)",
     )
     p.add_argument(
-        "--threshold", type=_share, default=drift.DEFAULT_THRESHOLD,
+        "--threshold", type=_share, default=contract.default(STEP, "--threshold"),
         help="share of drifted features that means the inputs drifted (default: %(default)s)",
     )
     p.add_argument(
@@ -61,11 +62,11 @@ def build() -> argparse.ArgumentParser:
         help="smallest KS statistic / PSI that counts as drift (default: %(default)s)",
     )
     p.add_argument(
-        "--inference-experiment", default=inference_log.DEFAULT_EXPERIMENT,
+        "--inference-experiment", default=contract.default(STEP, "--inference-experiment"),
         help="where serving logs its inputs (default: %(default)s)",
     )
     p.add_argument(
-        "--report-experiment", default=DEFAULT_REPORT_EXPERIMENT,
+        "--report-experiment", default=contract.default(STEP, "--report-experiment"),
         help="where drift reports are logged (default: %(default)s)",
     )
     return p

@@ -14,6 +14,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from mlship import contract
 from mlship.ml import datasets, features
 from mlship.mlflow_io import tracking
 from mlship.steps import common
@@ -24,10 +25,19 @@ STEP = "featurize"
 def build() -> argparse.ArgumentParser:
     p = common.parser(STEP, __doc__.splitlines()[0])
     p.add_argument("--dataset-uri", required=True, help="runs:/ URI of ingest's dataset.parquet")
-    p.add_argument("--target", default="target", help="target column (default: %(default)s)")
+    p.add_argument(
+        "--target", default=contract.default(STEP, "--target"),
+        help="target column (default: %(default)s)",
+    )
     p.add_argument("--task", required=True, choices=datasets.TASKS)
-    p.add_argument("--holdout-fraction", type=float, default=0.2, help="default: %(default)s")
-    p.add_argument("--seed", type=int, default=42, help="split seed (default: %(default)s)")
+    p.add_argument(
+        "--holdout-fraction", type=float, default=contract.default(STEP, "--holdout-fraction"),
+        help="default: %(default)s",
+    )
+    p.add_argument(
+        "--seed", type=int, default=contract.default(STEP, "--seed"),
+        help="split seed (default: %(default)s)",
+    )
     return p
 
 

@@ -20,7 +20,7 @@ from mlflow.data.pandas_dataset import from_pandas
 from mlflow.entities import DatasetInput, InputTag
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from mlship import names
+from mlship import contract, names
 from mlship.errors import BadInput
 from mlship.ml import datasets
 from mlship.mlflow_io import tracking
@@ -38,13 +38,16 @@ def build() -> argparse.ArgumentParser:
         "--source", required=True,
         help="sklearn:iris|wine|breast_cancer|diabetes, or a .csv/.parquet path or http(s) URL",
     )
-    p.add_argument("--target", default="target", help="target column (default: %(default)s)")
     p.add_argument(
-        "--task", default="auto", choices=["auto", *datasets.TASKS],
+        "--target", default=contract.default(STEP, "--target"),
+        help="target column (default: %(default)s)",
+    )
+    p.add_argument(
+        "--task", default=contract.default(STEP, "--task"), choices=["auto", *datasets.TASKS],
         help="auto: known for sklearn sets, inferred from the target otherwise",
     )
     p.add_argument(
-        "--reason", default="manual",
+        "--reason", default=contract.default(STEP, "--reason"),
         help="why the pipeline runs, e.g. the drift that triggered it (default: %(default)s)",
     )
     return p

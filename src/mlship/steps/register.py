@@ -14,7 +14,7 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mlship import names
+from mlship import contract, names
 from mlship.errors import BadInput
 from mlship.ml import gate, metrics
 from mlship.mlflow_io import registry, tracking
@@ -51,19 +51,19 @@ def build() -> argparse.ArgumentParser:
     p.add_argument("--dataset-digest", required=True, help="ingest's dataset digest")
     p.add_argument("--dataset-uri", required=True, help="ingest's dataset URI")
     p.add_argument(
-        "--metric", default="auto",
+        "--metric", default=contract.default(STEP, "--metric"),
         help="gate metric: accuracy|f1|roc_auc or rmse|mae|r2 (auto: accuracy / r2)",
     )
     p.add_argument(
-        "--threshold", type=optional_float, default=None,
+        "--threshold", type=optional_float, default=contract.default(STEP, "--threshold"),
         help="quality bar: minimum (maximum for rmse/mae); none = no bar",
     )
     p.add_argument(
-        "--margin", type=float, default=0.0,
+        "--margin", type=float, default=contract.default(STEP, "--margin"),
         help="how much better than the champion to replace it (default: %(default)s, strict)",
     )
     p.add_argument(
-        "--auto-promote", type=parse_bool, default=True,
+        "--auto-promote", type=parse_bool, default=contract.default(STEP, "--auto-promote"),
         help="move `champion` automatically when the gate allows it (default: true)",
     )
     return p

@@ -14,6 +14,7 @@ import mlflow.sklearn
 import pandas as pd
 from mlflow.models import infer_signature
 
+from mlship import contract
 from mlship.errors import BadInput
 from mlship.ml import estimators, features, metrics
 from mlship.mlflow_io import tracking
@@ -27,15 +28,18 @@ def build() -> argparse.ArgumentParser:
     p.add_argument("--train-uri", required=True, help="runs:/ URI of featurize's train.parquet")
     p.add_argument("--features-uri", required=True, help="runs:/ URI of features.json")
     p.add_argument(
-        "--estimator", default="auto",
+        "--estimator", default=contract.default(STEP, "--estimator"),
         help="classification: random_forest|gradient_boosting|logistic_regression; "
         "regression: ridge|linear|random_forest|gradient_boosting; auto: per task default",
     )
     p.add_argument(
-        "--hyperparameters", type=common.json_arg, default={},
+        "--hyperparameters", type=common.json_arg, default=contract.default(STEP, "--hyperparameters"),
         help='estimator parameters as JSON or @file.json, e.g. \'{"n_estimators": 200}\'',
     )
-    p.add_argument("--seed", type=int, default=42, help="estimator seed (default: %(default)s)")
+    p.add_argument(
+        "--seed", type=int, default=contract.default(STEP, "--seed"),
+        help="estimator seed (default: %(default)s)",
+    )
     return p
 
 

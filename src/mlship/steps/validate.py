@@ -12,7 +12,7 @@ from typing import Any
 import mlflow
 import pandas as pd
 
-from mlship import names
+from mlship import contract, names
 from mlship.errors import BadInput
 from mlship.ml import datasets, validation
 from mlship.mlflow_io import tracking
@@ -24,10 +24,13 @@ STEP = "validate"
 def build() -> argparse.ArgumentParser:
     p = common.parser(STEP, __doc__.splitlines()[0])
     p.add_argument("--dataset-uri", required=True, help="runs:/ URI of ingest's dataset.parquet")
-    p.add_argument("--target", default="target", help="target column (default: %(default)s)")
+    p.add_argument(
+        "--target", default=contract.default(STEP, "--target"),
+        help="target column (default: %(default)s)",
+    )
     p.add_argument("--task", required=True, choices=datasets.TASKS)
     p.add_argument(
-        "--rules", type=common.json_arg, default={},
+        "--rules", type=common.json_arg, default=contract.default(STEP, "--rules"),
         help="validation rules as JSON or @file.json (see mlship.validation); default: no nulls",
     )
     return p
