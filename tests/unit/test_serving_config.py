@@ -173,7 +173,10 @@ RANGES = [  # variable, lowest accepted, highest accepted, just below, just abov
     ("MLSHIP_SHUTDOWN_TIMEOUT_S", "0", "3600", "-0.001", "3600.001", "shutdown_timeout_s"),
     ("MLSHIP_INFERENCE_LOG_SAMPLE_RATE", "0", "1", "-0.001", "1.001", "inference_log_sample_rate"),
     ("MLSHIP_INFERENCE_LOG_FLUSH_SECONDS", "0.05", "3600", "0.049", "3600.001", "inference_log_flush_s"),
+    ("MLSHIP_KAFKA_QUEUE_MAX_MESSAGES", "1", "10000000", "0", "10000001", "kafka_queue_max_messages"),
+    ("MLSHIP_KAFKA_LINGER_MS", "0", "60000", "-0.001", "60000.001", "kafka_linger_ms"),
 ]
+INTEGERS = ("PORT", "MLSHIP_MAX_BATCH_SIZE", "MLSHIP_KAFKA_QUEUE_MAX_MESSAGES")
 
 
 @pytest.mark.parametrize(("key", "low", "high", "below", "above", "field"), RANGES)
@@ -185,7 +188,7 @@ def test_each_range_includes_its_ends_and_nothing_past_them(key, low, high, belo
     for rejected in (below, above):
         with pytest.raises(ConfigError) as info:
             load_config(REGISTRY | {key: rejected})
-        low_n, high_n = (int(low), int(high)) if key in ("PORT", "MLSHIP_MAX_BATCH_SIZE") else (
+        low_n, high_n = (int(low), int(high)) if key in INTEGERS else (
             float(low), float(high))
         shown = int(rejected) if isinstance(low_n, int) else float(rejected)
         assert str(info.value) == (
@@ -226,7 +229,8 @@ def test_every_message_in_full_joined_by_semicolons() -> None:
         "MLSHIP_MODEL_URI='models:/a' is not models:/<name>/<version> or models:/<name>@<alias>; "
         "MLFLOW_TRACKING_URI is required to load models:/a; "
         "MLSHIP_INFERENCE_LOG_SAMPLE_RATE=0.5 logs requests to MLflow, which needs "
-        "MLFLOW_TRACKING_URI: set it, or set the rate to 0 to log nothing"
+        "MLFLOW_TRACKING_URI: set it (or MLSHIP_KAFKA_BOOTSTRAP_SERVERS to send them to Kafka), "
+        "or set the rate to 0 to log nothing"
     )
     with pytest.raises(ConfigError) as info:
         load_config({})
@@ -240,3 +244,74 @@ def test_every_message_in_full_joined_by_semicolons() -> None:
 @pytest.mark.parametrize(("uri", "name"), [("mymodel", "mymodel"), ("/models/BOX/", "BOX"), ("./a/b", "b")])
 def test_a_local_models_name_is_its_last_path_part(uri: str, name: str) -> None:
     assert load_config({"MLSHIP_MODEL_URI": uri}).model_name == name
+
+
+# ------------------------------------------------------------------ Kafka (prediction events, labels)
+
+
+def test_kafka_is_off_by_default_with_the_schemas_topics() -> None:
+    config = load_config(REGISTRY)
+    assert config.kafka_bootstrap_servers is None
+    assert (config.predictions_topic, config.labels_topic) == ("mlship.predictions", "mlship.labels")
+    assert (config.kafka_queue_max_messages, config.kafka_linger_ms) == (100_000, 5.0)
+
+
+def test_kafka_knobs() -> None:
+    config = load_config(REGISTRY | {
+        "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": " kafka-0.kafka:9092 , [::1]:9093,10.0.0.7:19092 ",
+        "MLSHIP_KAFKA_PREDICTIONS_TOPIC": "iris.predictions",
+        "MLSHIP_KAFKA_LABELS_TOPIC": "iris_labels-v1",
+        "MLSHIP_KAFKA_QUEUE_MAX_MESSAGES": "5000",
+        "MLSHIP_KAFKA_LINGER_MS": "20",
+    })
+    assert config.kafka_bootstrap_servers == "kafka-0.kafka:9092,[::1]:9093,10.0.0.7:19092"
+    assert (config.predictions_topic, config.labels_topic) == ("iris.predictions", "iris_labels-v1")
+    assert (config.kafka_queue_max_messages, config.kafka_linger_ms) == (5000, 20.0)
+
+
+def test_kafka_takes_the_sample_without_a_tracking_server() -> None:
+    local = {"MLSHIP_MODEL_URI": "/models/iris-rf", "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1"}
+    config = load_config(local | {"MLSHIP_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092"})
+    assert (config.tracking_uri, config.inference_log_sample_rate) == (None, 1.0)
+
+
+def test_every_kafka_problem_at_once_each_naming_its_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(REGISTRY | {
+            "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092,kafka",
+            "MLSHIP_KAFKA_PREDICTIONS_TOPIC": "my topic",
+            "MLSHIP_KAFKA_LABELS_TOPIC": "x" * 250,
+            "MLSHIP_KAFKA_QUEUE_MAX_MESSAGES": "lots",
+            "MLSHIP_KAFKA_LINGER_MS": "soon",
+        })
+    assert str(info.value) == (
+        "invalid serving configuration: "
+        "MLSHIP_KAFKA_BOOTSTRAP_SERVERS='kafka:9092,kafka': 'kafka' is not host:port "
+        "(a comma-separated list of them); "
+        "MLSHIP_KAFKA_PREDICTIONS_TOPIC='my topic' is not a Kafka topic name "
+        "(1-249 of a-z A-Z 0-9 . _ -); "
+        f"MLSHIP_KAFKA_LABELS_TOPIC='{'x' * 250}' is not a Kafka topic name "
+        "(1-249 of a-z A-Z 0-9 . _ -); "
+        "MLSHIP_KAFKA_QUEUE_MAX_MESSAGES='lots' is not an integer; "
+        "MLSHIP_KAFKA_LINGER_MS='soon' is not a number"
+    )
+
+
+@pytest.mark.parametrize("servers", [":9092", "kafka:", "kafka:0", "kafka:65536", "kafka:x", "a:1,,b:2"])
+def test_a_bootstrap_server_must_be_host_and_port(servers: str) -> None:
+    with pytest.raises(ConfigError, match="MLSHIP_KAFKA_BOOTSTRAP_SERVERS=.* is not host:port"):
+        load_config(REGISTRY | {"MLSHIP_KAFKA_BOOTSTRAP_SERVERS": servers})
+
+
+@pytest.mark.parametrize("topic", [".", "..", "a/b", "ä", "x" * 250])
+def test_topic_names_follow_kafkas_rule(topic: str) -> None:
+    with pytest.raises(ConfigError, match="MLSHIP_KAFKA_LABELS_TOPIC=.* is not a Kafka topic name"):
+        load_config(REGISTRY | {"MLSHIP_KAFKA_LABELS_TOPIC": topic})
+    assert load_config(REGISTRY | {"MLSHIP_KAFKA_LABELS_TOPIC": "x" * 249}).labels_topic == "x" * 249
+
+
+def test_predictions_and_labels_need_topics_of_their_own() -> None:
+    with pytest.raises(ConfigError, match="MLSHIP_KAFKA_PREDICTIONS_TOPIC and MLSHIP_KAFKA_LABELS_TOPIC "
+                       "are both 'events': predictions and labels need topics of their own"):
+        load_config(REGISTRY | {"MLSHIP_KAFKA_PREDICTIONS_TOPIC": "events",
+                                "MLSHIP_KAFKA_LABELS_TOPIC": "events"})

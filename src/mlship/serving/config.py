@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
+from mlship.events import schema
 from mlship.monitoring.inference_log import DEFAULT_EXPERIMENT
 from mlship.names import ServingEnv as E
 
@@ -19,9 +20,13 @@ DEFAULT_MAX_BATCH_SIZE = 64
 DEFAULT_MAX_BATCH_WAIT_MS = 2.0
 DEFAULT_SHUTDOWN_TIMEOUT_S = 25.0
 DEFAULT_INFERENCE_LOG_FLUSH_S = 10.0
+DEFAULT_KAFKA_QUEUE_MAX_MESSAGES = 100_000
+DEFAULT_KAFKA_LINGER_MS = 5.0
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # models:/<name>/<version> or models:/<name>@<alias>
+# Kafka's own rule for topic names (kafka.common.internals.Topic): 1-249 of [a-zA-Z0-9._-].
+_TOPIC = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[^/]+))/?$")
 
 
@@ -44,6 +49,13 @@ class ServingConfig:
     inference_log_sample_rate: float  # 0 = off
     inference_log_flush_s: float
     inference_log_experiment: str
+    # Prediction events and labels on Kafka (mlship.serving.events); None = off, and then the
+    # sampled requests go to the MLflow inference log instead.
+    kafka_bootstrap_servers: str | None = None
+    predictions_topic: str = schema.PREDICTIONS_TOPIC
+    labels_topic: str = schema.LABELS_TOPIC
+    kafka_queue_max_messages: int = DEFAULT_KAFKA_QUEUE_MAX_MESSAGES
+    kafka_linger_ms: float = DEFAULT_KAFKA_LINGER_MS
 
 
 def _is_local(uri: str) -> bool:
@@ -80,6 +92,29 @@ def _float(
     if not low <= value <= high:  # also rejects nan
         errs.append(f"{key}={value} is out of range [{low}, {high}]")
     return value
+
+
+def _bootstrap(env: Mapping[str, str], errs: list[str]) -> str | None:
+    raw = env.get(E.KAFKA_BOOTSTRAP_SERVERS, "").strip()
+    if not raw:
+        return None
+    servers = [part.strip() for part in raw.split(",")]
+    for server in servers:
+        host, colon, port = server.rpartition(":")
+        if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            errs.append(
+                f"{E.KAFKA_BOOTSTRAP_SERVERS}={raw!r}: {server!r} is not host:port "
+                "(a comma-separated list of them)"
+            )
+            return None
+    return ",".join(servers)
+
+
+def _topic(env: Mapping[str, str], key: str, default: str, errs: list[str]) -> str:
+    topic = env.get(key, "").strip() or default
+    if not _TOPIC.match(topic) or topic in (".", ".."):
+        errs.append(f"{key}={topic!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)")
+    return topic
 
 
 def load_config(env: Mapping[str, str]) -> ServingConfig:
@@ -137,10 +172,23 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         env, E.INFERENCE_LOG_FLUSH_SECONDS, DEFAULT_INFERENCE_LOG_FLUSH_S, 0.05, 3600.0, errs
     )
     experiment = env.get(E.INFERENCE_LOG_EXPERIMENT, "").strip() or DEFAULT_EXPERIMENT
-    if sample_rate > 0 and tracking_uri is None:
+    bootstrap = _bootstrap(env, errs)
+    predictions_topic = _topic(env, E.KAFKA_PREDICTIONS_TOPIC, schema.PREDICTIONS_TOPIC, errs)
+    labels_topic = _topic(env, E.KAFKA_LABELS_TOPIC, schema.LABELS_TOPIC, errs)
+    if predictions_topic == labels_topic:
+        errs.append(
+            f"{E.KAFKA_PREDICTIONS_TOPIC} and {E.KAFKA_LABELS_TOPIC} are both {labels_topic!r}: "
+            "predictions and labels need topics of their own"
+        )
+    queue_max = _int(
+        env, E.KAFKA_QUEUE_MAX_MESSAGES, DEFAULT_KAFKA_QUEUE_MAX_MESSAGES, 1, 10_000_000, errs
+    )
+    linger_ms = _float(env, E.KAFKA_LINGER_MS, DEFAULT_KAFKA_LINGER_MS, 0.0, 60_000.0, errs)
+    if sample_rate > 0 and tracking_uri is None and bootstrap is None:
         errs.append(
             f"{E.INFERENCE_LOG_SAMPLE_RATE}={sample_rate:g} logs requests to MLflow, which needs "
-            f"{E.TRACKING_URI}: set it, or set the rate to 0 to log nothing"
+            f"{E.TRACKING_URI}: set it (or {E.KAFKA_BOOTSTRAP_SERVERS} to send them to Kafka), "
+            "or set the rate to 0 to log nothing"
         )
 
     if errs:
@@ -159,4 +207,9 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         inference_log_sample_rate=sample_rate,
         inference_log_flush_s=flush_s,
         inference_log_experiment=experiment,
+        kafka_bootstrap_servers=bootstrap,
+        predictions_topic=predictions_topic,
+        labels_topic=labels_topic,
+        kafka_queue_max_messages=queue_max,
+        kafka_linger_ms=linger_ms,
     )
