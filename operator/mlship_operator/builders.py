@@ -77,6 +77,14 @@ def inference_log_env(spec: ServingSpec) -> list[dict[str, str]]:
     ]
 
 
+def events_env(config: Config) -> list[dict[str, str]]:
+    """Where serving produces prediction events and labels; nothing when Kafka is not configured
+    (serving then logs to MLflow)."""
+    if not config.kafka_bootstrap_servers:
+        return []
+    return [{"name": ServingEnv.KAFKA_BOOTSTRAP_SERVERS, "value": config.kafka_bootstrap_servers}]
+
+
 def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
     return {
         "name": r.CONTAINER_NAME,
@@ -91,6 +99,7 @@ def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
             # The root filesystem is read-only: anything that wants a home or temp dir gets /tmp.
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, see volumes
             *inference_log_env(spec),
+            *events_env(config),
         ],
         "resources": copy.deepcopy(dict(spec.resources)),
         # Ready only once the model is loaded and a self-test prediction succeeded.

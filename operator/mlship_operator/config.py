@@ -41,10 +41,26 @@ class Config:
     watch_server_timeout: int = 300
     """Seconds one watch request may last (the API server wants a whole number)."""
     log_level: str = "INFO"
+    kafka_bootstrap_servers: str = ""
+    """Kafka for the serving pods' prediction events and /feedback (docs/events.md); empty: none,
+    and serving logs a sample of requests to MLflow instead."""
 
     @property
     def clusterwide(self) -> bool:
         return not self.namespaces
+
+
+_HOST_PORT = re.compile(r"^[^\s,:/]+:[0-9]{1,5}$")
+
+
+def _bootstrap_servers(env: Mapping[str, str], name: str, errs: list[str]) -> str:
+    value = env.get(name, "").strip()
+    servers = [s.strip() for s in value.split(",")] if value else []
+    bad = [s for s in servers if not _HOST_PORT.match(s)]
+    if bad:
+        errs.append(f"{name}={value!r} must be host:port[,host:port...] (not {', '.join(map(repr, bad))})")
+        return ""
+    return ",".join(servers)
 
 
 def _http_url(
@@ -160,6 +176,7 @@ def from_env(env: Mapping[str, str]) -> Config:
     watch_server_timeout = _integer(
         env, "MLSHIP_WATCH_TIMEOUT_SECONDS", Config.watch_server_timeout, 10, 3600, errs
     )
+    kafka = _bootstrap_servers(env, "MLSHIP_KAFKA_BOOTSTRAP_SERVERS", errs)
 
     if errs:
         raise ConfigError("; ".join(errs))
@@ -179,4 +196,5 @@ def from_env(env: Mapping[str, str]) -> Config:
         liveness_endpoint=liveness,
         watch_server_timeout=watch_server_timeout,
         log_level=level,
+        kafka_bootstrap_servers=kafka,
     )

@@ -83,3 +83,23 @@ class TestBroker:
         assert version is not None
         sts = one(render_chart(None, KAFKA[0]), "StatefulSet")
         assert pod_spec(sts)["containers"][0]["image"] == f"apache/kafka:{version.group(1)}"
+
+
+class TestOperatorHandsKafkaToServing:
+    OPERATOR = "templates/operator/deployment.yaml"
+
+    def operator_env(self, values: dict[str, object] | None = None) -> dict[str, object]:
+        (c,) = pod_spec(one(render_chart(values, self.OPERATOR), "Deployment"))["containers"]
+        return env(c)
+
+    def test_the_built_in_broker(self) -> None:
+        assert self.operator_env()["MLSHIP_KAFKA_BOOTSTRAP_SERVERS"] == (
+            "mlship-kafka.mlship.svc.cluster.local:9092"
+        )
+
+    def test_an_external_cluster(self) -> None:
+        e = self.operator_env({"kafka": {"external": {"bootstrapServers": "k1:9092,k2:9092"}}})
+        assert e["MLSHIP_KAFKA_BOOTSTRAP_SERVERS"] == "k1:9092,k2:9092"
+
+    def test_none_when_disabled(self) -> None:
+        assert "MLSHIP_KAFKA_BOOTSTRAP_SERVERS" not in self.operator_env({"kafka": {"enabled": False}})

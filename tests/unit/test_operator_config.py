@@ -19,6 +19,7 @@ def test_defaults_with_only_the_tracking_uri() -> None:
     assert config.max_backoff == 5.0  # no backoff: back within a poll interval of MLflow recovering
     assert config.namespaces == ()
     assert config.clusterwide
+    assert config.kafka_bootstrap_servers == ""  # no events: serving logs to MLflow
 
 
 def test_the_default_backoff_cap_follows_the_poll_interval() -> None:
@@ -41,6 +42,7 @@ def test_every_setting_is_read() -> None:
         "MLSHIP_LIVENESS_ENDPOINT": "",
         "MLSHIP_WATCH_TIMEOUT_SECONDS": "60",
         "MLSHIP_LOG_LEVEL": "debug",
+        "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": " k1.kafka:9092, k2.kafka:19092 ",
     })
     assert config == Config(
         tracking_uri="http://mlflow.mlship:5000",
@@ -57,6 +59,7 @@ def test_every_setting_is_read() -> None:
         liveness_endpoint="",
         watch_server_timeout=60,
         log_level="DEBUG",
+        kafka_bootstrap_servers="k1.kafka:9092,k2.kafka:19092",
     )
     assert not config.clusterwide
 
@@ -81,6 +84,10 @@ def test_every_setting_is_read() -> None:
         ({**BASE, "MLSHIP_CLUSTER_DOMAIN": "bad_domain"}, "MLSHIP_CLUSTER_DOMAIN"),
         ({**BASE, "MLSHIP_LIVENESS_ENDPOINT": "0.0.0.0:8081"}, "MLSHIP_LIVENESS_ENDPOINT"),
         ({**BASE, "MLSHIP_LOG_LEVEL": "loud"}, "MLSHIP_LOG_LEVEL"),
+        ({**BASE, "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": "kafka"},
+         "MLSHIP_KAFKA_BOOTSTRAP_SERVERS='kafka' must be host:port[,host:port...] (not 'kafka')"),
+        ({**BASE, "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": "k:9092,,k2:x"}, "(not '', 'k2:x')"),
+        ({**BASE, "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": "http://k:9092"}, "(not 'http://k:9092')"),
     ],
 )
 def test_invalid_settings_are_rejected_naming_the_variable(env: dict, named: str) -> None:

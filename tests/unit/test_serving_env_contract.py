@@ -3,6 +3,7 @@ the contract between the two images, tied without a cluster."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -15,8 +16,8 @@ from mlship.serving.config import load_config
 pytestmark = pytest.mark.unit
 
 
-def serving_env(cr: dict[str, Any], version: str) -> dict[str, str]:
-    dep = build_deployment(cr, CONFIG, version)
+def serving_env(cr: dict[str, Any], version: str, config: Any = CONFIG) -> dict[str, str]:
+    dep = build_deployment(cr, config, version)
     (container,) = dep["spec"]["template"]["spec"]["containers"]
     return {e["name"]: e["value"] for e in container["env"]}
 
@@ -47,3 +48,12 @@ def test_the_operator_sets_only_names_serving_reads() -> None:
     read = {v for k, v in vars(ServingEnv).items() if k.isupper()}
     set_ = set(serving_env(make_cr(), "1")) - {"HOME"}  # HOME: for libraries, not for serving
     assert set_ <= read, set_ - read
+
+
+def test_kafka_reaches_serving_only_when_the_operator_has_it() -> None:
+    assert ServingEnv.KAFKA_BOOTSTRAP_SERVERS not in serving_env(make_cr(), "1")
+    assert load_config(serving_env(make_cr(), "1")).kafka_bootstrap_servers is None
+    with_kafka = dataclasses.replace(CONFIG, kafka_bootstrap_servers="mlship-kafka.ns.svc:9092")
+    env = serving_env(make_cr(), "1", with_kafka)
+    assert env[ServingEnv.KAFKA_BOOTSTRAP_SERVERS] == "mlship-kafka.ns.svc:9092"
+    assert load_config(env).kafka_bootstrap_servers == "mlship-kafka.ns.svc:9092"
