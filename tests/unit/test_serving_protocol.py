@@ -372,3 +372,8 @@ def test_csv_header_names_are_stripped() -> None:
     body = (" , ".join(NAMES) + "\n" + ",".join(map(str, ROW)) + "\n").encode()
     table = parse_invocation(body, "text/csv", IRIS)
     assert isinstance(table, Table) and rows(table) == [ROW]
+
+
+def test_a_literal_inside_an_array_is_shown_as_sent() -> None:
+    err = bad(b'{"dataframe_records": [{"x": [1, NaN, -Infinity]}]}', (Column("x", "double"),))
+    assert err.message == "column 'x' (row 0): expected double, got array [1,\"NaN\",\"-Infinity\"]"

@@ -343,7 +343,10 @@ def _coerce(col: Column, value: Any, row: int) -> Any:
             f"column {col.name!r} (row {row}): {value.text} is not allowed for {kind}:"
             " send a finite number, or NaN or null for a missing value"
         )
-    shown = orjson.dumps(value, default=_literal_text).decode()[:40]
+    # orjson would write a _Literal (a dataclass) as {"text": ...}: passed to _literal_text instead
+    shown = orjson.dumps(
+        value, default=_literal_text, option=orjson.OPT_PASSTHROUGH_DATACLASS
+    ).decode()[:40]
     raise BadRequest(
         f"column {col.name!r} (row {row}): expected {kind}, got {_json_type(value)} {shown}"
     )
