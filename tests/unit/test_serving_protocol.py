@@ -377,3 +377,11 @@ def test_csv_header_names_are_stripped() -> None:
 def test_a_literal_inside_an_array_is_shown_as_sent() -> None:
     err = bad(b'{"dataframe_records": [{"x": [1, NaN, -Infinity]}]}', (Column("x", "double"),))
     assert err.message == "column 'x' (row 0): expected double, got array [1,\"NaN\",\"-Infinity\"]"
+
+
+def test_long_integers_are_exact_in_csv_as_in_json() -> None:
+    big = 2**53 + 1  # the first integer a float cannot hold
+    cols = (Column("n", "long"), Column("i", "integer"))
+    table = parse_invocation(f"n,i\n{big},-{big}\n".encode(), "text/csv", cols)
+    assert isinstance(table, Table) and rows(table) == [[big, -big]]
+    assert rows(parse({"dataframe_records": [{"n": big, "i": -big}]}, cols)) == [[big, -big]]

@@ -15,6 +15,7 @@ value, like null; `Infinity` and `-Infinity` are refused, naming the column.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -282,25 +283,24 @@ def parse_csv(text: str, columns: tuple[Column, ...]) -> Table:
 
 
 def _from_csv(col: Column, text: str, row: int) -> Any:
+    """A CSV field as the JSON value it stands for (`_coerce` then checks it like one)."""
     text = text.strip()
     if col.kind == "string":
         return text
     if text == "":
         return None
     try:
-        if col.kind in ("double", "float"):
-            number = float(text)
-            return number if math.isfinite(number) else _non_finite(number)
-        if col.kind in ("long", "integer"):
-            number = float(text)
-            if not math.isfinite(number):
-                return _non_finite(number)
-            return int(number) if number.is_integer() else number
         if col.kind == "boolean":
             return {"true": True, "false": False, "1": True, "0": False}[text.lower()]
+        if col.kind in ("long", "integer"):
+            with contextlib.suppress(ValueError):  # else a float ("3.0", "1e2", "2.5", "inf")
+                return int(text)  # exact, however long (a float keeps 53 bits)
+        number = float(text)
     except (ValueError, KeyError):
-        pass
-    raise BadRequest(f"column {col.name!r} (row {row}): expected {col.kind}, got {text!r}")
+        raise BadRequest(
+            f"column {col.name!r} (row {row}): expected {col.kind}, got {text!r}"
+        ) from None
+    return number if math.isfinite(number) else _non_finite(number)
 
 
 def _non_finite(number: float) -> Any:
