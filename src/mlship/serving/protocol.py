@@ -76,6 +76,7 @@ class _Literal:
 
 _NAN = _Literal("NaN")
 _LITERALS = {"NaN": _NAN, "Infinity": _Literal("Infinity"), "-Infinity": _Literal("-Infinity")}
+_INFINITIES = {math.inf: _LITERALS["Infinity"], -math.inf: _LITERALS["-Infinity"]}
 
 
 def columns_from_signature(inputs: Sequence[dict[str, Any]] | None) -> tuple[Column, ...] | None:
@@ -117,7 +118,7 @@ def parse_invocation(
     kind = media_type(content_type)
     if kind == CSV:
         try:
-            text = body.decode("utf-8")
+            text = body.decode()  # UTF-8
         except UnicodeDecodeError as e:
             raise BadRequest(f"the CSV body is not valid UTF-8: {e}") from e
         return Unstructured(CSV, text) if columns is None else parse_csv(text, columns)
@@ -303,10 +304,8 @@ def _from_csv(col: Column, text: str, row: int) -> Any:
     return number if math.isfinite(number) else _non_finite(number)
 
 
-def _non_finite(number: float) -> Any:
-    if math.isnan(number):
-        return _NAN
-    return _LITERALS["Infinity" if number > 0 else "-Infinity"]
+def _non_finite(number: float) -> _Literal:
+    return _NAN if math.isnan(number) else _INFINITIES[number]
 
 
 def _coerce(col: Column, value: Any, row: int) -> Any:
@@ -352,10 +351,9 @@ def _coerce(col: Column, value: Any, row: int) -> Any:
     )
 
 
-def _literal_text(value: Any) -> str:
-    if isinstance(value, _Literal):
-        return value.text
-    raise TypeError(type(value).__name__)
+def _literal_text(value: _Literal) -> str:
+    # orjson's default=: a _Literal is the one value in parsed JSON orjson does not write itself
+    return value.text
 
 
 def _check_present(columns: tuple[Column, ...], given: Any) -> None:
@@ -396,9 +394,7 @@ def _json_type(value: Any) -> str:
         return "array"
     if isinstance(value, dict):
         return "object"
-    if isinstance(value, _Literal):
-        return value.text
-    return type(value).__name__
+    return str(value.text)  # a _Literal: nothing else comes out of parsed JSON
 
 
 # --- responses -------------------------------------------------------------------------------
