@@ -235,19 +235,19 @@ def _param(name: str, f: contract.Field) -> str:
     return "{{ params.%s%s }}" % (name, " | tojson" if f.json else "")  # noqa: UP031 - Jinja
 
 
-# Each step's flags as Jinja templates (mlship.contract.INPUTS): params come from the trigger
-# form, earlier steps' results from XCom. mlship_drift's check reads drift_params_schema's form.
-# {{ run_id }} is the pipeline run key: clearing and re-running a DAG run keeps it, so the steps
-# find the same MLflow parent run and register stays idempotent.
-STEP_ARGUMENTS: dict[str, list[str]] = {step: contract.render(step, _param, _xcom) for step in POD_STEPS}
-
-
 def step_command(step: str) -> list[str]:
     return ["python", "-m", f"mlship.steps.{step}"]
 
 
 def step_arguments(step: str) -> list[str]:
-    return [*STEP_ARGUMENTS[step], "--pipeline-run-key", "{{ run_id }}", "--xcom-path", XCOM_PATH]
+    """The step's flags as Jinja templates (mlship.contract.INPUTS): params come from the trigger
+    form (mlship_drift's check reads drift_params_schema's), earlier steps' results from XCom.
+    {{ run_id }} is the pipeline run key: clearing and re-running a DAG run keeps it, so the steps
+    find the same MLflow parent run and register stays idempotent."""
+    return [
+        *contract.render(step, _param, _xcom),
+        "--pipeline-run-key", "{{ run_id }}", "--xcom-path", XCOM_PATH,
+    ]
 
 
 def step_env(settings: Settings) -> dict[str, str]:

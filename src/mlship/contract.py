@@ -140,66 +140,58 @@ class Input:
     name: str
 
 
-def _form(flag: str, field: str) -> Input:
-    return Input(flag, FORM, field)
-
-
-def _result(flag: str, step: str, key: str) -> Input:
-    return Input(flag, step, key)
-
-
 INPUTS: dict[str, tuple[Input, ...]] = {
     "ingest": (
-        _form("--source", "dataset"),
-        _form("--reason", "reason"),
-        _form("--target", "target"),
-        _form("--task", "task"),
+        Input("--source", FORM, "dataset"),
+        Input("--reason", FORM, "reason"),
+        Input("--target", FORM, "target"),
+        Input("--task", FORM, "task"),
     ),
     "validate": (
-        _result("--dataset-uri", "ingest", "dataset_uri"),
-        _form("--target", "target"),
-        _result("--task", "ingest", "task"),  # the task ingest settled on, never "auto"
-        _form("--rules", "validation_rules"),
+        Input("--dataset-uri", "ingest", "dataset_uri"),
+        Input("--target", FORM, "target"),
+        Input("--task", "ingest", "task"),  # the task ingest settled on, never "auto"
+        Input("--rules", FORM, "validation_rules"),
     ),
     "featurize": (
-        _result("--dataset-uri", "ingest", "dataset_uri"),
-        _form("--target", "target"),
-        _result("--task", "ingest", "task"),
-        _form("--holdout-fraction", "holdout_fraction"),
-        _form("--seed", "seed"),
+        Input("--dataset-uri", "ingest", "dataset_uri"),
+        Input("--target", FORM, "target"),
+        Input("--task", "ingest", "task"),
+        Input("--holdout-fraction", FORM, "holdout_fraction"),
+        Input("--seed", FORM, "seed"),
     ),
     "train": (
-        _result("--train-uri", "featurize", "train_uri"),
-        _result("--features-uri", "featurize", "features_uri"),
-        _form("--estimator", "estimator"),
-        _form("--hyperparameters", "hyperparameters"),
-        _form("--seed", "seed"),
+        Input("--train-uri", "featurize", "train_uri"),
+        Input("--features-uri", "featurize", "features_uri"),
+        Input("--estimator", FORM, "estimator"),
+        Input("--hyperparameters", FORM, "hyperparameters"),
+        Input("--seed", FORM, "seed"),
     ),
     "evaluate": (
-        _result("--model-uri", "train", "model_uri"),
-        _result("--holdout-uri", "featurize", "holdout_uri"),
-        _result("--features-uri", "featurize", "features_uri"),
-        _form("--model-name", "model_name"),
+        Input("--model-uri", "train", "model_uri"),
+        Input("--holdout-uri", "featurize", "holdout_uri"),
+        Input("--features-uri", "featurize", "features_uri"),
+        Input("--model-name", FORM, "model_name"),
     ),
     "register": (
-        _result("--model-uri", "train", "model_uri"),
-        _result("--evaluation-uri", "evaluate", "evaluation_uri"),
-        _form("--model-name", "model_name"),
-        _result("--dataset-digest", "ingest", "dataset_digest"),
-        _result("--dataset-uri", "ingest", "dataset_uri"),
-        _form("--metric", "metric"),
-        _form("--threshold", "threshold"),
-        _form("--margin", "margin"),
-        _form("--auto-promote", "auto_promote"),
+        Input("--model-uri", "train", "model_uri"),
+        Input("--evaluation-uri", "evaluate", "evaluation_uri"),
+        Input("--model-name", FORM, "model_name"),
+        Input("--dataset-digest", "ingest", "dataset_digest"),
+        Input("--dataset-uri", "ingest", "dataset_uri"),
+        Input("--metric", FORM, "metric"),
+        Input("--threshold", FORM, "threshold"),
+        Input("--margin", FORM, "margin"),
+        Input("--auto-promote", FORM, "auto_promote"),
     ),
     DRIFT: (
-        _form("--model-name", "model_name"),
-        _form("--alias", "alias"),
-        _form("--window-minutes", "window_minutes"),
-        _form("--min-rows", "min_rows"),
-        _form("--threshold", "threshold"),
-        _form("--inference-experiment", "inference_experiment"),
-        _form("--report-experiment", "report_experiment"),
+        Input("--model-name", FORM, "model_name"),
+        Input("--alias", FORM, "alias"),
+        Input("--window-minutes", FORM, "window_minutes"),
+        Input("--min-rows", FORM, "min_rows"),
+        Input("--threshold", FORM, "threshold"),
+        Input("--inference-experiment", FORM, "inference_experiment"),
+        Input("--report-experiment", FORM, "report_experiment"),
     ),
 }
 """Each step's flags in the order they are passed (besides the flags every step has: tracking URI,

@@ -109,7 +109,7 @@ def test_a_step_default_is_a_fresh_copy_of_its_form_fields() -> None:
     assert contract.default("validate", "--rules") == {} == contract.TRAINING_FORM["validation_rules"].default
     assert contract.default("drift", "--threshold") == 0.5
     for step, flag in (("validate", "--task"), ("train", "--no-such-flag"), ("drift", "--seed")):
-        with pytest.raises(KeyError):
+        with pytest.raises(KeyError, match=f"{flag} is not a form input of {step}"):
             contract.default(step, flag)  # a result, or not the step's
 
 
