@@ -385,3 +385,11 @@ def test_long_integers_are_exact_in_csv_as_in_json() -> None:
     table = parse_invocation(f"n,i\n{big},-{big}\n".encode(), "text/csv", cols)
     assert isinstance(table, Table) and rows(table) == [[big, -big]]
     assert rows(parse({"dataframe_records": [{"n": big, "i": -big}]}, cols)) == [[big, -big]]
+
+
+def test_an_optional_column_left_out_of_a_record_is_missing_not_null() -> None:
+    cols = (Column("x", "long"), Column("n", "long", required=False))
+    assert rows(parse({"dataframe_records": [{"x": 1}]}, cols)) == [[1, None]]
+    assert rows(parse({"dataframe_split": {"columns": ["x"], "data": [[1]]}}, cols)) == [[1, None]]
+    err = bad({"dataframe_records": [{"x": 1, "n": None}]}, cols)
+    assert err.message == "column 'n' (row 0): null is not allowed for long"

@@ -222,7 +222,11 @@ def _table_from_records(data: Any, columns: tuple[Column, ...], fmt: str) -> Tab
         if missing:
             raise BadRequest(f"row {r} is missing required column(s) {_quoted(missing)}")
     out = [
-        [_coerce(col, record.get(col.name), r) for r, record in enumerate(data)] for col in columns
+        [
+            _coerce(col, record[col.name], r) if col.name in record else _absent(col)
+            for r, record in enumerate(data)
+        ]
+        for col in columns
     ]
     return _table(out, len(data))
 
@@ -362,9 +366,13 @@ def _check_present(columns: tuple[Column, ...], given: Any) -> None:
         raise BadRequest(f"missing required column(s) {_quoted(missing)}")
 
 
+def _absent(col: Column) -> Any:
+    # The value of an optional column the request leaves out (required ones were checked).
+    return math.nan if col.kind in ("double", "float") else None
+
+
 def _fill_missing(col: Column, n_rows: int) -> list[Any]:
-    # Only optional columns get here (required ones were checked).
-    return [math.nan if col.kind in ("double", "float") else None] * n_rows
+    return [_absent(col)] * n_rows
 
 
 def _table(columns: list[list[Any]], n_rows: int) -> Table:
