@@ -2,7 +2,7 @@
 exactly-once argument (a batch consumed again, cut differently, overwrites), Parquet columns,
 the reader's join (window, horizon, dedup, unmatched and late labels), the consumer's settings,
 and the store → commit loop against an in-memory consumer and sink. The real broker and MLflow
-server are in tests/integration/test_events_record.py."""
+server are in tests/integration/test_events_record_server.py."""
 
 from __future__ import annotations
 

@@ -655,7 +655,7 @@ class Recorder:
                     return False
                 if deadline is not None and self.clock() + delay > deadline:
                     return False
-                log.warning("retrying in %.0fs; %s held, nothing committed", delay, self.pending.summary())
+                log.warning("retrying in %.0fs; the batch is held, nothing committed", delay)
                 self._wait(delay, stoppable=deadline is None)
                 delay, attempt = min(delay * 2, MAX_BACKOFF_S), attempt + 1
             self._commit(self.pending)
@@ -682,7 +682,7 @@ class Recorder:
             self.sink.store(files)
         except Exception as e:  # noqa: BLE001 - any failure of MLflow: keep the batch, retry
             self.totals["store_failures"] += 1
-            log.warning("could not store %s in MLflow (attempt %d): %s", batch.summary(), attempt,
+            log.warning("could not store a batch (%s) in MLflow (attempt %d): %s", batch.summary(), attempt,
                         describe(e, 500))
             drop_pooled_connections()
             return False
@@ -732,6 +732,9 @@ def consumer_config(settings: Settings) -> dict[str, Any]:
         "enable.partition.eof": False,
         # a long MLflow outage is waited out with the partitions paused, still polling
         "max.poll.interval.ms": 300_000,
+        # a consumer that died (SIGKILL, a lost node) holds its partitions this long before its
+        # replacement gets them: 10 s instead of librdkafka's 45
+        "session.timeout.ms": 10_000,
     }
 
 
