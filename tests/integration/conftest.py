@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from testkit import clean_env
+from kafkakit import KafkaBroker, kafka_libs
+from testkit import clean_env, require_or_skip
 
 
 class Steps:
@@ -70,3 +71,14 @@ def iris_pipeline(
 def child_env() -> Callable[..., dict[str, str]]:
     """The environment for a child Python process (see clean_env)."""
     return clean_env
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A real Kafka broker (tests/kafkakit.py), shared by the session; a test may stop and
+    restart it (same port, same data) but must leave it running."""
+    libs = kafka_libs()
+    if libs is None:
+        require_or_skip("no Java or Kafka jars here (hack/setup test installs them)", "integration")
+    with KafkaBroker.start(tmp_path_factory.mktemp("kafka"), libs) as broker:
+        yield broker

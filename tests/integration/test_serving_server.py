@@ -281,6 +281,25 @@ def test_version_and_metadata(
     assert {c["type"] for c in inputs} == {"double"}
 
 
+def test_without_kafka_answers_still_name_request_and_version_and_feedback_is_off(
+    served: tuple[Server, list[tuple[int, int]]], versions: Versions
+) -> None:
+    server, _ = served
+    response = requests.post(server.url + "/invocations", json={"dataframe_records": [dict(X.iloc[0])]},
+                             headers={"X-Request-Id": "r-1"}, timeout=30)
+    assert response.status_code == 200
+    assert (response.headers["X-Request-Id"], response.headers["X-Model-Name"],
+            response.headers["X-Model-Version"]) == ("r-1", MODEL, versions.skops)
+    feedback = requests.post(server.url + "/feedback", json={"request_id": "r-1", "label": 0},
+                             timeout=30)
+    assert feedback.status_code == 404
+    assert feedback.json() == {
+        "error_code": "ENDPOINT_NOT_FOUND",
+        "message": "feedback is off on this server: labels go to Kafka, and "
+        "MLSHIP_KAFKA_BOOTSTRAP_SERVERS is not set (docs/events.md)",
+    }
+
+
 def test_concurrent_requests_get_their_own_answers_from_shared_batches(
     served: tuple[Server, list[tuple[int, int]]], versions: Versions
 ) -> None:

@@ -22,18 +22,35 @@ once, exit code 2 if any):
     MLSHIP_HOST                bind address (default 0.0.0.0)
     MLSHIP_INFERENCE_LOG_SAMPLE_RATE
                                share of /invocations requests whose inputs and predictions are
-                               logged to MLflow, 0..1 (default 0: off; needs
-                               MLFLOW_TRACKING_URI); see mlship.serving.recorder
+                               logged, 0..1 (default 0: off): as prediction events to Kafka when
+                               MLSHIP_KAFKA_BOOTSTRAP_SERVERS is set, else to MLflow (needs
+                               MLFLOW_TRACKING_URI; see mlship.serving.recorder)
     MLSHIP_INFERENCE_LOG_FLUSH_SECONDS
                                how often the log is written to MLflow (default 10)
     MLSHIP_INFERENCE_LOG_EXPERIMENT
                                MLflow experiment of the log (default mlship-inference)
+    MLSHIP_KAFKA_BOOTSTRAP_SERVERS
+                               host:port[,host:port...] of Kafka: turns on prediction events
+                               and POST /feedback (default unset: off); see docs/events.md
+    MLSHIP_KAFKA_PREDICTIONS_TOPIC, MLSHIP_KAFKA_LABELS_TOPIC
+                               the topics (default mlship.predictions, mlship.labels)
+    MLSHIP_KAFKA_QUEUE_MAX_MESSAGES
+                               events waiting for Kafka, at most; beyond it new ones are dropped
+                               and counted (default 100000)
+    MLSHIP_KAFKA_LINGER_MS     how long an event may wait to be batched (default 5)
 
 Endpoints:
 
     POST /invocations   MLflow scoring protocol -> {"predictions": [...]}; 400 with a message
                         naming the problem for input that does not fit the signature, 415 for a
-                        content type other than application/json or text/csv (as MLflow)
+                        content type other than application/json or text/csv (as MLflow).
+                        Every answer carries X-Request-Id (the client's, or 32 new hex
+                        characters; one that cannot key an event is a 400), X-Model-Name and
+                        X-Model-Version
+    POST /feedback      ground-truth labels, one {request_id, row, label} or a list -> 202
+                        {"accepted": n}, produced to Kafka; 400 naming the problem (nothing of
+                        the request is taken), 503 when the event queue is full, 404 without
+                        Kafka (docs/events.md)
     GET  /ping, /health 200 once the model is loaded and has scored its own input example
                         through /invocations' code path; 503 before (readiness probe)
     GET  /livez         200 while the process runs, also while loading (liveness probe)
@@ -42,8 +59,10 @@ Endpoints:
     GET  /metrics       Prometheus: mlship_requests_total, mlship_request_duration_seconds,
                         mlship_batch_rows, mlship_predict_duration_seconds, mlship_model_ready,
                         mlship_inference_log_{rows,dropped_rows,flush_failures}_total,
-                        mlship_inference_log_buffered_rows, all labelled with model_name and
-                        model_version
+                        mlship_inference_log_buffered_rows,
+                        mlship_events_{produced,delivered,delivery_failures,dropped}_total (by
+                        topic; dropped also by reason), mlship_events_queued, all labelled with
+                        model_name and model_version
 
 Failure policy. A version that cannot be loaded (exit code 3) or fails its self-test (exit
 code 4) makes the process exit at once rather than linger unready: the pod crash-loops, which
@@ -56,5 +75,5 @@ Shutdown. On SIGTERM the server stops accepting connections, answers the request
 has (the batcher drains its queue), then exits 0. Kubernetes keeps routing to a terminating pod
 for a moment after SIGTERM, so the pod spec should delay it with a short preStop sleep. With
 the inference log on, the rows still buffered are written to MLflow before the process exits
-(5 s at most).
+(5 s at most); with Kafka, the queued events are sent (5 s at most).
 """

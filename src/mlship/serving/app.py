@@ -12,11 +12,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata as importlib_metadata
 from typing import Any
+from urllib.parse import quote
 
 import orjson
 from starlette.applications import Starlette
@@ -24,8 +26,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlship.events import schema
+from mlship.names import TAG_TASK
 from mlship.serving.batcher import BatcherClosed, MicroBatcher
 from mlship.serving.config import ServingConfig
+from mlship.serving.events import EventProducer, QueueFull, producer_config
 from mlship.serving.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from mlship.serving.metrics import ServingMetrics
 from mlship.serving.model import (
@@ -51,10 +56,13 @@ EXIT_CONFIG = 2
 EXIT_LOAD_FAILED = 3
 EXIT_SELF_TEST_FAILED = 4
 MAX_BODY_BYTES = 64 * 1024 * 1024
-# The inference log's last flush at shutdown, after the requests in flight are answered; with
-# the preStop sleep and MLSHIP_SHUTDOWN_TIMEOUT_S it stays within the pod's grace period.
+# The inference log's (or the events') last flush at shutdown, after the requests in flight are
+# answered; with the preStop sleep and MLSHIP_SHUTDOWN_TIMEOUT_S it stays within the pod's grace
+# period.
 FINAL_FLUSH_TIMEOUT_S = 5.0
 JSON_TYPE = "application/json"
+MAX_FEEDBACK_LABELS = 10_000  # per /feedback request
+REQUEST_ID = "X-Request-Id"
 
 FatalHandler = Callable[[int, str], None]
 
@@ -73,8 +81,34 @@ class ServingState:
     model: ServedModel | None = None
     batcher: MicroBatcher[Parsed] | None = None
     recorder: InferenceRecorder | None = None
+    events: EventProducer | None = None
     ready: bool = False
     error: str | None = None
+    # X-Model-Name and X-Model-Version, encoded once: added to every /invocations response.
+    model_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+def _header_value(value: str) -> bytes:
+    """A header value: as is when printable ASCII (registry names are), else percent-encoded."""
+    return (value if value.isascii() and value.isprintable() else quote(value)).encode()
+
+
+def model_headers(name: str, version: str) -> list[tuple[bytes, bytes]]:
+    headers = [(b"x-model-name", _header_value(name))]
+    if version:  # unknown until loaded when the URI names an alias
+        headers.append((b"x-model-version", _header_value(version)))
+    return headers
+
+
+def request_id(given: str | None) -> str:
+    """The client's X-Request-Id (BadRequest naming the problem when it cannot be an event key),
+    else a new one: 32 random hex characters."""
+    if given is None:
+        return os.urandom(16).hex()
+    try:
+        return schema.check_request_id(given)
+    except schema.BadEvent as e:
+        raise BadRequest(f"the {REQUEST_ID} header: {e}") from None
 
 
 def _json(content: Any, status: int = 200) -> Response:
@@ -142,7 +176,11 @@ async def load_and_self_test(state: ServingState, on_fatal: FatalHandler) -> Non
         state.error = message
         on_fatal(EXIT_SELF_TEST_FAILED, message)
         return
-    state.recorder = _recorder(state, model)
+    if config.kafka_bootstrap_servers is not None:
+        state.events = _events(state, model, config.kafka_bootstrap_servers)
+    else:
+        state.recorder = _recorder(state, model)
+    state.model_headers = model_headers(model.info.name, model.info.version)
     state.ready = True
     state.metrics.set_ready(True)
     log.info(
@@ -185,6 +223,38 @@ def _recorder(state: ServingState, model: ServedModel) -> InferenceRecorder | No
     return recorder
 
 
+def _events(state: ServingState, model: ServedModel, bootstrap: str) -> EventProducer:
+    config = state.config
+    if model.columns is None:
+        log.warning(
+            "events: %s has no column signature, so its requests make no prediction events "
+            "(labels are taken)",
+            config.model_uri,
+        )
+    events = EventProducer(
+        producer_config(
+            bootstrap,
+            queue_max_messages=config.kafka_queue_max_messages,
+            linger_ms=config.kafka_linger_ms,
+        ),
+        state.metrics,
+        model=model.info.name,
+        version=model.info.version or "unknown",  # a local path: no registry version
+        columns=[c.name for c in model.columns] if model.columns is not None else None,
+        predictions_topic=config.predictions_topic,
+        labels_topic=config.labels_topic,
+        sample_rate=config.inference_log_sample_rate,
+    )
+    events.start()
+    log.info(
+        "events: %g%% of requests to topic %r, labels to %r, on Kafka at %s; labels are %s "
+        "(task from %s)",
+        config.inference_log_sample_rate * 100, config.predictions_topic, config.labels_topic,
+        bootstrap, model.info.task or "refused: the task is unknown", model.info.task_source or "-",
+    )  # fmt: skip
+    return events
+
+
 def _explain(e: BaseException) -> str:
     return getattr(e, "message", None) or f"{type(e).__name__}: {e}"
 
@@ -222,7 +292,21 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
     async def metrics_endpoint(request: Request) -> Response:
         return Response(metrics.render(), media_type=METRICS_CONTENT_TYPE)
 
+    fallback_headers = model_headers(config.model_name, config.model_version)
+
     async def invocations(request: Request) -> Response:
+        try:
+            rid = request_id(request.headers.get(REQUEST_ID))
+        except BadRequest as e:
+            rid = request_id(None)
+            response = _error(e.message, 400, "BAD_REQUEST")
+        else:
+            response = await _invocations(request, rid)
+        # Every answer says which request it was and which version gave it, errors too.
+        response.raw_headers += [(b"x-request-id", rid.encode()), *(state.model_headers or fallback_headers)]
+        return response
+
+    async def _invocations(request: Request, rid: str) -> Response:
         if not state.ready or state.batcher is None or state.model is None:
             return _not_ready(state)
         batcher = state.batcher
@@ -233,8 +317,11 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                     body, request.headers.get("content-type"), state.model.columns
                 )
             answer = await _predict(state, parsed)
-            if state.recorder is not None and isinstance(parsed, Table):
-                state.recorder.record(parsed, answer)
+            if isinstance(parsed, Table):
+                if state.events is not None:
+                    state.events.predictions(rid, parsed, answer)
+                elif state.recorder is not None:
+                    state.recorder.record(parsed, answer)
             return Response(answer, media_type=JSON_TYPE)
         except (BadRequest, PredictionFailed) as e:
             status = e.status if isinstance(e, BadRequest) else 400
@@ -245,6 +332,41 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
         except Exception as e:
             log.exception("scoring failed")
             return _error(f"internal error while scoring: {_explain(e)}", 500, "INTERNAL_ERROR")
+
+    async def feedback(request: Request) -> Response:
+        if config.kafka_bootstrap_servers is None:
+            return _error(
+                "feedback is off on this server: labels go to Kafka, and "
+                "MLSHIP_KAFKA_BOOTSTRAP_SERVERS is not set (docs/events.md)",
+                404, "ENDPOINT_NOT_FOUND",
+            )  # fmt: skip
+        if not state.ready or state.model is None or state.events is None:
+            return _not_ready(state)
+        info = state.model.info
+        if info.task is None:
+            return _error(
+                f"feedback is off for {info.uri}: its task is unknown (no {TAG_TASK} tag on the "
+                "version and no output signature saying classes or numbers), so no label can be "
+                "checked; tag the version with classification or regression",
+                404, "ENDPOINT_NOT_FOUND",
+            )  # fmt: skip
+        try:
+            body = await _read_body(request)
+            labels = schema.feedback(body, info.name, info.task, time.time())
+        except BadRequest as e:
+            return _error(e.message, e.status, "BAD_REQUEST")
+        except schema.BadEvent as e:
+            return _error(str(e), 400, "BAD_REQUEST")
+        if len(labels) > MAX_FEEDBACK_LABELS:
+            return _error(
+                f"{len(labels)} labels in one request; send at most {MAX_FEEDBACK_LABELS}",
+                413, "BAD_REQUEST",
+            )  # fmt: skip
+        try:
+            state.events.labels(labels)
+        except QueueFull as e:
+            return _error(str(e), 503, "TEMPORARILY_UNAVAILABLE")
+        return _json({"accepted": len(labels)}, 202)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -262,10 +384,13 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                 await state.batcher.close()
             if state.recorder is not None:
                 await state.recorder.close(FINAL_FLUSH_TIMEOUT_S)
+            if state.events is not None:
+                await state.events.close(FINAL_FLUSH_TIMEOUT_S)
 
     routes = [
         # The body limit is _read_body's: Starlette's max_body_size answers 413 in plain text.
         Route("/invocations", timed("/invocations", invocations), methods=["POST"]),
+        Route("/feedback", timed("/feedback", feedback), methods=["POST"]),
         Route("/ping", timed("/ping", health), methods=["GET"]),
         Route("/health", timed("/health", health), methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),

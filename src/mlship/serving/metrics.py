@@ -3,6 +3,9 @@ one process, e.g. in tests)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -19,7 +22,23 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
+# Why an event was not handed to Kafka (or not sent before the process stopped).
+DROP_REASONS = ("queue_full", "rejected", "unencodable", "unflushed")
+
 disable_created_metrics()  # type: ignore[no-untyped-call]  # the *_created series only double the scrape size
+
+
+@dataclass(frozen=True, slots=True)
+class TopicMetrics:
+    """The event counters of one topic."""
+
+    produced: Counter
+    delivered: Counter
+    delivery_failures: Counter
+    by_reason: dict[str, Counter]  # dropped, one of DROP_REASONS
+
+    def dropped(self, reason: str) -> Counter:
+        return self.by_reason[reason]
 
 
 class ServingMetrics:
@@ -95,6 +114,56 @@ class ServingMetrics:
             labels,
             registry=self.registry,
         ).labels(**self._model)
+
+        self._events_produced = Counter(
+            "mlship_events_produced",
+            "Events handed to the Kafka producer's queue, by topic (prediction events: one per "
+            "scored row of a sampled request; labels: one per label accepted by /feedback).",
+            [*labels, "topic"],
+            registry=self.registry,
+        )
+        self._events_delivered = Counter(
+            "mlship_events_delivered",
+            "Events the Kafka broker acknowledged, by topic.",
+            [*labels, "topic"],
+            registry=self.registry,
+        )
+        self._events_failed = Counter(
+            "mlship_events_delivery_failures",
+            "Events the Kafka broker refused for good (e.g. unknown topic, not authorised), by "
+            "topic; a broker that is away is no failure: the events wait in the queue.",
+            [*labels, "topic"],
+            registry=self.registry,
+        )
+        self._events_dropped = Counter(
+            "mlship_events_dropped",
+            "Events never handed to Kafka, by topic and reason: queue_full (the queue was full "
+            "while Kafka could not keep up or was away), rejected (the producer refused it, e.g. "
+            "too large), unencodable (a bug), unflushed (still queued when the process stopped).",
+            [*labels, "topic", "reason"],
+            registry=self.registry,
+        )
+        self._events_queued = Gauge(
+            "mlship_events_queued",
+            "Events in the Kafka producer's local queue: waiting, in flight or just delivered.",
+            labels,
+            registry=self.registry,
+        ).labels(**self._model)
+
+    def events(self, topic: str) -> TopicMetrics:
+        """The counters of one topic, every series created (at 0) so alerts see it at once."""
+        return TopicMetrics(
+            produced=self._events_produced.labels(**self._model, topic=topic),
+            delivered=self._events_delivered.labels(**self._model, topic=topic),
+            delivery_failures=self._events_failed.labels(**self._model, topic=topic),
+            by_reason={
+                reason: self._events_dropped.labels(**self._model, topic=topic, reason=reason)
+                for reason in DROP_REASONS
+            },
+        )
+
+    def set_events_queued(self, count: Callable[[], float]) -> None:
+        self._events_queued.set_function(count)
 
     def observe_request(self, endpoint: str, status: int, seconds: float) -> None:
         self._requests.labels(**self._model, endpoint=endpoint, status=str(status)).inc()

@@ -16,6 +16,8 @@ from itertools import chain
 from typing import Any
 
 from mlship.errors import describe
+from mlship.events import schema
+from mlship.names import TAG_TASK
 from mlship.serving.config import ServingConfig
 from mlship.serving.protocol import (
     CSV,
@@ -59,6 +61,8 @@ class ModelInfo:
     model_uuid: str | None
     signature: dict[str, Any] | None
     mlflow_version: str | None
+    task: str | None = None  # classification / regression: what a /feedback label must be
+    task_source: str = ""  # where the task was read (see model_task)
     loaded_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,6 +74,8 @@ class ModelInfo:
             "model_uuid": self.model_uuid,
             "signature": self.signature,
             "mlflow_version": self.mlflow_version,
+            "task": self.task,
+            "task_source": self.task_source,
             "loaded_at": self.loaded_at,
         }
 
@@ -198,6 +204,9 @@ def load_model(config: ServingConfig) -> ServedModel:
     if meta.signature is not None and meta.signature.inputs is not None:
         columns = columns_from_signature(meta.signature.inputs.to_dict())
     example = _example_body(meta, local)
+    task, task_source = model_task(
+        _version_tag(config, uri), signature["outputs"] if signature else None
+    )
     info = ModelInfo(
         name=config.model_name,
         version=version,
@@ -206,8 +215,56 @@ def load_model(config: ServingConfig) -> ServedModel:
         model_uuid=meta.model_uuid,
         signature=signature,
         mlflow_version=meta.mlflow_version,
+        task=task,
+        task_source=task_source,
     )
     return ServedModel(pyfunc=pyfunc, info=info, columns=columns, example=example)
+
+
+_CLASS_TYPES = {"long", "integer", "string", "boolean", "int8", "int16", "int32", "int64",
+                "uint8", "uint16", "uint32", "uint64", "bool", "str", "object"}
+_NUMBER_TYPES = {"double", "float", "float16", "float32", "float64"}
+
+
+def model_task(tag: str | None, outputs: Any) -> tuple[str | None, str]:
+    """The model's task (what /feedback labels must be) and where it was read.
+
+    The version's `mlship.task` tag first: the pipeline's register step writes the task it
+    trained for, which is the truth (a classifier of classes 0.0 and 1.0 has a double output).
+    Without it (a model registered by hand), the output signature's type: integer, string or
+    boolean outputs are classes, floating-point ones are numbers (a regression). Else None."""
+    if tag in (schema.CLASSIFICATION, schema.REGRESSION):
+        return tag, f"the version's {TAG_TASK} tag"
+    types: set[str] = set()
+    for spec in outputs or []:
+        if not isinstance(spec, dict):
+            return None, ""
+        kind = spec.get("type")
+        if kind == "tensor":
+            kind = (spec.get("tensor-spec") or {}).get("dtype")
+        types.add(str(kind))
+    if types and types <= _CLASS_TYPES:
+        return schema.CLASSIFICATION, f"the output signature ({', '.join(sorted(types))})"
+    if types and types <= _NUMBER_TYPES:
+        return schema.REGRESSION, f"the output signature ({', '.join(sorted(types))})"
+    return None, ""
+
+
+def _version_tag(config: ServingConfig, uri: str) -> str | None:
+    """The registered version's task tag; None for a model not loaded from the registry or
+    when the registry cannot say (a warning: /feedback then goes by the signature)."""
+    parts = uri.removeprefix("models:/").split("/")
+    if not uri.startswith("models:/") or len(parts) != 2 or config.tracking_uri is None:
+        return None
+    try:
+        from mlflow import MlflowClient
+
+        version = MlflowClient(config.tracking_uri).get_model_version(parts[0], parts[1])
+    except Exception as e:
+        log.warning("could not read %s's tags (%s); the task comes from its signature", uri, e)
+        return None
+    tag = version.tags.get(TAG_TASK)
+    return tag if isinstance(tag, str) else None
 
 
 def _signature_dict(signature: Any) -> dict[str, Any] | None:

@@ -1,0 +1,306 @@
+"""Prediction events and labels, produced to Kafka (the format: mlship.events.schema; for people:
+docs/events.md).
+
+Each scored row of a sampled `/invocations` request becomes one prediction event on the
+predictions topic, and each label posted to `/feedback` one event on the labels topic, both keyed
+`<request_id>/<row>`. This replaces the MLflow inference log (serving.recorder) when
+MLSHIP_KAFKA_BOOTSTRAP_SERVERS is set.
+
+Cost on the request path: one `orjson.dumps` per row and librdkafka's `produce()`, which only
+appends to its local queue (a few microseconds for a one-row request). Batching (`linger.ms`),
+lz4 compression, sending and retrying happen in librdkafka's own threads; delivery reports are
+served by a background thread of ours (`poll()`), never by a request.
+
+Durability. The producer is idempotent and its messages never time out (`message.timeout.ms=0`):
+while the broker is away they wait in the local queue and go out, in order and without
+duplicates, when it answers again. The queue is bounded (MLSHIP_KAFKA_QUEUE_MAX_MESSAGES); an
+event that finds it full is dropped and counted (`mlship_events_dropped_total{reason=
+"queue_full"}`): a request is never delayed or failed for its event. A graceful stop (SIGTERM:
+rollout, scale-down, drain) flushes the queue before the process exits, within its timeout, so
+it loses nothing while the broker answers; a crash loses what was queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from mlship.events import schema
+from mlship.serving.metrics import ServingMetrics, TopicMetrics
+from mlship.serving.protocol import Table
+from mlship.serving.recorder import per_row
+
+log = logging.getLogger(__name__)
+kafka_log = logging.getLogger("mlship.serving.kafka")  # librdkafka's own log lines
+
+POLL_S = 0.1
+WARN_EVERY_S = 10.0  # at most one warning per reason in this many seconds
+
+
+class QueueFull(Exception):
+    """The local queue has no room for the labels of one /feedback request (none were queued)."""
+
+
+def producer_config(
+    bootstrap: str, *, queue_max_messages: int, linger_ms: float
+) -> dict[str, Any]:
+    """librdkafka's settings: what makes the producer lose nothing and never block."""
+    return {
+        "bootstrap.servers": bootstrap,
+        "client.id": f"mlship-serving-{os.environ.get('HOSTNAME') or socket.gethostname()}",
+        # Retries cannot duplicate or reorder: the broker drops a batch it already has.
+        "enable.idempotence": True,
+        "acks": "all",
+        # Never give up on a queued event: it waits for the broker however long it is away.
+        "message.timeout.ms": 0,
+        # The bound on what waits: produce() raises BufferError beyond it, and we drop and count.
+        "queue.buffering.max.messages": queue_max_messages,
+        "linger.ms": linger_ms,
+        "compression.type": "lz4",
+        # The key's partition as Java clients pick it (librdkafka's default hashes otherwise), so
+        # a label produced by any client lands where serving would have put it.
+        "partitioner": "murmur2_random",
+        # Try a lost broker again within a second (default: up to 10 s), but not more than about
+        # twice a second: something else answering on its address (a catch-all responder, a
+        # recycled IP) accepts the TCP connection, which resets librdkafka's backoff to this
+        # floor (default 100 ms: ~20 attempts a second per broker, measured).
+        "reconnect.backoff.ms": 500,
+        "reconnect.backoff.max.ms": 1000,
+        "log.connection.close": False,  # idle connections closed by the broker are not news
+    }
+
+
+class _Warn:
+    """A warning per key at most every WARN_EVERY_S seconds, with how many were held back."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def held_or_pass(self, key: str, now: float) -> int | None:
+        """None when `key` was let through less than WARN_EVERY_S ago (now held back), else how
+        many were held back since."""
+        if now - self._last.get(key, -WARN_EVERY_S) < WARN_EVERY_S:
+            self._held[key] = self._held.get(key, 0) + 1
+            return None
+        self._last[key] = now
+        return self._held.pop(key, 0)
+
+    def __call__(self, key: str, message: str, *args: object) -> None:
+        held = self.held_or_pass(key, time.monotonic())
+        if held is None:
+            return
+        suffix = f" ({held} more like it in the last {WARN_EVERY_S:g}s)" if held else ""
+        log.warning(message + suffix, *args)
+
+
+class _OncePerInterval(logging.Filter):
+    """librdkafka says the same thing on every reconnect attempt ("Connect to ... failed",
+    "Invalid response size" from a stranger on the broker's address): one line per kind per
+    WARN_EVERY_S, with how many were held back. A kind is the message without its numbers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._warn = _Warn()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        kind = re.sub(r"\d+", "#", text)
+        now = time.monotonic()
+        held = self._warn.held_or_pass(kind, now)
+        if held is None:
+            return False
+        if held:
+            record.msg, record.args = f"{text} ({held} more like it in the last {WARN_EVERY_S:g}s)", ()
+        return True
+
+
+kafka_log.addFilter(_OncePerInterval())
+
+
+class EventProducer:
+    """One process's Kafka producer for prediction events and labels."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        metrics: ServingMetrics,
+        *,
+        model: str,
+        version: str,
+        columns: Sequence[str] | None,
+        predictions_topic: str,
+        labels_topic: str,
+        sample_rate: float,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._queue_max = int(config["queue.buffering.max.messages"])
+        self._producer = Producer(
+            {**config, "on_delivery": self._on_delivery, "error_cb": self._on_error,
+             "logger": kafka_log}
+        )  # fmt: skip
+        self._model, self._version = model, version
+        self._columns = tuple(columns) if columns is not None else None
+        self._predictions_topic, self._labels_topic = predictions_topic, labels_topic
+        self._rate = sample_rate
+        self._rand, self._clock = rand, clock
+        self._metrics: dict[str, TopicMetrics] = {
+            topic: metrics.events(topic) for topic in (predictions_topic, labels_topic)
+        }
+        self._predictions = self._metrics[predictions_topic]
+        self._labels = self._metrics[labels_topic]
+        metrics.set_events_queued(self.queued)
+        self._warn = _Warn()
+        self._brokers_down = False
+        # Each written by one thread only (the event loop; the poll thread), so no lock.
+        self._queued_total = 0  # events produce() took
+        self._reported_total = 0  # delivery reports served: delivered or failed
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def queued(self) -> int:
+        """Events in the local queue: waiting, in flight, or delivered but not yet reported (what
+        librdkafka bounds by queue.buffering.max.messages; len(Producer) would also count its
+        other reports waiting for poll(), such as logs and errors)."""
+        return self._queued_total - self._reported_total
+
+    # --- request path (event loop) ---------------------------------------------------------
+
+    def predictions(self, request_id: str, table: Table, answer: bytes) -> None:
+        """The events of one answered request (if sampled): one per row. Never raises."""
+        if self._columns is None or (self._rate < 1 and self._rand() >= self._rate):
+            return
+        n = table.n_rows
+        try:
+            ts = self._clock()
+            values = per_row(orjson.loads(answer).get("predictions"), n)
+            events = [
+                schema.prediction(
+                    request_id, row, ts, self._model, self._version,
+                    dict(zip(self._columns, (column[row] for column in table.columns),
+                             strict=True)),
+                    values[row],
+                )
+                for row in range(n)
+            ]  # fmt: skip
+        except Exception as e:  # a bug, not an outage: the request is answered all the same
+            self._drop(self._predictions, "unencodable", n, e)
+            return
+        produce = self._producer.produce
+        topic = self._predictions_topic
+        for row, event in enumerate(events):
+            try:
+                produce(topic, event, schema.key(request_id, row))
+            except BufferError as e:
+                self._taken(self._predictions, row)
+                self._drop(self._predictions, "queue_full", n - row, e)
+                return
+            except KafkaException as e:  # e.g. larger than message.max.bytes
+                self._taken(self._predictions, row)
+                self._drop(self._predictions, "rejected", n - row, e)
+                return
+        self._taken(self._predictions, n)
+
+    def _taken(self, metrics: TopicMetrics, n: int) -> None:
+        self._queued_total += n
+        metrics.produced.inc(n)
+
+    def labels(self, labels: Sequence[schema.Label]) -> None:
+        """Queue all the labels of one /feedback request, or none: QueueFull when there is no
+        room for all of them. Only the event loop produces, so nothing takes the room between
+        the check and the produce calls."""
+        n = len(labels)
+        if self.queued() + n > self._queue_max:
+            self._labels.dropped("queue_full").inc(n)
+            raise QueueFull(
+                f"the event queue is full ({self.queued()} of {self._queue_max} events wait for "
+                f"Kafka): none of the {n} labels were accepted; send them again later"
+            )
+        for i, label in enumerate(labels):
+            try:
+                self._producer.produce(
+                    self._labels_topic, label.encode(), schema.key(label.request_id, label.row)
+                )
+            except (BufferError, KafkaException) as e:  # not expected after the check above
+                self._taken(self._labels, i)
+                self._labels.dropped("queue_full").inc(n - i)
+                raise QueueFull(
+                    f"the event queue took {i} of {n} labels, then refused the rest: {e}"
+                ) from e
+        self._taken(self._labels, n)
+
+    def _drop(self, metrics: TopicMetrics, reason: str, n: int, error: BaseException) -> None:
+        metrics.dropped(reason).inc(n)
+        self._warn(
+            reason, "events: %d event(s) dropped (%s: %s); %d wait in the queue",
+            n, reason, error, self.queued(),
+        )  # fmt: skip
+
+    # --- librdkafka's callbacks (the poll thread) ------------------------------------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        self._reported_total += 1
+        metrics = self._metrics[msg.topic() or ""]
+        if err is None:
+            metrics.delivered.inc()
+            if self._brokers_down:
+                self._brokers_down = False
+                log.info("events: Kafka answers again; %d events wait in the queue", self.queued())
+            return
+        metrics.delivery_failures.inc()
+        self._warn("delivery", "events: Kafka refused an event for %s: %s", msg.topic(), err)
+
+    def _on_error(self, err: KafkaError) -> None:
+        if err.code() == KafkaError._ALL_BROKERS_DOWN:
+            if not self._brokers_down:
+                self._brokers_down = True
+                log.warning(
+                    "events: no Kafka broker answers (%s); events wait in the queue "
+                    "(%d now, %d at most, then new ones are dropped)",
+                    err.str(), self.queued(), self._queue_max,
+                )  # fmt: skip
+            return
+        self._warn("error", "events: Kafka: %s", err.str())
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(POLL_S)
+
+    async def close(self, timeout: float) -> int:
+        """Send what is queued within `timeout` seconds; what is left then is lost, counted as
+        dropped ("unflushed"). Returns how many were left."""
+        self._stop.set()
+        started = time.monotonic()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join)
+        queued = self.queued()
+        budget = max(0.0, timeout - (time.monotonic() - started))
+        await asyncio.to_thread(self._producer.flush, budget)
+        left = self.queued()  # flush() counts librdkafka's other waiting reports too
+        if left:
+            self._predictions.dropped("unflushed").inc(left)  # mostly predictions; cannot tell
+            log.error(
+                "events: Kafka did not take the last %d events within %gs; they are lost",
+                left, timeout,
+            )  # fmt: skip
+        else:
+            log.info("events: %d queued events sent before stopping", queued)
+        return left
