@@ -57,6 +57,7 @@ MODULES = (
     "operator/mlship_operator/events.py",
     "operator/mlship_operator/conflict.py",
     "operator/mlship_operator/conditions.py",
+    "src/mlship/contract.py",
     "dags/mlship_dagspec.py",
 )
 
@@ -95,12 +96,12 @@ def stage(modules: list[str]) -> None:
     shutil.copytree(ROOT / "src" / "mlship", STAGE / "src" / "mlship", ignore=ignore)
     shutil.copytree(ROOT / "operator" / "mlship_operator", STAGE / "src" / "mlship_operator", ignore=ignore)
     shutil.copy2(ROOT / "dags" / "mlship_dagspec.py", STAGE / "src" / "mlship_dagspec.py")
-    for name in ("tests", "charts", "manifests"):
+    for name in ("tests", "charts", "manifests", "hack"):  # hack/devkit.py: tests/conftest.py imports it
         (STAGE / name).symlink_to(ROOT / name, target_is_directory=True)
     settings = {
         "source_paths": ["src"],
         "only_mutate": [staged(m) for m in modules],
-        "also_copy": ["charts", "manifests"],
+        "also_copy": ["charts", "manifests", "hack"],
         "pytest_add_cli_args_test_selection": ["tests/unit"],
         "pytest_add_cli_args": [
             "-p", "no:cacheprovider", "-q",
