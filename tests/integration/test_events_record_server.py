@@ -315,3 +315,38 @@ def test_a_missing_setting_is_named_and_exits_2() -> None:
     assert proc.returncode == 2
     assert "--bootstrap-servers / MLSHIP_KAFKA_BOOTSTRAP_SERVERS: missing" in proc.stderr
     assert "--tracking-uri / MLFLOW_TRACKING_URI: missing" in proc.stderr
+
+
+def test_the_drift_check_reads_the_record(iris_pipeline, mlflow_server, tmp_path) -> None:
+    """The drift step on a champion whose recent inputs are only in the event record (as with
+    Kafka on): it reads them there, and finds the shift. (tests/integration/test_drift_step.py
+    checks the inference log, the kafka.enabled=false path, with no record for its model.)"""
+    import json
+
+    from sklearn.datasets import load_iris
+
+    model = iris_pipeline["model"]
+    experiment = f"record-{uuid.uuid4().hex[:8]}"
+    version = str(MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion").version)
+    data = load_iris(as_frame=True).data.sample(300, replace=True, random_state=4) + 1.5
+    now = time.time() - 120
+    batch = record.Batch()
+    for i, row in enumerate(data.to_dict("records")):
+        event = schema.prediction(f"drift-{i}", 0, now + i * 0.01, model, version, row, 0)
+        assert batch.add(record.Event(schema.PREDICTIONS_TOPIC, i % 3, i // 3, event), 0.0) is None
+    record.MlflowSink(mlflow_server, experiment).store(batch.files())
+
+    xcom = tmp_path / "drift.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "mlship.steps.drift", "--tracking-uri", mlflow_server,
+         "--pipeline-run-key", f"drift-{uuid.uuid4().hex[:6]}", "--xcom-path", str(xcom),
+         "--model-name", model, "--inference-experiment", f"nothing-{experiment}",
+         "--report-experiment", f"report-{experiment}"],
+        capture_output=True, text=True, timeout=300, check=False,
+        env=clean_env(MLSHIP_RECORD_EXPERIMENT=experiment),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(xcom.read_text())
+    assert f"recent inputs of {model} v{version}: 300 rows from the event record" in proc.stderr
+    assert result["rows"] == 300 and result["status"] == "drift", result["reason"]
+    assert set(result["drifted_features"]) == set(data.columns)

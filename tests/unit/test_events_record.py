@@ -402,3 +402,84 @@ def test_stop_flushes_and_commits_and_a_sink_that_stays_away_commits_nothing(
     rec.run()  # gives up after the stop grace, in fake time
     assert consumer.commits == [] and consumer.closed and sink.stored == {}
     assert rec.batch.events == 1  # still held when the process ends: consumed again next start
+
+
+# --- read_record and the drift check's source, against MLflow in this process (a file store) ---
+
+
+@pytest.fixture
+def client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from mlflow import MlflowClient
+
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    return MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+
+
+def store(client, events: list[record.Event], experiment: str = record.EXPERIMENT) -> None:
+    batch = record.Batch()
+    for e in events:
+        assert batch.add(e, 0.0) is None
+    sink = record.MlflowSink(client.tracking_uri, experiment)
+    sink.store(batch.files())
+
+
+def test_read_record_downloads_only_the_date_folders_of_the_window(client, monkeypatch) -> None:
+    day = 24 * 3600.0
+    store(client, [record.Event(P, 0, i, pred(f"r{i}", DAY1 - 5 * day + i * day)) for i in range(8)]
+          + [record.Event(L, 0, 0, label("r6", 1, DAY1 + day + 1))])
+    fetched: list[str] = []
+    download = type(client).download_artifacts
+
+    def spy(self, run_id: str, path: str, dst: str | None = None) -> str:
+        fetched.append(path)
+        return download(self, run_id, path, dst)
+
+    monkeypatch.setattr(type(client), "download_artifacts", spy)
+    rec = reader.read_record(client, "iris", since=DAY1 - 0.5 * day, until=DAY1 + 1.5 * day, horizon_s=3600)
+    assert list(rec.rows["request_id"]) == ["r5", "r6"] and rec.rows["label"].tolist()[1] == 1
+    assert sorted(fetched) == [  # not 11-26 to 11-30
+        "labels/model=iris/date=2026-12-03",
+        "predictions/model=iris/version=3/date=2026-12-01",
+        "predictions/model=iris/version=3/date=2026-12-02",
+        "predictions/model=iris/version=3/date=2026-12-03",  # until's day; r7 is later in it
+    ]
+    fetched.clear()
+    assert len(reader.read_record(client, "iris", until=DAY1 + 9 * day, labels=False).rows) == 8
+    assert not [f for f in fetched if f.startswith("labels/")]
+    assert len(reader.read_record(client, "no-such-model").rows) == 0
+
+
+def test_the_drift_check_reads_the_record_when_it_has_rows_else_the_inference_log(
+    client, monkeypatch, capsys
+) -> None:
+    from datetime import timedelta
+
+    from mlship.monitoring import inference_log, recent
+
+    monkeypatch.delenv("MLSHIP_RECORD_EXPERIMENT", raising=False)
+    since = datetime.fromtimestamp(DAY1 - 60, UTC)
+    # nothing anywhere: the inference log's empty frame
+    empty = recent.load_recent(client, "iris", "3", since, since + timedelta(minutes=2))
+    assert list(empty.columns) == ["ts", "prediction"]
+    assert "0 rows from the inference log" in capsys.readouterr().err
+    # only the inference log has rows (kafka.enabled=false)
+    exp_id = client.create_experiment(inference_log.DEFAULT_EXPERIMENT)
+    run = client.create_run(exp_id, tags=inference_log.run_tags("iris", "3", "pod"),
+                            start_time=int(DAY1 * 1000))
+    folder = Path(client.tracking_uri.replace("file://", "")).parent / "log"
+    folder.mkdir()
+    lines = [inference_log.encode_record(DAY1 + i, {"x": x}, i) for i, x in enumerate([1.0, 2.0])]
+    (folder / inference_log.file_name(DAY1, 0)).write_bytes(b"".join(lines))
+    hour = inference_log.artifact_dir(inference_log.hour_of(DAY1))
+    client.log_artifacts(run.info.run_id, str(folder), hour)
+    frame = recent.load_recent(client, "iris", "3", since, since + timedelta(minutes=2))
+    assert frame["x"].tolist() == [1.0, 2.0] and "2 rows from the inference log" in capsys.readouterr().err
+    # the record has rows of the version in the window: it wins, in the inference log's shape
+    store(client, [record.Event(P, 0, i, pred(f"r{i}", DAY1 + i, inputs={"x": 9.0, "ts": 1.0, "label": 2.0}))
+                   for i in range(3)] + [record.Event(P, 0, 3, pred("v4", DAY1, version="4"))])
+    frame = recent.load_recent(client, "iris", "3", since, since + timedelta(minutes=2))
+    assert list(frame.columns) == ["ts", "prediction", "x", "inputs.ts", "label"]
+    assert frame["x"].tolist() == [9.0] * 3 and "3 rows from the event record" in capsys.readouterr().err
+    # another record experiment (MLSHIP_RECORD_EXPERIMENT, as the consumer is told): back to the log
+    monkeypatch.setenv("MLSHIP_RECORD_EXPERIMENT", "elsewhere")
+    assert len(recent.load_recent(client, "iris", "3", since, since + timedelta(minutes=2))) == 2

@@ -156,10 +156,12 @@ def read_record(
     until: datetime | float | None = None,
     horizon_s: float = DEFAULT_HORIZON_S,
     experiment: str = record.EXPERIMENT,
+    labels: bool = True,
 ) -> Record:
     """The predictions of `model` (of `version`, or every version) with since <= ts < until
     (datetimes, naive ones UTC, or epoch seconds; since None: from the start, until None: now),
-    joined with their labels within `horizon_s` seconds. See the module's docstring."""
+    joined with their labels within `horizon_s` seconds. See the module's docstring. `labels`
+    False reads no label (the columns stay empty): for a reader of inputs only."""
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=source) if isinstance(source, str) else source
@@ -180,11 +182,12 @@ def read_record(
                 if p_lo <= date <= p_hi
             ]
             pred_columns += _read_folders(client, run_id, folders, Path(tmp))
-            labels_dir = record.model_dir(record.LABELS_DIR, model)
-            folders = [
-                path for date, path in _folders(client, run_id, labels_dir, "date") if l_lo <= date <= l_hi
-            ]
-            label_columns += _read_folders(client, run_id, folders, Path(tmp))
-    predictions = _frame(pred_columns, ("request_id", "row", "ts", "model", "version", "prediction"))
-    labels = _frame(label_columns, ("request_id", "row", "ts", "model", "label"))
-    return join(predictions, labels, version=version, since=since_s, until=until_s, horizon_s=horizon_s)
+            if labels:
+                dates = _folders(client, run_id, record.model_dir(record.LABELS_DIR, model), "date")
+                folders = [path for date, path in dates if l_lo <= date <= l_hi]
+                label_columns += _read_folders(client, run_id, folders, Path(tmp))
+    return join(
+        _frame(pred_columns, ("request_id", "row", "ts", "model", "version", "prediction")),
+        _frame(label_columns, ("request_id", "row", "ts", "model", "label")),
+        version=version, since=since_s, until=until_s, horizon_s=horizon_s,
+    )

@@ -2,7 +2,8 @@
 
 The model version is the one the alias points to (what a ModelDeployment tracking that alias
 serves); its training data is the dataset its pipeline ingested (the version's
-`mlship.dataset_uri` tag); its recent inputs are what serving logged (mlship.inference_log).
+`mlship.dataset_uri` tag); its recent inputs are what serving logged (mlship.monitoring.recent:
+the event record when it has rows of the version, else the inference log).
 
 Result: status "drift" | "no_drift" | "not_enough_data", a one-line reason, the report's run.
 Fewer than --min-rows recent rows: says so and reports nothing (no run, no trigger).
@@ -27,6 +28,7 @@ from mlship import contract, names
 from mlship.errors import describe
 from mlship.mlflow_io import tracking
 from mlship.monitoring import drift, drift_plot, inference_log
+from mlship.monitoring.recent import load_recent
 from mlship.steps import common
 
 STEP = "drift"
@@ -154,7 +156,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
     client = tracking.connect(args.tracking_uri)
     version = served_version(client, args.model_name, args.alias)
     since = datetime.now(UTC) - timedelta(minutes=args.window_minutes)
-    recent = inference_log.load_records(
+    recent = load_recent(
         client, version.name, str(version.version), since=since, experiment=args.inference_experiment
     )
     result: dict[str, Any] = {
