@@ -253,7 +253,7 @@ def test_kafka_is_off_by_default_with_the_schemas_topics() -> None:
     config = load_config(REGISTRY)
     assert config.kafka_bootstrap_servers is None
     assert (config.predictions_topic, config.labels_topic) == ("mlship.predictions", "mlship.labels")
-    assert (config.kafka_queue_max_messages, config.kafka_linger_ms) == (100_000, 5.0)
+    assert (config.kafka_queue_max_messages, config.kafka_linger_ms) == (100_000, 50.0)
 
 
 def test_kafka_knobs() -> None:

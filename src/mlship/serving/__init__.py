@@ -37,7 +37,7 @@ once, exit code 2 if any):
     MLSHIP_KAFKA_QUEUE_MAX_MESSAGES
                                events waiting for Kafka, at most; beyond it new ones are dropped
                                and counted (default 100000)
-    MLSHIP_KAFKA_LINGER_MS     how long an event may wait to be batched (default 5)
+    MLSHIP_KAFKA_LINGER_MS     how long an event may wait to be batched (default 50)
 
 Endpoints:
 

@@ -182,15 +182,15 @@ class EventProducer:
         """The events of one answered request (if sampled): one per row. Never raises."""
         if self._columns is None or (self._rate < 1 and self._rand() >= self._rate):
             return
-        n = table.n_rows
+        n, names, columns = table.n_rows, self._columns, table.columns
         try:
             ts = self._clock()
             values = per_row(orjson.loads(answer).get("predictions"), n)
+            # (a Table's columns are the signature's, in its order: zip needs no strict check)
             events = [
                 schema.prediction(
                     request_id, row, ts, self._model, self._version,
-                    dict(zip(self._columns, (column[row] for column in table.columns),
-                             strict=True)),
+                    {name: column[row] for name, column in zip(names, columns)},  # noqa: B905
                     values[row],
                 )
                 for row in range(n)
