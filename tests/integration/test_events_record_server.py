@@ -1,5 +1,6 @@
-"""The event record end to end: a real Kafka broker (tests/kafkakit.py), a real MLflow server,
-`python -m mlship.events.record` as a process, and read_record reading back what it stored.
+"""The event record end to end: a real Kafka broker (the session's `kafka` fixture, tests/kafkakit.py),
+a real MLflow server, `python -m mlship.events.record` as a process, and read_record reading back
+what it stored.
 
 Counts are exact and checked twice: through read_record (which deduplicates) and in the stored
 files themselves (which must hold every event once, without the reader's help)."""
@@ -18,27 +19,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import kafkakit
 import pyarrow.parquet as pq
 import pytest
 from devkit import MlflowServer, stop_process, wait_for
 from mlflow import MlflowClient
-from testkit import clean_env, require_or_skip
+from testkit import clean_env
 
 from mlship.events import reader, record, schema
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 FEATURES = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"]
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafkakit.KafkaBroker]:
-    libs = kafkakit.kafka_libs()
-    if libs is None:
-        require_or_skip("no Java or Kafka jars for a local broker: run hack/setup test", "integration")
-    with kafkakit.KafkaBroker.start(tmp_path_factory.mktemp("kafka"), libs) as b:
-        yield b
 
 
 class Consumer:
@@ -170,8 +161,8 @@ def produce_all(c: Consumer, events: list[tuple[bytes, bytes]], topic: str) -> N
     producer.flush()
 
 
-def test_predictions_and_labels_are_recorded_and_joined(broker, mlflow_server, consumers, tmp_path) -> None:
-    c = consumers.start(Consumer(broker.bootstrap, mlflow_server, tmp_path))
+def test_predictions_and_labels_are_recorded_and_joined(kafka, mlflow_server, consumers, tmp_path) -> None:
+    c = consumers.start(Consumer(kafka.bootstrap, mlflow_server, tmp_path))
     preds = predictions(c, 1000)
     produce_all(c, preds, c.predictions)
     labelled = [schema.read_prediction(v) for _, v in preds[::3]][:300]
@@ -201,9 +192,9 @@ def test_predictions_and_labels_are_recorded_and_joined(broker, mlflow_server, c
 
 
 def test_a_malformed_event_is_skipped_and_named_and_the_rest_recorded(
-    broker, mlflow_server, consumers, tmp_path
+    kafka, mlflow_server, consumers, tmp_path
 ) -> None:
-    c = consumers.start(Consumer(broker.bootstrap, mlflow_server, tmp_path))
+    c = consumers.start(Consumer(kafka.bootstrap, mlflow_server, tmp_path))
     preds = predictions(c, 20)
     bad = [(b"x/0", b"{not json"), (b"y/0", preds[0][1].replace(b'"schema":1', b'"schema":9'))]
     produce_all(c, preds[:10] + bad + preds[10:], c.predictions)
@@ -218,10 +209,10 @@ def test_a_malformed_event_is_skipped_and_named_and_the_rest_recorded(
 
 
 def test_a_consumer_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
-    broker, mlflow_server, consumers, tmp_path
+    kafka, mlflow_server, consumers, tmp_path
 ) -> None:
     # small batches, so a kill lands between batches, inside one, or between a store and its commit
-    c = consumers.start(Consumer(broker.bootstrap, mlflow_server, tmp_path,
+    c = consumers.start(Consumer(kafka.bootstrap, mlflow_server, tmp_path,
                                  **{"--flush-events": "150", "--flush-seconds": "0.5"}))
     events = predictions(c, 3000)
     producing = threading.Thread(target=lambda: [produce_all(c, events[i:i + 300], c.predictions)
@@ -252,7 +243,7 @@ def _commits(text: str) -> dict[tuple[str, int], list[int]]:
 
 
 def test_the_last_batch_consumed_again_in_other_cuts_overwrites_its_files(
-    broker, mlflow_server, consumers, tmp_path
+    kafka, mlflow_server, consumers, tmp_path
 ) -> None:
     """The crash between a batch's store and its commit, made certain: a consumer stores and commits
     everything, then each partition's committed offset is moved back to where its last batch began
@@ -261,19 +252,19 @@ def test_the_last_batch_consumed_again_in_other_cuts_overwrites_its_files(
     from confluent_kafka.admin import AdminClient
 
     group = f"record-{uuid.uuid4().hex[:6]}"
-    first = consumers.start(Consumer(broker.bootstrap, mlflow_server, tmp_path, **{
+    first = consumers.start(Consumer(kafka.bootstrap, mlflow_server, tmp_path, **{
         "--group-id": group, "--flush-events": "100", "--flush-seconds": "0.5"}))
     produce_all(first, predictions(first, 1000), first.predictions)
     first.read_until("1,000 predictions", lambda r: len(r.rows) == 1000)
     assert first.stop() == 0
     back = {tp: offsets[-2] if len(offsets) > 1 else 0 for tp, offsets in _commits(first.text()).items()}
     assert back and any(offsets[-1] > back[tp] for tp, offsets in _commits(first.text()).items())
-    admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap})
     request = ConsumerGroupTopicPartitions(group, [TopicPartition(t, p, o) for (t, p), o in back.items()])
     for future in admin.alter_consumer_group_offsets([request]).values():
         future.result(30)
 
-    again = Consumer(broker.bootstrap, mlflow_server, tmp_path, **{
+    again = Consumer(kafka.bootstrap, mlflow_server, tmp_path, **{
         "--group-id": group, "--flush-events": "7", "--flush-seconds": "0.5"})
     again.predictions, again.labels, again.experiment, again.model = (
         first.predictions, first.labels, first.experiment, first.model)
@@ -287,11 +278,11 @@ def test_the_last_batch_consumed_again_in_other_cuts_overwrites_its_files(
     assert len(stored) == 1000 and len(set(stored)) == 1000
 
 
-def test_mlflow_away_and_back_loses_nothing(broker, consumers, tmp_path) -> None:
+def test_mlflow_away_and_back_loses_nothing(kafka, consumers, tmp_path) -> None:
     root = tmp_path / "mlflow"
     root.mkdir()
     with MlflowServer(root, timeout=120) as server:
-        c = consumers.start(Consumer(broker.bootstrap, server.uri, tmp_path))
+        c = consumers.start(Consumer(kafka.bootstrap, server.uri, tmp_path))
         events = predictions(c, 1000)
         produce_all(c, events[:500], c.predictions)
         wait_for("the first 500 stored", lambda: len(c.read().rows) == 500, 120, 1, retry=())
