@@ -483,3 +483,37 @@ def test_the_drift_check_reads_the_record_when_it_has_rows_else_the_inference_lo
     # another record experiment (MLSHIP_RECORD_EXPERIMENT, as the consumer is told): back to the log
     monkeypatch.setenv("MLSHIP_RECORD_EXPERIMENT", "elsewhere")
     assert len(recent.load_recent(client, "iris", "3", since, since + timedelta(minutes=2))) == 2
+
+
+def test_partitions_assigned_while_a_store_is_retried_are_paused_too() -> None:
+    class TP:
+        def __init__(self, topic: str, partition: int) -> None:
+            self.topic, self.partition = topic, partition
+
+    consumer = FakeConsumer([])
+    rec = record.Recorder(record.Settings("k", "m"), consumer, FlakySink(0), clock=Clock())
+    rec.on_assign(consumer, [TP(P, 0)])
+    assert consumer.paused == 0  # nothing being retried: consume as usual
+    rec.pending = record.Batch()
+    rec.on_assign(consumer, [TP(P, 1)])
+    assert consumer.paused == 1
+
+
+def test_a_revoked_partition_is_stored_and_committed_once_else_dropped(monkeypatch) -> None:
+    class TP:
+        def __init__(self, topic: str, partition: int) -> None:
+            self.topic, self.partition = topic, partition
+
+    monkeypatch.setattr(record, "drop_pooled_connections", lambda: None)
+    consumer, sink = FakeConsumer([Msg(P, 0, 1, pred("a")), Msg(P, 1, 1, pred("b"))]), FlakySink(0)
+    rec = record.Recorder(record.Settings("k", "m"), consumer, sink, clock=Clock())
+    rec.take(consumer.consume(10, 0))
+    rec.on_revoke(consumer, [TP(P, 0), TP(P, 1)])
+    assert consumer.commits == [{(P, 0): 2, (P, 1): 2}] and rec.batch.empty and len(sink.stored) == 2
+
+    consumer, sink = FakeConsumer([Msg(P, 0, 1, pred("a")), Msg(P, 1, 1, pred("b"))]), FlakySink(1)
+    rec = record.Recorder(record.Settings("k", "m"), consumer, sink, clock=Clock())
+    rec.take(consumer.consume(10, 0))
+    rec.on_revoke(consumer, [TP(P, 0)])  # MLflow away: p0's events go to its next owner
+    assert consumer.commits == [] and set(rec.batch.next_offsets) == {(P, 1)}
+    assert [f.rows[0].request_id for f in rec.batch.files()] == ["b"]

@@ -578,6 +578,10 @@ class Recorder:
 
     def on_assign(self, consumer: Any, partitions: list[Any]) -> None:
         log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing")
+        if self.pending is not None and partitions:
+            # a store is being retried with the partitions paused: so are these, or a long MLflow
+            # outage would fill memory with their events (flush resumes them all)
+            consumer.pause(partitions)
 
     def on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
         gone = [(p.topic, p.partition) for p in partitions]
@@ -748,7 +752,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # MLflow's own retries would hide an outage for minutes: the recorder retries itself.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     from confluent_kafka import Consumer
 
