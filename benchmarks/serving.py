@@ -1,14 +1,18 @@
 """Serving benchmark: mlship's server vs `mlflow models serve` vs MLServer (adaptive batching),
-and mlship with its inference log on (every request logged to MLflow) next to off.
+and mlship with its inference log on (every request logged to MLflow) or its prediction events on
+(every request's row produced to Kafka) next to off.
 
 Same model (a 100-tree random forest on iris, in a Pipeline with a scaler), same CPU, single-row
 JSON requests, 1 / 8 / 64 concurrent clients, one run each; prints requests/s, p50 and p99.
 
     .venv/bin/python benchmarks/serving.py [--duration 15] [--clients 1,8,64]
-        [--servers mlship,mlship-log,mlflow,mlserver]
+        [--servers mlship,mlship-log,mlflow,mlserver]   (also: mlship-events)
 
 `mlship-log` is mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1, writing to an `mlflow server`
-the script starts on 127.0.0.1 (SQLite, proxied artifacts), on the same CPUs.
+the script starts on 127.0.0.1 (SQLite, proxied artifacts), on the same CPUs. `mlship-events` is
+mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 and MLSHIP_KAFKA_BOOTSTRAP_SERVERS: one prediction
+event per request to a Kafka broker the script starts on 127.0.0.1 (tests/kafkakit.py: needs Java
+and hack/kafka-jars), on the same CPUs too.
 
 Needs `wrk` (Debian: apt-get install -y wrk) and `uv`. MLServer 1.7.1 conflicts with the
 project's lock, so it is installed into its own venv under the cache dir (made on first run).
@@ -301,6 +305,20 @@ def log_counts(target: Target) -> dict[str, float]:
     }
 
 
+def event_counts(target: Target) -> dict[str, float]:
+    """The producing server's own count of events produced, delivered, dropped (all reasons)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(target.url.replace("/invocations", "/metrics"), timeout=10).text
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith("mlship_events_"):
+                name = sample.name.removeprefix("mlship_events_")
+                counts[name] = counts.get(name, 0.0) + sample.value
+    return counts
+
+
 # --- main -------------------------------------------------------------------------------------
 
 
@@ -405,11 +423,42 @@ def main() -> None:
         )
         launches.append((target, [str(venv / "bin" / "mlserver"), "start", str(models)], env))
 
+    broker = None
+    if "mlship-events" in servers:  # last: the broker is stopped by the ExitStack below
+        sys.path.insert(0, str(REPO / "tests"))
+        from kafkakit import KafkaBroker
+
+        home = cache / "kafka"
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir()
+        broker = KafkaBroker.start(home)  # its own process group: its CPU is counted by its id
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        target = Target(
+            "mlship-events", f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows),
+            from_predictions,
+        )
+        launches.append((target, [py, "-m", "mlship.serving"], {
+            **env,
+            "MLSHIP_MODEL_URI": str(model_path),
+            "PORT": str(port),
+            "MLSHIP_HOST": "127.0.0.1",
+            "MLSHIP_MAX_BATCH_SIZE": "64",
+            "MLSHIP_LOG_LEVEL": "WARNING",
+            "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
+            "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
+        }))
+
     # All servers run at once and are measured in turn at each concurrency, so load from
     # anything else on the machine drifts over all of them alike. Idle, they cost next to nothing.
     logged: dict[str, float] = {}
     tracking_cpu = 0.0
+    sent: dict[str, float] = {}
+    broker_cpu = 0.0
     with ExitStack() as stack:
+        if broker is not None:
+            stack.enter_context(broker)
+            broker_cpu = cpu_seconds(broker.proc.pid) if broker.proc is not None else 0.0
         tracking_pgid = 0
         if tracking is not None:
             tracking_pgid = stack.enter_context(tracking).proc.pid
@@ -431,6 +480,11 @@ def main() -> None:
             time.sleep(12)  # the last interval's flush
             logged = log_counts(logging)
             tracking_cpu = cpu_seconds(tracking_pgid) - tracking_cpu
+        producing = next((t for t, _, _ in launches if t.name == "mlship-events"), None)
+        if producing is not None and broker is not None and broker.proc is not None:
+            time.sleep(2)  # the last events' acknowledgements
+            sent = event_counts(producing)
+            broker_cpu = cpu_seconds(broker.proc.pid) - broker_cpu
 
     report(results, clients, servers, args.rounds)
     if logged:
@@ -441,6 +495,15 @@ def main() -> None:
             f"{logged.get('flush_failures_total', 0):.0f} failed flushes, "
             f"{logged.get('buffered_rows', 0):.0f} waiting; the MLflow server spent "
             f"{tracking_cpu:.1f} CPU-s taking them ({tracking_cpu * 1e6 / max(written, 1.0):.0f} us/row)"
+        )
+    if sent:
+        delivered = sent.get("delivered_total", 0.0)
+        print(
+            f"\nmlship-events' prediction events: {sent.get('produced_total', 0):.0f} produced, "
+            f"{delivered:.0f} delivered, {sent.get('dropped_total', 0):.0f} dropped, "
+            f"{sent.get('delivery_failures_total', 0):.0f} failed, {sent.get('queued', 0):.0f} "
+            f"queued; the Kafka broker spent {broker_cpu:.1f} CPU-s over the whole run, idle "
+            f"included ({broker_cpu * 1e6 / max(delivered, 1.0):.0f} us/event)"
         )
 
 
@@ -497,18 +560,20 @@ def report(results: list[Result], clients: list[int], servers: list[str], rounds
             f"(target >= 1.5x), mlship p99 {ours_hi.p99_ms:.0f} ms (target <= 100 ms)"
         )
     for n in clients:
-        off, on = by.get(("mlship", n)), by.get(("mlship-log", n))
-        if off and on:
-            print(
-                f"at {n} clients, inference log on vs off: {on.rps / off.rps:.2f}x req/s, "
-                f"p50 {on.p50_ms - off.p50_ms:+.1f} ms, p99 {on.p99_ms - off.p99_ms:+.1f} ms, "
-                f"CPU {on.cpu_ms - off.cpu_ms:+.3f} ms/req"
-            )
+        for name, what in (("mlship-log", "inference log"), ("mlship-events", "prediction events")):
+            off, on = by.get(("mlship", n)), by.get((name, n))
+            if off and on:
+                print(
+                    f"at {n} clients, {what} on vs off: {on.rps / off.rps:.2f}x req/s, "
+                    f"p50 {on.p50_ms - off.p50_ms:+.1f} ms, p99 {on.p99_ms - off.p99_ms:+.1f} ms, "
+                    f"CPU {on.cpu_ms - off.cpu_ms:+.3f} ms/req"
+                    + (" (target >= 0.95x)" if name == "mlship-events" else "")
+                )
     ours_lo = by.get(("mlship", min(clients)))
     others = [
         by[(s, min(clients))]
         for s in servers
-        if s not in ("mlship", "mlship-log") and (s, min(clients)) in by
+        if s not in ("mlship", "mlship-log", "mlship-events") and (s, min(clients)) in by
     ]
     if ours_lo and others:
         best = max(others, key=lambda r: r.rps)
