@@ -110,3 +110,4 @@ class RecordEnv:
     PREDICTIONS_TOPIC = "MLSHIP_KAFKA_PREDICTIONS_TOPIC"  # the names serving reads
     LABELS_TOPIC = "MLSHIP_KAFKA_LABELS_TOPIC"
     LOG_LEVEL = "MLSHIP_LOG_LEVEL"
+    ALIVE_FILE = "MLSHIP_RECORD_ALIVE_FILE"  # touched while the loop runs (liveness probe)

@@ -103,3 +103,29 @@ class TestOperatorHandsKafkaToServing:
 
     def test_none_when_disabled(self) -> None:
         assert "MLSHIP_KAFKA_BOOTSTRAP_SERVERS" not in self.operator_env({"kafka": {"enabled": False}})
+
+
+class TestRecord:
+    RECORD = "templates/kafka/record-deployment.yaml"
+
+    def test_consumes_the_built_in_broker_into_mlflow(self) -> None:
+        dep = one(render_chart(None, self.RECORD), "Deployment")
+        assert dep["spec"]["replicas"] == 1 and dep["spec"]["strategy"]["type"] == "Recreate"
+        (c,) = pod_spec(dep)["containers"]
+        assert c["image"] == "mlship-record:dev"
+        e = env(c)
+        assert e["MLSHIP_KAFKA_BOOTSTRAP_SERVERS"] == "mlship-kafka.mlship.svc.cluster.local:9092"
+        assert e["MLFLOW_TRACKING_URI"] == "http://mlship-mlflow.mlship.svc.cluster.local:5000"
+        assert (e["MLSHIP_RECORD_FLUSH_SECONDS"], e["MLSHIP_KAFKA_PARTITIONS"]) == ("10", "3")
+        probe = ["python", "-m", "mlship.events.alive", e["MLSHIP_RECORD_ALIVE_FILE"], "120"]
+        assert c["livenessProbe"]["exec"]["command"] == probe
+        assert c["startupProbe"]["exec"]["command"] == probe
+
+    def test_an_external_cluster_still_gets_the_record(self) -> None:
+        values = {"kafka": {"external": {"bootstrapServers": "k1:9092"}, "record": {"flushSeconds": 2.5}}}
+        (c,) = pod_spec(one(render_chart(values, self.RECORD), "Deployment"))["containers"]
+        assert env(c)["MLSHIP_KAFKA_BOOTSTRAP_SERVERS"] == "k1:9092"
+        assert env(c)["MLSHIP_RECORD_FLUSH_SECONDS"] == "2.5"
+
+    def test_none_when_kafka_is_disabled(self) -> None:
+        assert render_chart({"kafka": {"enabled": False}}, self.RECORD) == []

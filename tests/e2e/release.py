@@ -25,8 +25,10 @@ IMAGES = (
     "mlship-mlflow:dev",
     "mlship-operator:dev",
     "mlship-serving:dev",
+    "mlship-record:dev",  # the event record's consumer
     *(f"mlship-step-{step}:dev" for step in STEPS),
     "postgres:15-bookworm",  # the PostgreSQL StatefulSet
+    "apache/kafka:4.3.1",  # the Kafka StatefulSet
     "python:3.11-slim-bookworm",  # the XCom sidecar of the step pods
 )
 
@@ -47,7 +49,7 @@ def installed(tier: str) -> Iterator[Release]:
     if missing:  # even one: under MLSHIP_REQUIRE (CI) a broken `hack/build-images --load` fails here
         require_or_skip(
             f"images not in the cluster: {', '.join(missing)} (hack/build-images --load; "
-            f"hack/cluster load postgres:15-bookworm python:3.11-slim-bookworm)",
+            f"hack/cluster load postgres:15-bookworm python:3.11-slim-bookworm apache/kafka:4.3.1)",
             tier,
         )
     namespace = f"mlship-e2e-{uuid.uuid4().hex[:6]}"

@@ -55,6 +55,7 @@ import orjson
 from mlship import names
 from mlship.errors import describe
 from mlship.events import schema
+from mlship.events.alive import Heartbeat
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -424,6 +425,7 @@ class Settings:
     predictions_topic: str = schema.PREDICTIONS_TOPIC
     labels_topic: str = schema.LABELS_TOPIC
     log_level: str = "INFO"
+    alive_file: str = ""
 
 
 _ENV = names.RecordEnv
@@ -440,6 +442,7 @@ _OPTIONS: tuple[tuple[str, str, str, str], ...] = (
     ("--predictions-topic", _ENV.PREDICTIONS_TOPIC, "predictions_topic", "topic"),
     ("--labels-topic", _ENV.LABELS_TOPIC, "labels_topic", "topic"),
     ("--log-level", _ENV.LOG_LEVEL, "log_level", "level"),
+    ("--alive-file", _ENV.ALIVE_FILE, "alive_file", "text"),
 )
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -570,6 +573,7 @@ class Recorder:
         self.totals = {"predictions": 0, "labels": 0, "malformed": 0, "flushes": 0, "store_failures": 0}
         self.stop = threading.Event()
         self._last_flush = clock()
+        self.heartbeat = Heartbeat(settings.alive_file)
 
     def _new_batch(self) -> Batch:
         return Batch(self.settings.predictions_topic, self.settings.labels_topic)
@@ -612,6 +616,7 @@ class Recorder:
 
     def take(self, messages: Iterable[Any]) -> None:
         now = self.clock()
+        self.heartbeat.beat(now)  # every consume, in the main loop and while a store is retried
         for m in messages:
             err = m.error()
             if err is not None:
