@@ -176,6 +176,7 @@ INPUTS: dict[str, tuple[Input, ...]] = {
     "register": (
         Input("--model-uri", "train", "model_uri"),
         Input("--evaluation-uri", "evaluate", "evaluation_uri"),
+        Input("--holdout-uri", "featurize", "holdout_uri"),  # the compiled form's parity check
         Input("--model-name", FORM, "model_name"),
         Input("--dataset-digest", "ingest", "dataset_digest"),
         Input("--dataset-uri", "ingest", "dataset_uri"),

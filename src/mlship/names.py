@@ -52,6 +52,22 @@ TAG_METRIC_PREFIX = "mlship.metric."
 TAG_GATE = "mlship.gate"
 TAG_GATE_REASON = "mlship.gate_reason"
 
+# On a registered model version: its compiled predictor (mlship.ml.compiled), logged with the
+# version's run under COMPILED_ARTIFACT, and the parity check against scikit-learn on the holdout.
+# Serving may use the compiled form only when TAG_COMPILED is PARITY_HELD.
+TAG_COMPILED = "mlship.compiled"
+"""PARITY_HELD, PARITY_FAILED or NOT_COMPILED."""
+TAG_COMPILED_DETAIL = "mlship.compiled_detail"
+"""The parity summary, or "not compiled: <reason>"."""
+TAG_COMPILED_URI = "mlship.compiled_uri"
+TAG_PARITY_ROWS = "mlship.parity_rows"
+TAG_PARITY_MISMATCHES = "mlship.parity_mismatches"
+TAG_PARITY_MAX_ERROR = "mlship.parity_max_abs_error"
+PARITY_HELD = "held"
+PARITY_FAILED = "failed"
+NOT_COMPILED = "not compiled"
+COMPILED_ARTIFACT = "compiled"
+
 # Which model version a run is about: on the register step's runs, the inference log's runs and
 # the drift reports. TAG_MODEL_VERSION is always the bare registry version ("3"), never "iris/3".
 TAG_MODEL_NAME = "mlship.model_name"

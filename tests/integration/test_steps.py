@@ -31,10 +31,10 @@ def chain(iris_pipeline: dict[str, Any]) -> dict[str, Any]:
     return iris_pipeline
 
 
-def register_args(model: str, ing: dict, trn: dict, eva: dict) -> list[str]:
+def register_args(model: str, ing: dict, trn: dict, eva: dict, fea: dict) -> list[str]:
     return [
         "register", "--model-uri", trn["model_uri"], "--evaluation-uri", eva["evaluation_uri"],
-        "--model-name", model, "--dataset-digest", ing["dataset_digest"],
+        "--holdout-uri", fea["holdout_uri"], "--model-name", model, "--dataset-digest", ing["dataset_digest"],
         "--dataset-uri", ing["dataset_uri"], "--threshold", "0.8",
     ]
 
@@ -98,7 +98,8 @@ def test_registered_model_loads_with_pyfunc_in_a_fresh_process(chain, mlflow_ser
 def test_rerunning_register_for_the_same_pipeline_run_is_a_noop(chain, steps, mlflow_server):
     before = len(versions(mlflow_server, chain["model"]))
     again, _ = steps.run(
-        *register_args(chain["model"], chain["ingest"], chain["train"], chain["evaluate"]),
+        *register_args(chain["model"], chain["ingest"], chain["train"], chain["evaluate"],
+                      chain["featurize"]),
         key=chain["key"],
     )
     assert again["already_registered"] is True
@@ -119,7 +120,9 @@ def test_register_finishes_a_version_an_interrupted_attempt_left_behind(
         model_id=chain["train"]["model_uri"].removeprefix("models:/"),
     )
     reg, _ = steps.run(
-        *register_args(model, chain["ingest"], chain["train"], chain["evaluate"]), key=key
+        *register_args(model, chain["ingest"], chain["train"], chain["evaluate"],
+                       chain["featurize"]),
+        key=key,
     )
     assert reg["version"] == str(orphan.version)
     assert reg["already_registered"] is False and reg["decision"] == "champion"
@@ -144,10 +147,63 @@ def test_better_challenger_moves_champion_and_is_compared_on_the_same_holdout(
     assert eva["champion_version"] == chain["register"]["version"]
     assert eva["champion_metrics"] == pytest.approx(chain["evaluate"]["metrics"])
     assert eva["metrics"]["accuracy"] > eva["champion_metrics"]["accuracy"]
-    reg, _ = steps.run(*register_args(chain["model"], chain["ingest"], trn, eva), key=key)
+    reg, _ = steps.run(*register_args(chain["model"], chain["ingest"], trn, eva, fea), key=key)
     assert reg["decision"] == "champion"
     client = MlflowClient(mlflow_server)
     assert client.get_model_version_by_alias(chain["model"], "champion").version == reg["version"]
+    # the logistic regression compiled too, with parity on the same 30 holdout rows
+    tags = client.get_model_version(chain["model"], reg["version"]).tags
+    assert (reg["compiled"], tags["mlship.compiled"], tags["mlship.parity_rows"]) == ("held", "held", "30")
+
+
+def test_the_registered_version_has_its_compiled_form_and_parity_on_the_holdout(
+    chain, mlflow_server, tmp_path
+):
+    """Registration compiled the forest, checked it against scikit-learn on featurize's 30 holdout
+    rows and stored it with the version's run; loaded from there it scores as the version does."""
+    import mlflow
+    import pandas as pd
+
+    from mlship.ml import compiled
+
+    client = MlflowClient(mlflow_server)
+    reg, trn = chain["register"], chain["train"]
+    assert reg["compiled"] == "held"
+    tags = client.get_model_version(chain["model"], reg["version"]).tags
+    assert tags["mlship.compiled"] == "held"
+    assert (tags["mlship.parity_rows"], tags["mlship.parity_mismatches"]) == ("30", "0")
+    assert tags["mlship.parity_max_abs_error"] == "0"
+    assert tags["mlship.compiled_detail"].startswith("held: 0 of 30 rows differ, max abs error 0 (")
+    assert tags["mlship.compiled_uri"] == f"runs:/{trn['run_id']}/compiled"
+
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        local = mlflow.artifacts.download_artifacts(tags["mlship.compiled_uri"], dst_path=str(tmp_path))
+        holdout = pd.read_parquet(mlflow.artifacts.download_artifacts(
+            chain["featurize"]["holdout_uri"], dst_path=str(tmp_path / "h")))
+        model = mlflow.sklearn.load_model(f"models:/{chain['model']}/{reg['version']}")
+    finally:
+        mlflow.set_tracking_uri(None)
+    parity = json.loads((tmp_path / "compiled" / "parity.json").read_text())
+    assert {k: parity[k] for k in ("verdict", "rows", "mismatches", "max_abs_error")} == {
+        "verdict": "held", "rows": 30, "mismatches": 0, "max_abs_error": 0.0}
+    fast = compiled.CompiledPredictor.load(local)
+    X = holdout.drop(columns="target")
+    assert fast.predict(X).tolist() == model.predict(X).tolist()
+
+
+def test_a_version_that_cannot_be_compiled_is_registered_and_says_why(chain, steps, mlflow_server):
+    """No parity without a usable holdout: registration still succeeds, the version says why."""
+    key, model = f"it-nocompile-{uuid.uuid4().hex[:6]}", f"nocompile-{uuid.uuid4().hex[:6]}"
+    fea = {"holdout_uri": chain["featurize"]["features_uri"]}  # JSON, not the holdout's Parquet
+    reg, _ = steps.run(
+        *register_args(model, chain["ingest"], chain["train"], chain["evaluate"], fea), key=key
+    )
+    assert reg["decision"] == "champion" and reg["compiled"] == "not compiled"
+    tags = MlflowClient(mlflow_server).get_model_version(model, reg["version"]).tags
+    assert tags["mlship.compiled"] == "not compiled"
+    assert tags["mlship.compiled_detail"].startswith("not compiled: ")
+    assert "mlship.compiled_uri" not in tags and tags["mlship.gate"] == "champion"
 
 
 def test_unknown_estimator_fails_training_and_registers_nothing(chain, steps, mlflow_server):

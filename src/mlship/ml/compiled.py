@@ -39,7 +39,10 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-FORMAT = "mlship.compiled/1"
+from mlship import names
+from mlship.errors import Explained
+
+FORMAT = "mlship-compiled/1"
 MANIFEST = "predictor.json"
 ARRAYS = "arrays.npz"
 
@@ -60,7 +63,7 @@ Columns = Mapping[str, Any]
 """What `predict` takes: a pandas DataFrame, or any mapping of column name to a 1-D sequence."""
 
 
-class NotCompilable(Exception):
+class NotCompilable(Explained):
     """The pipeline holds a step or an option the compiler does not know; the message names it."""
 
 
@@ -533,7 +536,7 @@ class Parity:
 
     @property
     def verdict(self) -> str:
-        return "held" if self.held else "failed"
+        return names.PARITY_HELD if self.held else names.PARITY_FAILED
 
     def summary(self) -> str:
         return (f"{self.verdict}: {self.mismatches} of {self.rows} rows differ, "
@@ -541,6 +544,12 @@ class Parity:
 
 
 TOLERANCE_TEXT = f"classes identical; values and probabilities within rtol {RTOL:g}, atol {ATOL:g}"
+
+
+def input_columns(pipeline: Any, compiled: CompiledPredictor) -> list[str]:
+    """The columns the pipeline was fitted on, in their order (what its predict must be given)."""
+    fitted = getattr(pipeline, "feature_names_in_", None)
+    return [str(c) for c in fitted] if fitted is not None else compiled.columns
 
 
 def check_parity(pipeline: Any, compiled: CompiledPredictor, X: Any, task: str) -> Parity:

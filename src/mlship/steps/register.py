@@ -8,15 +8,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import mlflow
+import mlflow.sklearn
+import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
 from mlship import contract, names
-from mlship.errors import BadInput
-from mlship.ml import gate, metrics
+from mlship.errors import BadInput, clip, describe
+from mlship.ml import compiled, gate, metrics
 from mlship.mlflow_io import registry, tracking
 from mlship.steps import common
 
@@ -47,6 +51,10 @@ def build() -> argparse.ArgumentParser:
     p = common.parser(STEP, __doc__.splitlines()[0])
     p.add_argument("--model-uri", required=True, help="the new model (train's model_uri)")
     p.add_argument("--evaluation-uri", required=True, help="runs:/ URI of evaluation.json")
+    p.add_argument(
+        "--holdout-uri", required=True,
+        help="runs:/ URI of featurize's holdout.parquet: the compiled predictor's parity check",
+    )
     p.add_argument("--model-name", required=True, help="registered model name")
     p.add_argument("--dataset-digest", required=True, help="ingest's dataset digest")
     p.add_argument("--dataset-uri", required=True, help="ingest's dataset URI")
@@ -120,6 +128,44 @@ def apply(
     return decision
 
 
+def compile_version(
+    client: MlflowClient, version: ModelVersion, model_uri: str, holdout_uri: str, task: str
+) -> dict[str, str]:
+    """Compiles the version's pipeline (mlship.ml.compiled), checks parity with it on the holdout
+    and logs the compiled form (and parity.json) with the version's run under `compiled/`.
+    Returns the version's tags saying how it went. Never raises: a model that does not compile,
+    or whose parity fails, is served by scikit-learn, and registration goes on."""
+    try:
+        if not version.run_id:
+            raise compiled.NotCompilable("the version has no run to log the compiled form with")
+        pipeline = mlflow.sklearn.load_model(model_uri)
+        fast = compiled.compile_pipeline(pipeline, task)
+        holdout = pd.read_parquet(tracking.fetch(holdout_uri))
+        parity = compiled.check_parity(
+            pipeline, fast, holdout[compiled.input_columns(pipeline, fast)], task
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            fast.save(tmp)
+            figures = {"verdict": parity.verdict, "rows": parity.rows,
+                       "mismatches": parity.mismatches, "max_abs_error": parity.max_abs_error,
+                       "tolerance": parity.tolerance, "holdout_uri": holdout_uri}
+            (Path(tmp) / "parity.json").write_text(json.dumps(figures, indent=1))
+            client.log_artifacts(version.run_id, tmp, names.COMPILED_ARTIFACT)
+    except Exception as exc:  # recorded on the version; serving falls back to scikit-learn
+        return {
+            names.TAG_COMPILED: names.NOT_COMPILED,
+            names.TAG_COMPILED_DETAIL: clip(f"{names.NOT_COMPILED}: {describe(exc)}", 5000),
+        }
+    return {
+        names.TAG_COMPILED: parity.verdict,
+        names.TAG_COMPILED_DETAIL: parity.summary(),
+        names.TAG_COMPILED_URI: tracking.runs_uri(version.run_id, names.COMPILED_ARTIFACT),
+        names.TAG_PARITY_ROWS: str(parity.rows),
+        names.TAG_PARITY_MISMATCHES: str(parity.mismatches),
+        names.TAG_PARITY_MAX_ERROR: f"{parity.max_abs_error:.6g}",
+    }
+
+
 def aliases_of(client: MlflowClient, name: str, version: str) -> list[str]:
     return sorted(client.get_model_version(name, version).aliases)
 
@@ -144,6 +190,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 "decision": v.tags[TAG_GATE],
                 "reason": v.tags.get(TAG_GATE_REASON, ""),
                 "already_registered": True,
+                "compiled": v.tags.get(names.TAG_COMPILED, names.NOT_COMPILED),
                 "run_id": run.info.run_id,
             }
         evaluation = json.loads(tracking.fetch(args.evaluation_uri).read_text())
@@ -158,6 +205,12 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
             version = mlflow.register_model(
                 args.model_uri, args.model_name, tags=lineage_tags(args, evaluation, parent_id)
             )
+        # Before the gate's tags: TAG_GATE, written last, marks the version as done.
+        compiled_tags = compile_version(
+            client, version, args.model_uri, args.holdout_uri, evaluation["task"]
+        )
+        for tag, value in compiled_tags.items():
+            client.set_model_version_tag(args.model_name, version.version, tag, value)
         decision = apply(
             client, args.model_name, version, decision, evaluation.get("champion_version")
         )
@@ -183,6 +236,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
             "decision": decision.verdict,
             "reason": decision.reason,
             "already_registered": False,
+            "compiled": compiled_tags[names.TAG_COMPILED],
             "run_id": run.info.run_id,
         }
 
