@@ -1,6 +1,6 @@
-"""The loop closed on the installed system: a served champion logs what it is asked (surviving a
-pod restart), mlship_drift finds shifted traffic and triggers mlship_training with the reason,
-and too little traffic is "not enough data" that triggers nothing.
+"""The loop closed on the installed system: a served champion's answers reach the event record
+(surviving a pod restart), mlship_drift finds shifted traffic in the record and triggers
+mlship_training with the reason, and too little traffic is "not enough data" that triggers nothing.
 
 Runs on the session's release (tests/e2e/release.py); trains a champion first if no earlier
 test left one.
@@ -29,7 +29,7 @@ from e2e.kit import (
     condition,
 )
 
-from mlship.monitoring import inference_log
+from mlship.events.reader import read_record
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -61,15 +61,14 @@ def champion_version(release: Release) -> str | None:
 
 @pytest.fixture(scope="module")
 def monitored(release: Release) -> Iterator[str]:
-    """A ModelDeployment of the champion that logs every request, flushing rarely (so only the
-    last flush at pod shutdown can save what a restart would otherwise lose)."""
+    """A ModelDeployment of the champion whose every request is a prediction event."""
     if champion_version(release) is None:
         with release.airflow() as airflow:
             finish(airflow, TRAINING_DAG, airflow.trigger())
     release.apply_model_deployment(
         NAME,
         {"model": MODEL, "alias": "champion", "replicas": 1,
-         "inferenceLog": {"sampleRate": 1.0, "flushSeconds": 600}},
+         "inferenceLog": {"sampleRate": 1.0}},
     )
     wait_for(
         f"ModelDeployment {NAME} to be Ready",
@@ -81,9 +80,9 @@ def monitored(release: Release) -> Iterator[str]:
     release.custom.delete_namespaced_custom_object(MD_GROUP, MD_VERSION, release.namespace, MD_PLURAL, NAME)
 
 
-def logged_rows(release: Release, version: str, since: datetime) -> int:
+def recorded_rows(release: Release, version: str, since: datetime) -> int:
     with release.mlflow_client() as mlflow:
-        return len(inference_log.load_records(mlflow, MODEL, version, since=since))
+        return len(read_record(mlflow, MODEL, version, since=since, labels=False).rows)
 
 
 def test_too_little_traffic_is_not_enough_data_and_triggers_nothing(release: Release, monitored: str) -> None:
@@ -112,7 +111,8 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
                 timeout=30,
             )
             assert resp.ok, resp.text
-    # The rows sit in the pod's buffer (flushSeconds 600): a graceful restart must write them.
+    # Right after the answers, some events may still wait in the pod's producer: a graceful
+    # restart must send them.
     release.core.delete_namespaced_pod(pod.metadata.name, release.namespace)
     wait_for(
         "the restarted serving pod",
@@ -121,7 +121,9 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
         timeout=300,
         interval=3,
     )
-    assert logged_rows(release, version, since) == ROWS
+    # the record writes every 10 s
+    wait_for(f"{ROWS} rows in the record", lambda: recorded_rows(release, version, since) >= ROWS, 240, 10)
+    assert recorded_rows(release, version, since) == ROWS
 
     with release.airflow() as airflow:
         started = time.monotonic()
@@ -135,6 +137,7 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
         match = re.match(rf"drift in (\d+) inputs to {MODEL} v{version} ", reason)
         assert match and int(match[1]) >= ROWS, reason
         assert "4 of 4 features drifted" in reason, reason
+        assert "rows from the event record" in airflow.log(drift_run, "detect", 1, dag=DRIFT_DAG)
         finish(airflow, TRAINING_DAG, training_run["dag_run_id"], timeout=1800)
         record_property("drift_to_trained_seconds", round(time.monotonic() - started, 1))
 
