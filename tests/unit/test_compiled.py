@@ -272,3 +272,23 @@ def test_parity_of_classes_counts_a_changed_class():
     assert (parity.mismatches, parity.rows) == (150, 150)
     assert int((fast.predict(X) != model.predict(X)).sum()) == int((model.predict(X) != 0).sum())
     assert check_parity(model, fast, X.iloc[:0], task).verdict == "failed"  # no rows: nothing held
+
+
+@pytest.mark.parametrize("rows", [1, 7, 400])
+def test_trees_that_learnt_where_missing_values_go_send_them_there(rows):
+    """Without an imputer, sklearn's trees route NaN by the side learnt in training; each walk
+    (one row, few rows, many rows with finished pairs dropped) does the same."""
+    from sklearn.ensemble import RandomForestRegressor
+
+    rng = np.random.default_rng(7)
+    X = pd.DataFrame(rng.normal(size=(300, 3)), columns=["a", "b", "c"])
+    X.loc[rng.random(300) < 0.2, "b"] = np.nan
+    y = X["a"] * 2 + X["b"].fillna(5.0)
+    model = Pipeline([
+        ("preprocess", ColumnTransformer([("numeric", StandardScaler(), ["a", "b", "c"])])),
+        ("model", RandomForestRegressor(n_estimators=10, random_state=0)),
+    ]).fit(X, y)
+    fast = compile_pipeline(model, "regression")
+    test = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
+    test.loc[::2, "b"] = np.nan
+    assert np.array_equal(fast.predict(test), model.predict(test))

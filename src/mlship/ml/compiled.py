@@ -59,6 +59,9 @@ _CHUNK_ELEMENTS = 32_768
 stay small enough to be reused from the allocator and the caches (measured: 1,000 rows through
 300 trees at once spent most of their time faulting in fresh pages)."""
 
+_COMPACT_DEPTH = 4
+"""Trees deeper than this drop finished (tree, row) pairs while walking many rows."""
+
 Columns = Mapping[str, Any]
 """What `predict` takes: a pandas DataFrame, or any mapping of column name to a 1-D sequence."""
 
@@ -423,20 +426,34 @@ class CompiledPredictor:
                 for _ in range(depth):
                     node2 = children.take(node2 + right.take((node2 >> 1) * n_rows + cols))
             return node2 >> 1
+        # many rows: level by level over the (tree, row) pairs; in deep trees, every other level
+        # the pairs that reached a leaf are written back and dropped (measured: 10-30 % faster
+        # on the 100-tree forests, slower on boosting's depth-3 trees)
         flat = x32.ravel()
-        base = (np.arange(n_rows, dtype=np.intp) * n_feat)[None, :]
         missing_left = a["missing_left"]
+        compact = depth > _COMPACT_DEPTH
+        out = node2.ravel()  # a copy: np.repeat made node2
+        cur = out
+        where = np.arange(out.size, dtype=np.intp)
+        rowbase = np.tile(np.arange(n_rows, dtype=np.intp) * n_feat, len(a["roots"]))
         for level in range(depth):
-            node = node2 >> 1
-            v = flat.take(base + feature.take(node))
+            node = cur >> 1
+            v = flat.take(rowbase + feature.take(node))
             if missing:
                 go_right = ~((v <= threshold.take(node)) | (np.isnan(v) & missing_left.take(node)))
             else:
                 go_right = v > threshold.take(node)
-            node2 = children.take(node2 + go_right)
-            if level % 4 == 3 and (children.take(node2) == node2).all():
-                break  # every row is at a leaf of every tree
-        return node2 >> 1
+            cur = children.take(cur + go_right)
+            if compact and level % 2 == 1:
+                out[where] = cur
+                inside = children.take(cur) != cur
+                where, cur, rowbase = where[inside], cur[inside], rowbase[inside]
+                if not len(where):
+                    break
+        if compact:
+            out[where] = cur
+            cur = out
+        return cur.reshape(node2.shape) >> 1
 
     def _raw(self, x: NDArray[np.float64]) -> NDArray[np.float64]:
         """Forests: the mean of the trees' values; boosting: the raw scores; linear: X·coef + b.
