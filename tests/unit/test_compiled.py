@@ -292,3 +292,21 @@ def test_trees_that_learnt_where_missing_values_go_send_them_there(rows):
     test = pd.DataFrame(rng.normal(size=(rows, 3)), columns=["a", "b", "c"])
     test.loc[::2, "b"] = np.nan
     assert np.array_equal(fast.predict(test), model.predict(test))
+
+
+def test_none_in_a_categorical_column_is_missing_as_in_a_frame_pandas_builds_from_columns():
+    """Serving holds columns and builds its DataFrame from them: pandas makes such a string
+    column its str dtype, where None is NaN, which the imputer fills. The compiled form does
+    the same with the columns themselves."""
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x": rng.normal(size=60), "grade": rng.choice(["a", "b", "c"], size=60)})
+    X.loc[::5, "grade"] = None
+    y = (X["x"] > 0).astype(int) + (X["grade"] == "a")
+    model = fitted("logistic_regression", "classification", X, y)
+    fast = compile_pipeline(model, "classification")
+    cols = {"x": np.array([0.1, 0.2, -0.3, 1.0, 0.0]),
+            "grade": np.array(["a", None, "zz", "b", np.nan], dtype=object)}
+    frame = pd.DataFrame(cols)
+    assert pd.api.types.is_string_dtype(frame["grade"]) and frame["grade"].isna().sum() == 2
+    assert fast.predict(cols).tolist() == model.predict(frame).tolist()
+    assert np.array_equal(fast.predict_proba(cols), model.predict_proba(frame))

@@ -25,6 +25,11 @@ The compiled form is data, never code: `save` writes `predictor.json` (a manifes
 categories, classes, the model's kind) and `arrays.npz` (numbers only; loaded with
 allow_pickle=False), so serving can load a version's compiled form without trusting it.
 
+Input: a pandas DataFrame or any mapping of column name to a 1-D sequence (serving's parsed
+columns). In a categorical column None and NaN are missing and imputed, as in the DataFrame
+pandas builds from such columns (its str dtype holds None as NaN); only a column forced to
+pandas' object dtype would show scikit-learn a None, which it treats as an unknown category.
+
 Anything it does not know how to compile raises NotCompilable, naming the step and the option.
 """
 
