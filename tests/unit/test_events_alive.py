@@ -27,8 +27,24 @@ def test_beats_at_most_every_few_seconds(tmp_path: Path) -> None:
 
 
 def test_no_file_no_heartbeat(tmp_path: Path) -> None:
-    alive.Heartbeat("").beat()
-    assert list(tmp_path.iterdir()) == []
+    beat = alive.Heartbeat("")
+    beat.beat()
+    assert beat.path is None
+
+
+def test_beats_on_the_monotonic_clock_by_default(tmp_path: Path) -> None:
+    path = tmp_path / "alive"
+    alive.Heartbeat(str(path)).beat()
+    assert path.exists() and alive.age(str(path)) is not None
+    assert 0 <= (alive.age(str(path)) or 0) < 1
+    assert alive.age(str(tmp_path / "missing")) is None
+
+
+def test_the_limit_itself_still_passes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(alive, "age", lambda path: 60.0)
+    assert alive.main([str(tmp_path / "alive"), "60"]) == 0
+    monkeypatch.setattr(alive, "age", lambda path: 60.5)
+    assert alive.main([str(tmp_path / "alive"), "60"]) == 1
 
 
 def test_the_probe_passes_only_on_a_recent_touch(
@@ -36,14 +52,15 @@ def test_the_probe_passes_only_on_a_recent_touch(
 ) -> None:
     path = tmp_path / "alive"
     assert alive.main([str(path), "60"]) == 1
-    assert "last touched never (limit 60s)" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"{path} last touched never (limit 60s)\n"
     path.touch()
     assert alive.main([str(path), "60"]) == 0
     old = time.time() - 61
     os.utime(path, (old, old))
     assert alive.main([str(path), "60"]) == 1
-    assert "last touched 61s ago (limit 60s)" in capsys.readouterr().err
+    assert capsys.readouterr().err == f"{path} last touched 61s ago (limit 60s)\n"
     assert alive.main([str(path)]) == 2
+    assert capsys.readouterr().err == "usage: python -m mlship.events.alive FILE MAX_AGE_SECONDS\n"
 
 
 def test_the_recorder_beats_while_it_consumes(tmp_path: Path) -> None:

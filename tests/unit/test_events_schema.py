@@ -252,3 +252,10 @@ def test_a_label_event_round_trips_and_its_reader_needs_every_field() -> None:
             schema.read_label(orjson.dumps({k: v for k, v in produced.items() if k != field}))
     with fails("a label event must be a JSON object, got 'x'"):
         schema.read_label(b'"x"')
+
+
+def test_a_shown_value_is_clipped_only_past_60_characters() -> None:
+    from mlship.events.schema import _show
+
+    assert _show("x" * 58) == repr("x" * 58)  # 60 characters with its quotes: whole
+    assert _show("x" * 59) == repr("x" * 59)[:57] + "..."
