@@ -255,6 +255,7 @@ def summary(tracking_uri: str, reg: dict[str, Any], ing: dict[str, Any]) -> str:
             f"model:    {reg['model_name']} version {reg['version']}{again}",
             f"aliases:  {aliases}",
             f"gate:     {reg['reason']}",
+            f"compiled: {reg.get('compiled_detail') or 'not recorded'}",
             f"dataset:  {ing['dataset_name']} digest {ing['dataset_digest']}",
             f"load it:  mlflow.pyfunc.load_model('models:/{reg['model_name']}{ref}')",
             f"look:     {where}",

@@ -174,6 +174,7 @@ def test_the_registered_version_has_its_compiled_form_and_parity_on_the_holdout(
     assert (tags["mlship.parity_rows"], tags["mlship.parity_mismatches"]) == ("30", "0")
     assert tags["mlship.parity_max_abs_error"] == "0"
     assert tags["mlship.compiled_detail"].startswith("held: 0 of 30 rows differ, max abs error 0 (")
+    assert reg["compiled_detail"] == tags["mlship.compiled_detail"]
     assert tags["mlship.compiled_uri"] == f"runs:/{trn['run_id']}/compiled"
 
     mlflow.set_tracking_uri(mlflow_server)

@@ -52,6 +52,9 @@ def test_summary_points_at_the_champion_and_the_ui():
     assert "model:    iris version 3" in text
     assert "models:/iris@champion" in text
     assert "mlflow ui --backend-store-uri sqlite:////w/.mlship/mlflow.db" in text
+    assert "compiled: not recorded" in text
+    held = "held: 0 of 30 rows differ, max abs error 0 (classes identical; ...)"
+    assert f"compiled: {held}" in cli.summary("http://m:5000", {**reg, "compiled_detail": held}, ing)
     rejected = cli.summary("http://mlflow:5000", {**reg, "aliases": []}, ing)
     assert "aliases:  none" in rejected and "models:/iris/3" in rejected
 

@@ -191,6 +191,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 "reason": v.tags.get(TAG_GATE_REASON, ""),
                 "already_registered": True,
                 "compiled": v.tags.get(names.TAG_COMPILED, names.NOT_COMPILED),
+                "compiled_detail": v.tags.get(names.TAG_COMPILED_DETAIL, ""),
                 "run_id": run.info.run_id,
             }
         evaluation = json.loads(tracking.fetch(args.evaluation_uri).read_text())
@@ -237,6 +238,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
             "reason": decision.reason,
             "already_registered": False,
             "compiled": compiled_tags[names.TAG_COMPILED],
+            "compiled_detail": compiled_tags[names.TAG_COMPILED_DETAIL],
             "run_id": run.info.run_id,
         }
 
