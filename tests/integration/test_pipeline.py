@@ -31,7 +31,7 @@ def test_first_iris_run_registers_champion(iris_pipeline, mlflow_server):
     assert field(out, "model") == f"{model} version 1"
     assert field(out, "aliases") == "challenger, champion"
     assert "no champion yet: promoted to champion" in field(out, "gate")
-    assert field(out, "compiled").startswith("held: 0 of 30 rows differ, max abs error 0 (")
+    assert field(out, "compiled").startswith("held: 0 of 60 rows differ, max abs error 0 (")
     assert field(out, "look") == mlflow_server
     assert f"models:/{model}@champion" in field(out, "load it")
     mv = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")

@@ -151,16 +151,17 @@ def test_better_challenger_moves_champion_and_is_compared_on_the_same_holdout(
     assert reg["decision"] == "champion"
     client = MlflowClient(mlflow_server)
     assert client.get_model_version_by_alias(chain["model"], "champion").version == reg["version"]
-    # the logistic regression compiled too, with parity on the same 30 holdout rows
+    # the logistic regression compiled too, with parity on the same 30 holdout rows and probes
     tags = client.get_model_version(chain["model"], reg["version"]).tags
-    assert (reg["compiled"], tags["mlship.compiled"], tags["mlship.parity_rows"]) == ("held", "held", "30")
+    assert (reg["compiled"], tags["mlship.compiled"], tags["mlship.parity_rows"]) == ("held", "held", "60")
 
 
 def test_the_registered_version_has_its_compiled_form_and_parity_on_the_holdout(
     chain, mlflow_server, tmp_path
 ):
     """Registration compiled the forest, checked it against scikit-learn on featurize's 30 holdout
-    rows and stored it with the version's run; loaded from there it scores as the version does."""
+    rows (and on them again with missing numbers) and stored it with the version's run; loaded
+    from there it scores as the version does."""
     import mlflow
     import pandas as pd
 
@@ -171,9 +172,11 @@ def test_the_registered_version_has_its_compiled_form_and_parity_on_the_holdout(
     assert reg["compiled"] == "held"
     tags = client.get_model_version(chain["model"], reg["version"]).tags
     assert tags["mlship.compiled"] == "held"
-    assert (tags["mlship.parity_rows"], tags["mlship.parity_mismatches"]) == ("30", "0")
+    assert (tags["mlship.parity_rows"], tags["mlship.parity_mismatches"]) == ("60", "0")  # probes too
     assert tags["mlship.parity_max_abs_error"] == "0"
-    assert tags["mlship.compiled_detail"].startswith("held: 0 of 30 rows differ, max abs error 0 (")
+    assert tags["mlship.compiled_detail"].startswith("held: 0 of 60 rows differ, max abs error 0 (")
+    assert "; rows: the 30 holdout rows, and each again with its numbers missing" in tags[
+        "mlship.compiled_detail"]
     assert reg["compiled_detail"] == tags["mlship.compiled_detail"]
     assert tags["mlship.compiled_uri"] == f"runs:/{trn['run_id']}/compiled"
 
@@ -187,7 +190,7 @@ def test_the_registered_version_has_its_compiled_form_and_parity_on_the_holdout(
         mlflow.set_tracking_uri(None)
     parity = json.loads((tmp_path / "compiled" / "parity.json").read_text())
     assert {k: parity[k] for k in ("verdict", "rows", "mismatches", "max_abs_error")} == {
-        "verdict": "held", "rows": 30, "mismatches": 0, "max_abs_error": 0.0}
+        "verdict": "held", "rows": 60, "mismatches": 0, "max_abs_error": 0.0}
     fast = compiled.CompiledPredictor.load(local)
     X = holdout.drop(columns="target")
     assert fast.predict(X).tolist() == model.predict(X).tolist()

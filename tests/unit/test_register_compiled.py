@@ -71,9 +71,13 @@ def test_every_estimator_compiles_with_parity_and_its_compiled_form_is_stored(
     tags = register.compile_version(client, version, version.model_uri, holdout_uri, task)
 
     assert tags[names.TAG_COMPILED] == names.PARITY_HELD, tags
-    assert tags[names.TAG_PARITY_ROWS] == str(len(data(task)) // 2)
+    holdout_rows = len(data(task)) // 2
+    assert tags[names.TAG_PARITY_ROWS] == str(2 * holdout_rows)  # and the probes
     assert (tags[names.TAG_PARITY_MISMATCHES], tags[names.TAG_PARITY_MAX_ERROR]) == ("0", "0")
-    assert tags[names.TAG_COMPILED_DETAIL].startswith("held: 0 of ")
+    assert tags[names.TAG_COMPILED_DETAIL].startswith(f"held: 0 of {2 * holdout_rows} rows differ")
+    assert tags[names.TAG_COMPILED_DETAIL].endswith(
+        f"; rows: the {holdout_rows} holdout rows, and each again with its numbers missing and "
+        "its categories unseen or missing")
     assert tags[names.TAG_COMPILED_URI] == f"runs:/{version.run_id}/compiled"
     local = Path(mlflow.artifacts.download_artifacts(tags[names.TAG_COMPILED_URI],
                                                      dst_path=str(tmp_path / "dl")))
@@ -116,7 +120,7 @@ def test_failed_parity_is_recorded_with_its_figures_and_the_form_still_stored(
 
     monkeypatch.setattr(compiled, "compile_pipeline", off)
     tags = register.compile_version(client, version, version.model_uri, holdout_uri, "regression")
-    rows = str(len(data("regression")) // 2)
+    rows = str(2 * (len(data("regression")) // 2))
     assert tags[names.TAG_COMPILED] == names.PARITY_FAILED
     assert (tags[names.TAG_PARITY_ROWS], tags[names.TAG_PARITY_MISMATCHES]) == (rows, rows)
     assert float(tags[names.TAG_PARITY_MAX_ERROR]) == pytest.approx(0.5)
@@ -132,3 +136,31 @@ def test_an_unreadable_holdout_is_recorded_not_raised(client, tmp_path):
     assert tags[names.TAG_COMPILED] == names.NOT_COMPILED
     assert tags[names.TAG_COMPILED_DETAIL].startswith(
         f"not compiled: cannot download artifact {missing}")
+
+
+def test_probes_are_left_out_when_scikit_learn_refuses_them():
+    from sklearn.compose import ColumnTransformer
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    X = pd.DataFrame({"c": ["a", "b", "a", "b"]})
+    model = Pipeline([("p", ColumnTransformer([("cat", OneHotEncoder(handle_unknown="error"), ["c"])])),
+                      ("m", Ridge())]).fit(X, [1.0, 2.0, 1.0, 2.0])
+    fast = compiled.compile_pipeline(model, "regression")
+    rows, checked = register.parity_rows(model, fast, X)
+    assert rows is X
+    assert checked.startswith("the 4 holdout rows (scikit-learn refuses the probes: ")
+    assert "unknown categories" in checked
+
+
+def test_probes_miss_every_number_and_vary_every_category():
+    X = pd.DataFrame({"n": [1.0, 2.0, 3.0], "kind": ["a", "b", "a"], "m": [4.0, 5.0, 6.0]})
+    model = estimators.model_pipeline(
+        ["n", "m"], ["kind"], estimators.build_estimator("regression", "ridge", {}, seed=0)
+    ).fit(X, [1.0, 2.0, 3.0])
+    probes = compiled.probe_rows(X, compiled.compile_pipeline(model, "regression"))
+    assert probes[["n", "m"]].isna().all().all()
+    assert probes["kind"].tolist()[0] == compiled.UNSEEN and probes["kind"].isna().tolist() == [
+        False, True, False]
+    assert X["n"].tolist() == [1.0, 2.0, 3.0]  # the holdout itself is untouched

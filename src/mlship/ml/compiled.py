@@ -575,6 +575,23 @@ def input_columns(pipeline: Any, compiled: CompiledPredictor) -> list[str]:
     return [str(c) for c in fitted] if fitted is not None else compiled.columns
 
 
+UNSEEN = "<never seen in training>"
+
+
+def probe_rows(X: Any, compiled: CompiledPredictor) -> Any:
+    """X's rows again with every numeric input missing and every categorical one unseen or
+    missing (alternately): the imputers' and the encoder's paths, which a clean holdout never
+    takes but requests can."""
+    probes = X.copy()
+    for block in compiled.manifest["blocks"]:
+        for col in block["columns"]:
+            if block["kind"] == "numeric":
+                probes[col] = np.nan
+            else:
+                probes[col] = [UNSEEN if i % 2 == 0 else None for i in range(len(X))]
+    return probes
+
+
 def check_parity(pipeline: Any, compiled: CompiledPredictor, X: Any, task: str) -> Parity:
     """Scores X (a DataFrame of the feature columns) with both; see RTOL/ATOL."""
     rows = len(X)

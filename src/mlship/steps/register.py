@@ -128,6 +128,23 @@ def apply(
     return decision
 
 
+def parity_rows(
+    pipeline: Any, fast: compiled.CompiledPredictor, X: pd.DataFrame
+) -> tuple[pd.DataFrame, str]:
+    """The holdout rows, and the same rows as probes (missing numbers, unseen and missing
+    categories: compiled.probe_rows) when scikit-learn scores them; and which rows those are."""
+    probes = compiled.probe_rows(X, fast)
+    try:
+        pipeline.predict(probes)
+    except Exception as exc:
+        return X, f"the {len(X)} holdout rows (scikit-learn refuses the probes: {clip(describe(exc), 200)})"
+    return (
+        pd.concat([X, probes], ignore_index=True),
+        f"the {len(X)} holdout rows, and each again with its numbers missing and its categories "
+        "unseen or missing",
+    )
+
+
 def compile_version(
     client: MlflowClient, version: ModelVersion, model_uri: str, holdout_uri: str, task: str
 ) -> dict[str, str]:
@@ -141,12 +158,12 @@ def compile_version(
         pipeline = mlflow.sklearn.load_model(model_uri)
         fast = compiled.compile_pipeline(pipeline, task)
         holdout = pd.read_parquet(tracking.fetch(holdout_uri))
-        parity = compiled.check_parity(
-            pipeline, fast, holdout[compiled.input_columns(pipeline, fast)], task
-        )
+        X = holdout[compiled.input_columns(pipeline, fast)]
+        rows, checked = parity_rows(pipeline, fast, X)
+        parity = compiled.check_parity(pipeline, fast, rows, task)
         with tempfile.TemporaryDirectory() as tmp:
             fast.save(tmp)
-            figures = {"verdict": parity.verdict, "rows": parity.rows,
+            figures = {"verdict": parity.verdict, "rows": parity.rows, "checked": checked,
                        "mismatches": parity.mismatches, "max_abs_error": parity.max_abs_error,
                        "tolerance": parity.tolerance, "holdout_uri": holdout_uri}
             (Path(tmp) / "parity.json").write_text(json.dumps(figures, indent=1))
@@ -158,7 +175,7 @@ def compile_version(
         }
     return {
         names.TAG_COMPILED: parity.verdict,
-        names.TAG_COMPILED_DETAIL: parity.summary(),
+        names.TAG_COMPILED_DETAIL: f"{parity.summary()}; rows: {checked}",
         names.TAG_COMPILED_URI: tracking.runs_uri(version.run_id, names.COMPILED_ARTIFACT),
         names.TAG_PARITY_ROWS: str(parity.rows),
         names.TAG_PARITY_MISMATCHES: str(parity.mismatches),
