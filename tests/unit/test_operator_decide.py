@@ -295,6 +295,22 @@ def test_after_a_rollback_ready_stays_false_while_mlflow_is_down() -> None:
     assert cond(down, "Available") == ("True", "Serving")
 
 
+def test_the_registry_back_on_a_failed_version_warns_that_the_last_good_one_still_serves() -> None:
+    # Degraded changes reason (MlflowUnreachable -> RolledBack) without a rollback on this tick:
+    # no RolledBack event has told it, so the Degraded Warning does.
+    rolling = run(serving("1"), ok("2"), dep("1")).status
+    failed = run(rolling, ok("2"), dep("2", Phase.FAILED, reason="X", message="y")).status
+    restored = run(run(failed, ok("2"), dep("1")).status, ok("2"), dep("1")).status
+    down = run(restored, DOWN, dep("1"))
+    assert events(down) == [("Warning", "MlflowUnreachable")]
+    back = run(down.status, ok("2"), dep("1"))
+    assert back.apply_version is None
+    assert cond(back.status, "Degraded") == ("True", "RolledBack")
+    assert events(back) == [("Warning", "RolledBack")]
+    assert "version 2 failed (X: y); serving version 1 instead" in back.events[0].message
+    assert run(back.status, ok("2"), dep("1")).events == ()
+
+
 def test_a_version_other_than_the_desired_one_is_not_ready() -> None:
     # MLflow down, and the Deployment runs a version the status did not put there (edited by hand)
     status = {**serving("1"), "desiredVersion": "3"}
@@ -310,6 +326,26 @@ def test_name_conflict_touches_nothing() -> None:
                          ("Degraded", "True")):
         assert cond(d.status, type_) == (state, "NameConflict")
     assert events(d) == [("Warning", "NameConflict")]
+
+
+def test_a_lasting_name_conflict_warns_once_and_its_end_recovers() -> None:
+    taken = Observed(exists=True, owned=False)
+    first = run(None, ok("1"), taken, conflict="a Deployment named iris")
+    again = run(first.status, ok("1"), taken, conflict="a Deployment named iris", now=LATER)
+    assert again.events == ()  # Degraded was NameConflict already
+    assert again.status == first.status
+    freed = run(again.status, ok("1"), Observed())
+    assert freed.apply_version == "1"
+    assert events(freed) == [("Normal", "RolloutStarted"), ("Normal", "Recovered")]
+
+
+def test_ready_replicas_is_the_observed_count() -> None:
+    assert run().status["readyReplicas"] == 0
+    status = serving("1")
+    assert status["readyReplicas"] == 1
+    assert run(status, ok("1"), dep("1", ready=3)).status["readyReplicas"] == 3
+    lost = run(status, ok("1"), dep("1", Phase.PROGRESSING, ready=0)).status
+    assert lost["readyReplicas"] == 0
 
 
 def test_pinned_version() -> None:
