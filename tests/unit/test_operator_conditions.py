@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 from mlship_operator import conditions as c
@@ -107,6 +108,13 @@ def test_status_must_be_a_condition_status() -> None:
                         generation=1, now=T0)
 
 
+@pytest.mark.parametrize("word", ["True", "False", "Unknown"])
+def test_status_words_are_taken_as_they_are(word: str) -> None:
+    conds = c.set_condition([], type_=c.READY, status=word, reason="R", message="",
+                            generation=1, now=T0)
+    assert conds[0]["status"] == word
+
+
 def test_long_messages_are_cut_to_the_api_limit() -> None:
     conds = c.set_condition([], type_=c.READY, status=True, reason="R", message="x" * 40000,
                             generation=1, now=T0)
@@ -116,3 +124,21 @@ def test_long_messages_are_cut_to_the_api_limit() -> None:
 def test_timestamps_are_rfc3339_utc_seconds() -> None:
     moment = dt.datetime(2026, 3, 4, 5, 6, 7, 891011, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert c.now_rfc3339(moment) == "2026-03-04T03:06:07Z"
+
+
+@pytest.fixture
+def machine_five_hours_east_of_utc(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("TZ", "XYZ-5")  # POSIX: local time is UTC+5
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("machine_five_hours_east_of_utc")
+def test_timestamps_are_utc_whatever_the_machines_time_zone() -> None:
+    moment = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+    assert c.now_rfc3339(moment) == "2026-03-04T03:06:07Z"
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    stamp = dt.datetime.strptime(c.now_rfc3339(), "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+    assert before <= stamp <= dt.datetime.now(dt.UTC)
