@@ -46,6 +46,7 @@ MODULES = (
     "src/mlship/serving/recorder.py",
     "src/mlship/serving/protocol.py",
     "src/mlship/events/schema.py",
+    "src/mlship/events/alive.py",
     "operator/mlship_operator/config.py",
     "operator/mlship_operator/spec.py",
     "operator/mlship_operator/builders.py",
