@@ -240,6 +240,12 @@ def test_n_requests_give_n_events_with_their_request_ids(
     counts = metrics(server)
     assert counts[f"mlship_events_produced_total{{topic={served.predictions}}}"] >= want
     assert counts[f"mlship_events_dropped_total{{reason=queue_full,topic={served.predictions}}}"] == 0
+    # Delivered is derived (no report per event): every event taken, once the broker acknowledged.
+    produced, delivered = (f"mlship_events_{c}_total{{topic={served.predictions}}}"
+                           for c in ("produced", "delivered"))  # fmt: skip
+    _wait_for("every event counted delivered",
+              lambda: (c := metrics(server))[delivered] == c[produced], 10)  # fmt: skip
+    assert metrics(server)["mlship_events_queued"] == 0
 
 
 def test_with_kafka_the_mlflow_inference_log_is_off(served: Served) -> None:
@@ -285,6 +291,10 @@ def test_feedback_labels_reach_the_labels_topic(
     assert sorted(labels) == sorted([(rid, 0), (rid, 1), ("answered-by-another-pod", 0)])
     assert labels[(rid, 1)].label == 2 and labels[(rid, 1)].ts == 1796127000.5  # 2.0 is class 2
     assert {label.model for label in labels.values()} == {model.name}
+    produced, delivered = (f"mlship_events_{c}_total{{topic={served.labels}}}"
+                           for c in ("produced", "delivered"))  # fmt: skip
+    _wait_for("every label counted delivered",
+              lambda: (c := metrics(served.server))[delivered] == c[produced] >= 3, 10)  # fmt: skip
     for key, value in got:
         label = schema.read_label(value)
         assert key == schema.key(label.request_id, label.row)
@@ -453,6 +463,9 @@ def test_the_broker_away_mid_traffic_fails_no_request_and_loses_no_event(
         counts = metrics(server)
         topic = env["MLSHIP_KAFKA_PREDICTIONS_TOPIC"]
         assert counts[f"mlship_events_delivered_total{{topic={topic}}}"] == len(want)
+        assert counts[f"mlship_events_produced_total{{topic={topic}}}"] == len(want)
+        assert counts["mlship_events_queued"] == 0
+        assert "events: Kafka answers again" in server.log()
         assert sum(v for k, v in counts.items() if k.startswith("mlship_events_dropped")) == 0
         assert counts[f"mlship_events_delivery_failures_total{{topic={topic}}}"] == 0
     finally:

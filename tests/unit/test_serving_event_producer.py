@@ -8,6 +8,7 @@ import asyncio
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 
 from mlship.events import schema
 from mlship.serving.app import model_headers, request_id
@@ -122,6 +123,67 @@ def test_what_cannot_be_sent_at_stop_is_counted_as_unflushed() -> None:
     left = asyncio.run(events.close(0.5))
     assert left == 3
     assert sample(metrics, "mlship_events_dropped_total", "p", reason="unflushed") == 3
+
+
+class Held:
+    """Stands in for librdkafka's queue: len() is what it still holds."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+
+class Refused:
+    def topic(self) -> str:
+        return "p"
+
+
+def test_delivered_is_derived_taken_minus_still_queued_minus_failed_and_never_goes_back() -> None:
+    events, metrics = producer()
+    events.predictions("r", table(5), answer(5))
+    real = events._producer
+    try:
+        events._producer = Held(5)  # type: ignore[assignment]
+        events._advance()
+        assert sample(metrics, "mlship_events_delivered_total", "p") == 0
+        assert events.queued() == 5
+        events._producer = Held(2)  # type: ignore[assignment]  # 3 acknowledged
+        events._advance()
+        assert sample(metrics, "mlship_events_delivered_total", "p") == 3
+        assert events.queued() == 2
+        # A failure is reported while librdkafka still holds its message: nothing delivered.
+        events._on_prediction_failed(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), Refused())
+        events._advance()
+        assert sample(metrics, "mlship_events_delivery_failures_total", "p") == 1
+        assert sample(metrics, "mlship_events_delivered_total", "p") == 3
+        assert events.queued() == 1
+        events._producer = Held(1)  # type: ignore[assignment]  # the failed one let go
+        events._advance()
+        assert sample(metrics, "mlship_events_delivered_total", "p") == 3
+        # A success is never reported (delivery.report.only.error); if one were, it is no failure.
+        events._on_prediction_failed(None, Refused())
+        events._producer = Held(0)  # type: ignore[assignment]
+        events._advance()
+        assert sample(metrics, "mlship_events_delivered_total", "p") == 4
+        assert sample(metrics, "mlship_events_delivery_failures_total", "p") == 1
+        assert events.queued() == 0
+        events._producer = Held(2)  # type: ignore[assignment]  # e.g. a log line waiting for poll
+        events._advance()
+        assert sample(metrics, "mlship_events_delivered_total", "p") == 4  # a counter: no step back
+        assert events.queued() == 0
+    finally:
+        events._producer = real
+
+
+def test_only_failures_of_prediction_events_are_reported_and_labels_keep_every_report() -> None:
+    events, _ = producer()
+    assert events._producer is not events._labels_producer
+    events.labels(labels(2))
+    assert len(events._labels_producer) >= 2 and events.queued() == 2
+    events._on_label_delivery(None, Refused())
+    assert events.queued() == 1
 
 
 def test_every_drop_reason_is_a_series_from_the_start() -> None:
