@@ -451,8 +451,9 @@ def test_the_broker_away_mid_traffic_fails_no_request_and_loses_no_event(
     try:
         assert traffic.errors == [] and {s for s, _, _ in traffic.answers} == {200}
         assert during > 50 and waiting > 50, (during, waiting)  # the outage had traffic queued
-        # Bounded: about 2 attempts a second per broker handle (bootstrap, broker 1) for 4 s.
-        assert catch_all is not None and 0 < catch_all.connections <= 40, catch_all.connections
+        # Bounded: about 2 attempts a second per broker handle (bootstrap, broker 1) of each
+        # producer (prediction events, labels) for 4 s; librdkafka's default would be ~20.
+        assert catch_all is not None and 0 < catch_all.connections <= 80, catch_all.connections
         assert _rss_mb(server.proc.pid) < rss + 100
         want = {(rid, row) for _, rid, n in traffic.answers for row in range(n)}
         _wait_for("the queue drained", lambda: metrics(server)["mlship_events_queued"] == 0, 60)

@@ -19,17 +19,18 @@ event that finds it full is dropped and counted (`mlship_events_dropped_total{re
 rollout, scale-down, drain) flushes the queue before the process exits, within its timeout, so
 it loses nothing while the broker answers; a crash loses what was queued.
 
-Two producers, so that a prediction event costs no Python after `produce()`. Prediction events go
-through one with `delivery.report.only.error`: librdkafka reports only their failures, so the poll
-thread runs no Python callback (nor takes the GIL) per delivered event — with a report per event
-that was most of the events' cost to serving (+0.041 ms CPU per request at 64 clients against
-+0.008 ms without; benchmarks/README.md). What was delivered is then derived, not counted:
-taken − still in librdkafka's queue (`len(producer)`: a message leaves it only once acknowledged,
-or once its failure is reported) − failed, advanced by the poll thread after each poll. Labels
-(a few per /feedback request) keep a producer of their own with a report per label: their
-delivered count stays a plain count, and /feedback's all-or-nothing check needs exact room. That
-check counts both queues against MLSHIP_KAFKA_QUEUE_MAX_MESSAGES, so labels get no room the
-prediction events do not have; each producer is bounded by it in librdkafka too.
+Two producers, so that a delivered prediction event costs no Python after `produce()`. Prediction
+events go through one with `delivery.report.only.error`: the poll thread runs a Python callback
+only for a failure (confluent-kafka still takes librdkafka's report of each delivered message in
+C, then skips the call) — a Python callback per event was most of the events' cost to serving
+(+0.041 ms CPU per request at 64 clients against +0.008 ms without; benchmarks/README.md). What
+was delivered is then derived, not counted: taken − still in librdkafka's queue (`len(producer)`:
+a message leaves it only once its report is served, after our callback for a failure) − failed,
+advanced by the poll thread after each poll. Labels (a few per /feedback request) keep a
+producer of their own with a report per label: their delivered count stays a plain count, and
+/feedback's all-or-nothing check needs exact room. That check counts both queues against
+MLSHIP_KAFKA_QUEUE_MAX_MESSAGES, so labels get no room the prediction events do not have; each
+producer is bounded by it in librdkafka too.
 """
 
 from __future__ import annotations
