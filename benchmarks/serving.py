@@ -334,6 +334,11 @@ def main() -> None:
     )
     parser.add_argument("--servers", default="mlship,mlship-log,mlflow,mlserver")
     parser.add_argument(
+        "--broker-nice", type=int, default=0,
+        help="niceness of mlship-events' Kafka broker: 19 stands in for a broker on cores of its own "
+        "(in a cluster it is another pod; here it would take serving's 2 cores); default 0",
+    )
+    parser.add_argument(
         "--cache-dir",
         type=Path,
         default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mlship" / "bench",
@@ -431,7 +436,8 @@ def main() -> None:
         home = cache / "kafka"
         shutil.rmtree(home, ignore_errors=True)
         home.mkdir()
-        broker = KafkaBroker.start(home)  # its own process group: its CPU is counted by its id
+        # its own process group: its CPU is counted by its id
+        broker = KafkaBroker.start(home, nice=args.broker_nice)
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         target = Target(

@@ -41,19 +41,23 @@ def _free_port() -> int:
 
 
 class KafkaBroker:
-    def __init__(self, home: Path, libs: Path) -> None:
-        self.home, self.libs = home, libs
+    def __init__(self, home: Path, libs: Path, nice: int = 0) -> None:
+        self.home, self.libs, self.nice = home, libs, nice
         self.port, self.controller_port = _free_port(), _free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
 
     @classmethod
-    def start(cls, home: Path, libs: Path | None = None, timeout: float = 90) -> KafkaBroker:
+    def start(
+        cls, home: Path, libs: Path | None = None, timeout: float = 90, nice: int = 0
+    ) -> KafkaBroker:
+        """nice: the broker's scheduling niceness (a benchmark's stand-in for a broker on cores
+        of its own)."""
         libs = libs or kafka_libs()
         if libs is None:
             raise RuntimeError("no Java or Kafka jars here: run hack/setup test")
-        broker = cls(home, libs)
+        broker = cls(home, libs, nice)
         broker._format()
         broker.restart(timeout)
         return broker
@@ -102,7 +106,7 @@ class KafkaBroker:
         Kafka: the API-versions handshake of a real client, not just an open port."""
         log = (self.home / "broker.log").open("ab")
         self.proc = subprocess.Popen(
-            self._java("kafka.Kafka", str(self.config)),
+            ["nice", "-n", str(self.nice), *self._java("kafka.Kafka", str(self.config))],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "KAFKA_LOG4J_ROOT_LOGLEVEL": "WARN"},
         )  # fmt: skip
