@@ -361,21 +361,26 @@ def main() -> None:
         return doc["predictions"]
 
     launches: list[tuple[Target, list[str], dict[str, str]]] = []
-    if "mlship" in servers:
+
+    def launch_mlship(name: str, extra_env: dict[str, str]) -> None:
+        """One mlship server on a free port: the same settings for every variant, plus extra_env."""
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         target = Target(
-            "mlship", f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows), from_predictions
+            name, f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows), from_predictions
         )
-        server_env = {
+        launches.append((target, [py, "-m", "mlship.serving"], {
             **env,
             "MLSHIP_MODEL_URI": str(model_path),
             "PORT": str(port),
             "MLSHIP_HOST": "127.0.0.1",
             "MLSHIP_MAX_BATCH_SIZE": "64",
             "MLSHIP_LOG_LEVEL": "WARNING",
-        }
-        launches.append((target, [py, "-m", "mlship.serving"], server_env))
+            **extra_env,
+        }))
+
+    if "mlship" in servers:
+        launch_mlship("mlship", {})
 
     tracking: MlflowServer | None = None
     if "mlship-log" in servers:
@@ -385,24 +390,11 @@ def main() -> None:
         # in a process group of its own: its CPU time is counted by the group's id
         tracking = MlflowServer(store, log=cache / "tracking.log", timeout=300, python=py, env=env,
                                 new_session=True)
-        tracking_uri = tracking.uri
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        target = Target(
-            "mlship-log", f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows),
-            from_predictions,
-        )
-        launches.append((target, [py, "-m", "mlship.serving"], {
-            **env,
-            "MLSHIP_MODEL_URI": str(model_path),
-            "PORT": str(port),
-            "MLSHIP_HOST": "127.0.0.1",
-            "MLSHIP_MAX_BATCH_SIZE": "64",
-            "MLSHIP_LOG_LEVEL": "WARNING",
-            "MLFLOW_TRACKING_URI": tracking_uri,
+        launch_mlship("mlship-log", {
+            "MLFLOW_TRACKING_URI": tracking.uri,
             "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
             "MLSHIP_INFERENCE_LOG_EXPERIMENT": f"bench-{int(time.time())}",
-        }))
+        })
 
     if "mlflow" in servers:
         port = free_port()
@@ -438,22 +430,10 @@ def main() -> None:
         home.mkdir()
         # its own process group: its CPU is counted by its id
         broker = KafkaBroker.start(home, nice=args.broker_nice)
-        port = free_port()
-        base = f"http://127.0.0.1:{port}"
-        target = Target(
-            "mlship-events", f"{base}/invocations", f"{base}/health", mlflow_bodies(columns, rows),
-            from_predictions,
-        )
-        launches.append((target, [py, "-m", "mlship.serving"], {
-            **env,
-            "MLSHIP_MODEL_URI": str(model_path),
-            "PORT": str(port),
-            "MLSHIP_HOST": "127.0.0.1",
-            "MLSHIP_MAX_BATCH_SIZE": "64",
-            "MLSHIP_LOG_LEVEL": "WARNING",
+        launch_mlship("mlship-events", {
             "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": broker.bootstrap,
             "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
-        }))
+        })
 
     # All servers run at once and are measured in turn at each concurrency, so load from
     # anything else on the machine drifts over all of them alike. Idle, they cost next to nothing.
