@@ -10,9 +10,8 @@ import socket
 import subprocess
 import sys
 import textwrap
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from devkit import (
     wait_http,
 )
 from kubernetes.client.exceptions import ApiException
+from testkit import local_http
 
 pytestmark = pytest.mark.unit
 
@@ -98,13 +98,8 @@ def health_url() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(Handler) as url:
+        yield url
 
 
 def test_wait_http_returns_once_the_url_answers_2xx(health_url: str) -> None:
@@ -244,13 +239,8 @@ class FakeAirflow(BaseHTTPRequestHandler):
 @pytest.fixture
 def airflow_url() -> Iterator[str]:
     FakeAirflow.paused, FakeAirflow.runs, FakeAirflow.seen = True, {}, []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeAirflow)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with local_http(FakeAirflow) as url:
+        yield url
 
 
 def test_airflow_triggers_unpausing_the_dag_and_follows_the_run(airflow_url: str) -> None:

@@ -10,7 +10,6 @@ import http.server
 import os
 import sys
 import tempfile
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from mlship.steps import common
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "dags"))
 import mlship_dagspec as spec  # noqa: E402
+from testkit import local_http
 
 pytestmark = pytest.mark.unit
 
@@ -59,11 +59,8 @@ class _Status(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def web() -> Iterator[str]:
     """http://host:port/<status>/data.csv answers that status."""
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Status)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with local_http(_Status) as url:
+        yield url
 
 
 def test_a_missing_target_column_is_bad_input(tmp_path: Path) -> None:

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ import yaml
 from devkit import free_port
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from testkit import REQUIRE, cluster_unreachable_reason, require_or_skip, required
+from testkit import REQUIRE, cluster_unreachable_reason, local_http, require_or_skip, required
 
 pytestmark = pytest.mark.unit
 
@@ -111,14 +110,8 @@ def http_server() -> Iterator[str]:
         def log_message(self, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Deny)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with local_http(Deny) as url:
+        yield url.removeprefix("http://")
 
 
 def test_an_auth_error_is_an_error_not_a_skip(
