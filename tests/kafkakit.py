@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
 from pathlib import Path
 from types import TracebackType
+
+from devkit import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,16 +35,10 @@ def kafka_libs() -> Path | None:
     return Path(done.stdout.strip())
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class KafkaBroker:
     def __init__(self, home: Path, libs: Path, nice: int = 0) -> None:
         self.home, self.libs, self.nice = home, libs, nice
-        self.port, self.controller_port = _free_port(), _free_port()
+        self.port, self.controller_port = free_port(), free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self._write_config()
