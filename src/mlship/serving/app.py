@@ -159,6 +159,7 @@ async def load_and_self_test(state: ServingState, on_fatal: FatalHandler) -> Non
     gc.collect()
     gc.freeze()
     state.model = model
+    state.metrics.set_predictor(model.info.predictor, model.info.predictor_reason_code)
     state.batcher = MicroBatcher(
         model.predict_many,
         max_batch_size=config.max_batch_size,

@@ -89,6 +89,14 @@ class ServingMetrics:
             registry=self.registry,
         ).labels(**self._model)
         self._ready.set(0)
+        self._predictor = Gauge(
+            "mlship_model_predictor",
+            "1 for what scores parsed requests: predictor=compiled (the version's compiled form, "
+            "its parity with scikit-learn held at registration) or sklearn (with the reason: "
+            "no_record, not_compiled, parity_failed, load_failed).",
+            [*labels, "predictor", "reason"],
+            registry=self.registry,
+        )
         self.log_rows = Counter(
             "mlship_inference_log_rows",
             "Scored rows written to the inference log in MLflow.",
@@ -173,6 +181,9 @@ class ServingMetrics:
         self._batch_requests.observe(requests)
         self._batch_rows.observe(rows)
         self._predict.observe(seconds)
+
+    def set_predictor(self, predictor: str, reason: str) -> None:
+        self._predictor.labels(**self._model, predictor=predictor, reason=reason).set(1)
 
     def set_ready(self, ready: bool) -> None:
         self._ready.set(1 if ready else 0)

@@ -3,6 +3,11 @@
 Loading goes through `mlflow.pyfunc.load_model`, so every serialization the sklearn flavour
 writes (skops with its recorded `skops_trusted_types`, pickle, cloudpickle) loads as MLflow
 itself loads it, and prediction keeps MLflow's schema enforcement and the model's `predict_fn`.
+
+When the version's parity tag says its compiled form (mlship.ml.compiled, stored at
+registration) gave scikit-learn's answers on the holdout, parsed tables are scored with that
+instead: the same answers without scikit-learn's per-call cost. Otherwise, or when it cannot be
+loaded, scikit-learn scores them, and /metadata and the mlship_model_predictor metric say why.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
+from mlship import names
 from mlship.errors import describe
 from mlship.events import schema
 from mlship.names import TAG_TASK
@@ -43,6 +49,10 @@ _DTYPES = {
 }
 
 
+COMPILED = "compiled"
+SKLEARN = "sklearn"
+
+
 class ModelLoadError(RuntimeError):
     """The model version cannot be downloaded or deserialized."""
 
@@ -63,6 +73,9 @@ class ModelInfo:
     mlflow_version: str | None
     task: str | None = None  # classification / regression: what a /feedback label must be
     task_source: str = ""  # where the task was read (see model_task)
+    predictor: str = SKLEARN  # what scores parsed tables: COMPILED or SKLEARN
+    predictor_reason: str = ""  # why (the parity record, or why not)
+    predictor_reason_code: str = ""  # the same as a metric label (see compiled_predictor)
     loaded_at: float = field(default_factory=time.time)
 
     def as_dict(self) -> dict[str, Any]:
@@ -76,6 +89,9 @@ class ModelInfo:
             "mlflow_version": self.mlflow_version,
             "task": self.task,
             "task_source": self.task_source,
+            "predictor": self.predictor,
+            "predictor_reason": self.predictor_reason,
+            "predictor_reason_code": self.predictor_reason_code,
             "loaded_at": self.loaded_at,
         }
 
@@ -86,6 +102,7 @@ class ServedModel:
     info: ModelInfo
     columns: tuple[Column, ...] | None
     example: bytes | None  # a JSON /invocations body from the model's own input example
+    fast: Any = None  # mlship.ml.compiled.CompiledPredictor when info.predictor is COMPILED
 
     def predict_many(self, inputs: Sequence[Parsed]) -> list[Any]:
         """One result per input (an exception instance for a failed one). All tables go to the
@@ -134,6 +151,8 @@ class ServedModel:
                 data[col.name] = np.asarray(values, dtype=_DTYPES[col.kind])
             except (TypeError, ValueError, OverflowError):
                 data[col.name] = np.asarray(values, dtype=object)  # nulls in optional int columns
+        if self.fast is not None:
+            return self.fast.predict(data)
         return self.pyfunc.predict(pd.DataFrame(data))
 
     def _predict_unstructured(self, item: Unstructured) -> Any:
@@ -204,9 +223,11 @@ def load_model(config: ServingConfig) -> ServedModel:
     if meta.signature is not None and meta.signature.inputs is not None:
         columns = columns_from_signature(meta.signature.inputs.to_dict())
     example = _example_body(meta, local)
+    tags = _version_tags(config, uri)
     task, task_source = model_task(
-        _version_tag(config, uri), signature["outputs"] if signature else None
+        None if tags is None else tags.get(TAG_TASK), signature["outputs"] if signature else None
     )
+    fast, code, predictor_reason = compiled_predictor(config, tags, columns)
     info = ModelInfo(
         name=config.model_name,
         version=version,
@@ -217,8 +238,52 @@ def load_model(config: ServingConfig) -> ServedModel:
         mlflow_version=meta.mlflow_version,
         task=task,
         task_source=task_source,
+        predictor=SKLEARN if fast is None else COMPILED,
+        predictor_reason=predictor_reason,
+        predictor_reason_code=code,
     )
-    return ServedModel(pyfunc=pyfunc, info=info, columns=columns, example=example)
+    log.info("predictions by %s: %s", info.predictor, predictor_reason)
+    return ServedModel(pyfunc=pyfunc, info=info, columns=columns, example=example, fast=fast)
+
+
+def compiled_predictor(
+    config: ServingConfig, tags: dict[str, str] | None, columns: tuple[Column, ...] | None
+) -> tuple[Any, str, str]:
+    """The version's compiled predictor when its parity held and it loads, else None; why, as a
+    metric label (parity_held, no_record, not_compiled, parity_failed, load_failed) and in words."""
+    if tags is None:
+        return None, "no_record", "no registry record of a compiled form (not a registered version)"
+    verdict = tags.get(names.TAG_COMPILED)
+    detail = tags.get(names.TAG_COMPILED_DETAIL, "")
+    if verdict is None:
+        return None, "no_record", (
+            f"the version has no {names.TAG_COMPILED} tag (registered before compiling)")
+    if verdict == names.NOT_COMPILED:
+        return None, "not_compiled", detail or names.NOT_COMPILED
+    if verdict != names.PARITY_HELD:
+        return None, "parity_failed", f"parity {detail or verdict}"
+    if columns is None:
+        return None, "load_failed", "the model has no column signature to give the compiled form"
+    uri = tags.get(names.TAG_COMPILED_URI, "")
+    try:
+        import mlflow.artifacts
+
+        from mlship.ml.compiled import CompiledPredictor
+
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="mlship-compiled-"),
+            tracking_uri=config.tracking_uri,
+        )
+        fast = CompiledPredictor.load(local)
+    except Exception as e:
+        log.warning("the compiled form %s could not be loaded; scikit-learn scores", uri,
+                    exc_info=True)
+        return None, "load_failed", f"the compiled form could not be loaded: {describe(e, 500)}"
+    missing = sorted(set(fast.columns) - {c.name for c in columns})
+    if missing:
+        return None, "load_failed", (
+            f"the compiled form needs columns the signature lacks: {', '.join(missing)}")
+    return fast, "parity_held", f"parity {detail}"
 
 
 _CLASS_TYPES = {"long", "integer", "string", "boolean", "int8", "int16", "int32", "int64",
@@ -250,9 +315,9 @@ def model_task(tag: str | None, outputs: Any) -> tuple[str | None, str]:
     return None, ""
 
 
-def _version_tag(config: ServingConfig, uri: str) -> str | None:
-    """The registered version's task tag; None for a model not loaded from the registry or
-    when the registry cannot say (a warning: /feedback then goes by the signature)."""
+def _version_tags(config: ServingConfig, uri: str) -> dict[str, str] | None:
+    """The registered version's tags; None for a model not loaded from the registry or when the
+    registry cannot say (a warning: /feedback then goes by the signature, scikit-learn scores)."""
     parts = uri.removeprefix("models:/").split("/")
     if not uri.startswith("models:/") or len(parts) != 2 or config.tracking_uri is None:
         return None
@@ -263,8 +328,7 @@ def _version_tag(config: ServingConfig, uri: str) -> str | None:
     except Exception as e:
         log.warning("could not read %s's tags (%s); the task comes from its signature", uri, e)
         return None
-    tag = version.tags.get(TAG_TASK)
-    return tag if isinstance(tag, str) else None
+    return {k: v for k, v in (version.tags or {}).items() if isinstance(v, str)}
 
 
 def _signature_dict(signature: Any) -> dict[str, Any] | None:
