@@ -28,6 +28,7 @@ from starlette.routing import Route
 
 from mlship.events import schema
 from mlship.names import TAG_TASK
+from mlship.serving import v2
 from mlship.serving.batcher import BatcherClosed, MicroBatcher
 from mlship.serving.config import ServingConfig
 from mlship.serving.events import EventProducer, QueueFull, producer_config
@@ -143,6 +144,15 @@ async def _read_body(request: Request) -> bytes:
 async def _predict(state: ServingState, parsed: Parsed) -> bytes:
     assert state.batcher is not None  # noqa: S101
     return encode_predictions(await state.batcher.submit(parsed))
+
+
+def record(state: ServingState, rid: str, table: Table, answer: bytes) -> None:
+    """A scored table (and its answer, as /invocations encodes it) to the prediction events,
+    else to the inference log, when either is on: /invocations and the V2 API alike."""
+    if state.events is not None:
+        state.events.predictions(rid, table, answer)
+    elif state.recorder is not None:
+        state.recorder.record(table, answer)
 
 
 async def load_and_self_test(state: ServingState, on_fatal: FatalHandler) -> None:
@@ -319,10 +329,7 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                 )
             answer = await _predict(state, parsed)
             if isinstance(parsed, Table):
-                if state.events is not None:
-                    state.events.predictions(rid, parsed, answer)
-                elif state.recorder is not None:
-                    state.recorder.record(parsed, answer)
+                record(state, rid, parsed, answer)
             return Response(answer, media_type=JSON_TYPE)
         except (BadRequest, PredictionFailed) as e:
             status = e.status if isinstance(e, BadRequest) else 400
@@ -398,6 +405,7 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
         Route("/version", timed("/version", version), methods=["GET"]),
         Route("/metadata", timed("/metadata", model_metadata), methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        *v2.routes(state, timed),  # the Open Inference Protocol (docs/serving-v2.md)
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.serving = state
