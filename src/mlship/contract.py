@@ -65,7 +65,8 @@ class Field:
 TRAINING_FORM: dict[str, Field] = {
     "dataset": Field(
         "sklearn:iris", {"type": "string", "minLength": 1},
-        "sklearn:iris|wine|breast_cancer|diabetes, or a CSV/Parquet http(s) URL",
+        "sklearn:iris|wine|breast_cancer|diabetes, a CSV/Parquet http(s) URL, or a JSON API: "
+        "json+https://host/path#records=<path>&columns=<name>:<path>,...",
     ),
     "target": Field("target", {"type": "string", "minLength": 1}, "target column"),
     "task": Field(AUTO, {"type": "string", "enum": [AUTO, *TASKS]}),

@@ -32,6 +32,12 @@ TOPIC_PREDICTIONS = "mlship.predictions"
 TOPIC_LABELS = "mlship.labels"
 """Ground-truth labels (serving's /feedback, or any producer)."""
 
+# --- the steps' environment ---------------------------------------------------------------------
+
+SOURCE_HEADERS_ENV = "MLSHIP_SOURCE_HEADERS"
+"""A JSON object of HTTP headers (API keys) ingest sends with a JSON API source's request
+(mlship.ml.json_source); filled from a Secret, never from the trigger form."""
+
 # --- MLflow tags --------------------------------------------------------------------------------
 # On runs of a pipeline (the parent run and each step's child run).
 TAG_RUN_KEY = "mlship.pipeline_run_key"

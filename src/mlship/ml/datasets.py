@@ -1,4 +1,5 @@
-"""Dataset sources: scikit-learn's bundled sets, CSV/Parquet from a path or an http(s) URL.
+"""Dataset sources: scikit-learn's bundled sets, CSV/Parquet from a path or an http(s) URL, and
+the records of a JSON API's answer (mlship.ml.json_source).
 
 Every source is read as raw bytes first, so its digest is a pure function of its content:
 the same bytes always give the same digest, whatever the path or URL they came from.
@@ -58,9 +59,11 @@ def content_digest(data: bytes) -> str:
 
 
 def source_kind(source: str) -> str:
-    """'sklearn', 'http' or 'file' for a source string."""
+    """'sklearn', 'json', 'http' or 'file' for a source string."""
     if source.startswith("sklearn:"):
         return "sklearn"
+    if source.startswith("json+"):
+        return "json"
     if urlparse(source).scheme in ("http", "https"):
         return "http"
     return "file"
@@ -80,9 +83,10 @@ def file_format(source: str) -> str:
 
 
 def dataset_name(source: str) -> str:
-    if source_kind(source) == "sklearn":
+    kind = source_kind(source)
+    if kind == "sklearn":
         return source.split(":", 1)[1]
-    path = urlparse(source).path if source_kind(source) == "http" else source
+    path = urlparse(source).path if kind in ("http", "json") else source
     return Path(path).stem or "dataset"
 
 
@@ -97,15 +101,21 @@ def sklearn_frame(name: str) -> pd.DataFrame:
     return loader(as_frame=True).frame
 
 
+def download(url: str, headers: dict[str, str] | None = None) -> bytes:
+    """The body of an http(s) GET; 4xx answers (but 408, 425, 429) are permanent errors."""
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - scheme checked
+    try:
+        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as resp:  # noqa: S310
+            data: bytes = resp.read()
+            return data
+    except OSError as exc:
+        permanent = isinstance(exc, HTTPError) and exc.code in _PERMANENT_HTTP
+        raise DatasetError(f"cannot download {url}: {exc}", permanent=permanent) from exc
+
+
 def read_bytes(source: str) -> bytes:
-    kind = source_kind(source)
-    if kind == "http":
-        try:
-            with urllib.request.urlopen(source, timeout=HTTP_TIMEOUT_SECONDS) as resp:  # noqa: S310 - scheme checked
-                return resp.read()
-        except OSError as exc:
-            permanent = isinstance(exc, HTTPError) and exc.code in _PERMANENT_HTTP
-            raise DatasetError(f"cannot download {source}: {exc}", permanent=permanent) from exc
+    if source_kind(source) == "http":
+        return download(source)
     path = Path(source)
     if not path.is_file():
         raise DatasetError(f"dataset file not found: {source}")
@@ -134,9 +144,22 @@ def load(source: str) -> LoadedDataset:
         # The bundled set has no file of its own; its canonical CSV rendering is its content.
         data = frame.to_csv(index=False).encode()
         return LoadedDataset(frame, content_digest(data), source, name, SKLEARN_DATASETS[name])
+    if kind == "json":
+        return load_json(source)
     fmt = file_format(source)
     data = read_bytes(source)
     frame = parse_bytes(data, fmt, source)
+    return LoadedDataset(frame, content_digest(data), source, dataset_name(source), None)
+
+
+def load_json(source: str) -> LoadedDataset:
+    """A JSON API's records as a frame; the digest is of the answer's raw bytes."""
+    from mlship.ml import json_source  # it imports this module's DatasetError
+
+    spec = json_source.parse_source(source)  # a bad source string fails before any request
+    data = download(spec.url, json_source.headers_from_env())
+    document = json_source.parse_document(data, spec.url)
+    frame = json_source.frame_of(json_source.records_of(document, spec.records), spec.columns)
     return LoadedDataset(frame, content_digest(data), source, dataset_name(source), None)
 
 

@@ -36,7 +36,9 @@ def build() -> argparse.ArgumentParser:
     p = common.parser(STEP, __doc__.splitlines()[0])
     p.add_argument(
         "--source", required=True,
-        help="sklearn:iris|wine|breast_cancer|diabetes, or a .csv/.parquet path or http(s) URL",
+        help="sklearn:iris|wine|breast_cancer|diabetes, a .csv/.parquet path or http(s) URL, or a "
+        "JSON API: json+https://host/path#records=<path>&columns=<name>:<path>,... "
+        f"(request headers from ${names.SOURCE_HEADERS_ENV})",
     )
     p.add_argument(
         "--target", default=contract.default(STEP, "--target"),
@@ -59,6 +61,9 @@ def mlflow_source(source: str) -> DatasetSource:
         return CodeDatasetSource(tags={TAG_SOURCE: source})
     if kind == "http":
         return HTTPDatasetSource(source)  # type: ignore[no-untyped-call]
+    if kind == "json":
+        # the fetched URL, its fragment still saying which records and columns were read
+        return HTTPDatasetSource(source.removeprefix("json+"))  # type: ignore[no-untyped-call]
     return resolve_dataset_source(os.path.abspath(source))
 
 
