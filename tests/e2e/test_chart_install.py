@@ -271,8 +271,11 @@ def test_model_deployment_serves_the_champion(release: Release) -> None:
     assert {p.metadata.labels["mlship.io/model-version"] for p in pods} == {champion}
 
     with release.serving(MODEL) as url:
-        assert metadata(url)["version"] == champion
+        meta = metadata(url)
         accuracy = iris_accuracy(url)
+    assert meta["version"] == champion
+    # registered by the pipeline's register step, which compiled it and checked parity (#14)
+    assert (meta["predictor"], meta["predictor_reason_code"]) == ("compiled", "parity_held"), meta
     assert accuracy >= 0.9, f"only {accuracy:.0%} of known iris rows predicted right"
     seconds = release.figures["model_deployment_ready_seconds"]
     print(f"\nModelDeployment {MODEL}: v{champion} Ready {seconds} s after it was applied")
