@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 UV ?= hack/uv
 RUN := $(UV) run --frozen --all-extras
-PYTEST := $(RUN) pytest
+PYTEST := $(RUN) pytest $(PYTEST_ARGS)
 
 # After `sudo make up` on bare Linux, the tests and kubectl find hack/cluster without `eval $(hack/cluster env)`.
 HACK_KUBECONFIG := /var/lib/mlship-cluster/admin.kubeconfig
