@@ -1,7 +1,7 @@
 """mlship's model server: `python -m mlship.serving`.
 
-Serves one MLflow model version with MLflow's scoring protocol, batching concurrent requests
-into single model calls.
+Serves one MLflow model version with MLflow's scoring protocol and the Open Inference Protocol
+(V2), batching concurrent requests into single model calls.
 
 Environment (the contract with the operator; validated at start-up, every problem reported at
 once, exit code 2 if any):
@@ -56,6 +56,9 @@ Endpoints:
     GET  /livez         200 while the process runs, also while loading (liveness probe)
     GET  /version       the MLflow version, a bare string (as MLflow)
     GET  /metadata      served model name, version, URI, run id, signature
+    /v2/...             the Open Inference Protocol (KServe v2) REST API: health, server and
+                        model metadata, POST /v2/models/<name>/infer scoring as /invocations
+                        does (docs/serving-v2.md)
     GET  /metrics       Prometheus: mlship_requests_total, mlship_request_duration_seconds,
                         mlship_batch_rows, mlship_predict_duration_seconds, mlship_model_ready,
                         mlship_inference_log_{rows,dropped_rows,flush_failures}_total,
