@@ -15,8 +15,9 @@ from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
 
 from mlship import names
+from mlship.mlflow_io.compiled import COMPILED, SKLEARN
 from mlship.serving.config import load_config
-from mlship.serving.model import COMPILED, SKLEARN, load_model
+from mlship.serving.model import load_model
 from mlship.serving.protocol import Table, parse_invocation
 
 pytestmark = pytest.mark.integration

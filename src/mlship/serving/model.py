@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from mlship import names
 from mlship.errors import describe
 from mlship.events import schema
+from mlship.mlflow_io import compiled
+from mlship.mlflow_io.compiled import SKLEARN
 from mlship.names import TAG_TASK
 from mlship.serving.config import ServingConfig
 from mlship.serving.protocol import (
@@ -47,10 +48,6 @@ _DTYPES = {
     "boolean": "bool",
     "string": "object",
 }
-
-
-COMPILED = "compiled"
-SKLEARN = "sklearn"
 
 
 class ModelLoadError(RuntimeError):
@@ -227,7 +224,8 @@ def load_model(config: ServingConfig) -> ServedModel:
     task, task_source = model_task(
         None if tags is None else tags.get(TAG_TASK), signature["outputs"] if signature else None
     )
-    fast, code, predictor_reason = compiled_predictor(config, tags, columns)
+    column_names = None if columns is None else [c.name for c in columns]
+    choice = compiled.choose(tags, column_names, config.tracking_uri)
     info = ModelInfo(
         name=config.model_name,
         version=version,
@@ -238,52 +236,12 @@ def load_model(config: ServingConfig) -> ServedModel:
         mlflow_version=meta.mlflow_version,
         task=task,
         task_source=task_source,
-        predictor=SKLEARN if fast is None else COMPILED,
-        predictor_reason=predictor_reason,
-        predictor_reason_code=code,
+        predictor=choice.kind,
+        predictor_reason=choice.reason,
+        predictor_reason_code=choice.code,
     )
-    log.info("predictions by %s: %s", info.predictor, predictor_reason)
-    return ServedModel(pyfunc=pyfunc, info=info, columns=columns, example=example, fast=fast)
-
-
-def compiled_predictor(
-    config: ServingConfig, tags: dict[str, str] | None, columns: tuple[Column, ...] | None
-) -> tuple[Any, str, str]:
-    """The version's compiled predictor when its parity held and it loads, else None; why, as a
-    metric label (parity_held, no_record, not_compiled, parity_failed, load_failed) and in words."""
-    if tags is None:
-        return None, "no_record", "no registry record of a compiled form (not a registered version)"
-    verdict = tags.get(names.TAG_COMPILED)
-    detail = tags.get(names.TAG_COMPILED_DETAIL, "")
-    if verdict is None:
-        return None, "no_record", (
-            f"the version has no {names.TAG_COMPILED} tag (registered before compiling)")
-    if verdict == names.NOT_COMPILED:
-        return None, "not_compiled", detail or names.NOT_COMPILED
-    if verdict != names.PARITY_HELD:
-        return None, "parity_failed", f"parity {detail or verdict}"
-    if columns is None:
-        return None, "load_failed", "the model has no column signature to give the compiled form"
-    uri = tags.get(names.TAG_COMPILED_URI, "")
-    try:
-        import mlflow.artifacts
-
-        from mlship.ml.compiled import CompiledPredictor
-
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=tempfile.mkdtemp(prefix="mlship-compiled-"),
-            tracking_uri=config.tracking_uri,
-        )
-        fast = CompiledPredictor.load(local)
-    except Exception as e:
-        log.warning("the compiled form %s could not be loaded; scikit-learn scores", uri,
-                    exc_info=True)
-        return None, "load_failed", f"the compiled form could not be loaded: {describe(e, 500)}"
-    missing = sorted(set(fast.columns) - {c.name for c in columns})
-    if missing:
-        return None, "load_failed", (
-            f"the compiled form needs columns the signature lacks: {', '.join(missing)}")
-    return fast, "parity_held", f"parity {detail}"
+    log.info("predictions by %s: %s", info.predictor, choice.reason)
+    return ServedModel(pyfunc=pyfunc, info=info, columns=columns, example=example, fast=choice.predictor)
 
 
 _CLASS_TYPES = {"long", "integer", "string", "boolean", "int8", "int16", "int32", "int64",

@@ -1,6 +1,6 @@
-"""Which predictor serving uses (mlship.serving.model.compiled_predictor): the compiled form only
-when the version's parity held and it loads and fits the signature; otherwise scikit-learn,
-with the reason as a metric label and in words."""
+"""Which predictor serving and batch scoring use (mlship.mlflow_io.compiled.choose): the compiled
+form only when the version's parity held and it loads and fits the signature; otherwise
+scikit-learn, with the reason as a metric label and in words."""
 
 from __future__ import annotations
 
@@ -9,13 +9,11 @@ import pytest
 
 from mlship import names
 from mlship.ml import compiled, estimators
-from mlship.serving.config import load_config
-from mlship.serving.model import compiled_predictor
-from mlship.serving.protocol import Column
+from mlship.mlflow_io.compiled import Choice, choose
 
 pytestmark = pytest.mark.unit
 
-COLUMNS = (Column("x", "double", True), Column("kind", "string", True))
+COLUMNS = ("x", "kind")
 
 
 @pytest.fixture(scope="module")
@@ -34,13 +32,11 @@ def held(uri: str) -> dict[str, str]:
             names.TAG_COMPILED_DETAIL: "held: 0 of 8 rows differ"}
 
 
-CONFIG = load_config({"MLSHIP_MODEL_URI": "/models/m"})
-
-
 def test_parity_held_and_it_loads_the_compiled_form_scores(stored):
-    fast, code, reason = compiled_predictor(CONFIG, held(stored), COLUMNS)
-    assert isinstance(fast, compiled.CompiledPredictor)
-    assert (code, reason) == ("parity_held", "parity held: 0 of 8 rows differ")
+    choice = choose(held(stored), COLUMNS, None)
+    fast = choice.predictor
+    assert isinstance(fast, compiled.CompiledPredictor) and choice.kind == "compiled"
+    assert (choice.code, choice.reason) == ("parity_held", "parity held: 0 of 8 rows differ")
     assert fast.predict({"x": [1.5], "kind": ["b"]}).shape == (1,)
 
 
@@ -56,17 +52,18 @@ def test_parity_held_and_it_loads_the_compiled_form_scores(stored):
           names.TAG_COMPILED_DETAIL: "failed: 3 of 8 rows differ"},
          COLUMNS, "parity_failed", "parity failed: 3 of 8 rows differ"),
         ("held", None, "load_failed", "the model has no column signature to give the compiled form"),
-        ("held", (Column("x", "double", True),), "load_failed",
+        ("held", ("x",), "load_failed",
          "the compiled form needs columns the signature lacks: kind"),
     ],
     ids=["not-registered", "untagged", "not-compiled", "parity-failed", "no-signature", "columns"],
 )
 def test_otherwise_scikit_learn_scores_and_the_reason_is_given(stored, tags, columns, code, reason):
     tags = held(stored) if tags == "held" else tags
-    assert compiled_predictor(CONFIG, tags, columns) == (None, code, reason)
+    choice = choose(tags, columns, None)
+    assert choice == Choice(None, code, reason) and choice.kind == "sklearn"
 
 
 def test_a_compiled_form_that_cannot_be_loaded_falls_back(tmp_path):
-    fast, code, reason = compiled_predictor(CONFIG, held(str(tmp_path / "nothing")), COLUMNS)
-    assert (fast, code) == (None, "load_failed")
-    assert reason.startswith("the compiled form could not be loaded: ")
+    choice = choose(held(str(tmp_path / "nothing")), COLUMNS, None)
+    assert (choice.predictor, choice.code) == (None, "load_failed")
+    assert choice.reason.startswith("the compiled form could not be loaded: ")
