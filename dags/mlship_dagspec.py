@@ -24,6 +24,10 @@ dag-processor; every one has a default that works for a local image build (`:dev
   MLSHIP_STEP_RESOURCES            JSON {step: {requests: ..., limits: ...}} overriding the defaults
   MLSHIP_DEFAULT_DATASET, MLSHIP_DEFAULT_MODEL_NAME   trigger-form defaults (sklearn:iris, iris)
 
+and for mlship_batch_score (dags/mlship_batch_score.py):
+
+  MLSHIP_IMAGE_SCORE               the scoring step's image (mlship-step-score:dev)
+
 and for mlship_drift (dags/mlship_drift.py):
 
   MLSHIP_IMAGE_DRIFT               the drift check's image (mlship-step-drift:dev)
@@ -49,8 +53,9 @@ from typing import Any
 from mlship import contract, names
 
 STEPS: tuple[str, ...] = contract.STEPS
-# Every step that runs in a pod of its own image: the training steps, and mlship_drift's check.
-POD_STEPS: tuple[str, ...] = (*STEPS, contract.DRIFT)
+# Every step that runs in a pod of its own image: the training steps, mlship_drift's check and
+# mlship_batch_score's step.
+POD_STEPS: tuple[str, ...] = (*STEPS, contract.DRIFT, contract.SCORE)
 UID = 10001  # the non-root user every step image runs as
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
 DEFAULT_XCOM_SIDECAR_IMAGE = "mlship-base:dev"  # the step images are built FROM it
@@ -75,6 +80,8 @@ DEFAULT_RESOURCES: dict[str, dict[str, dict[str, str]]] = {
     "evaluate": _SMALL,
     "register": _SMALL,
     "drift": _SMALL,
+    # holds the dataset, its predictions and a chunk's features (mlship.steps.score.CHUNK_ROWS)
+    "score": {"requests": {"cpu": "250m", "memory": "1Gi"}, "limits": {"cpu": "2", "memory": "4Gi"}},
 }
 
 
@@ -297,10 +304,13 @@ def xcom_sidecar(settings: Settings, connection_image: str | None = None) -> dic
     }
 
 
+COMPONENTS = {contract.DRIFT: "drift-check", contract.SCORE: "batch-score"}
+
+
 def labels(step: str) -> dict[str, str]:
     return {
         "app.kubernetes.io/part-of": "mlship",
-        "app.kubernetes.io/component": "drift-check" if step == "drift" else "training-step",
+        "app.kubernetes.io/component": COMPONENTS.get(step, "training-step"),
         "mlship.io/step": step,
     }
 
@@ -333,6 +343,11 @@ def drift_params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
         "window_minutes": d.window_minutes, "min_rows": d.min_rows, "threshold": d.threshold,
         "inference_experiment": d.inference_experiment, "report_experiment": d.report_experiment,
     })
+
+
+def score_params_schema(settings: Settings) -> dict[str, dict[str, Any]]:
+    """mlship_batch_score's trigger form (mlship.contract.BATCH_FORM); the model name from the chart."""
+    return _params(contract.BATCH_FORM, {"model_name": settings.default_model_name})
 
 
 def bad_input_failure(pod: Any, container: str) -> str | None:

@@ -27,6 +27,8 @@ STEPS: tuple[str, ...] = ("ingest", "validate", "featurize", "train", "evaluate"
 """The training pipeline's steps, in order; each reads only results of the steps before it."""
 DRIFT = "drift"
 """mlship_drift's check: a step of its own DAG, with its own form."""
+SCORE = "score"
+"""mlship_batch_score's step: scores a dataset with a model version; its own DAG and form."""
 
 # --- names the form offers (mlship.ml's, written here so the DAG processor needs no sklearn) ----
 
@@ -120,10 +122,28 @@ DRIFT_FORM: dict[str, Field] = {
 }
 """mlship_drift's trigger form."""
 
+BATCH_FORM: dict[str, Field] = {
+    "model_name": Field(TRAINING_FORM["model_name"].default, {"type": "string", "minLength": 1}),
+    "alias": Field(
+        names.CHAMPION, {"type": "string", "minLength": 1},
+        "alias of the version to score with, unless a version is given",
+    ),
+    "version": Field(
+        None, {"type": ["null", "integer"], "minimum": 1}, "a version number (null: the alias's)"
+    ),
+    "input": Field(
+        "sklearn:iris", {"type": "string", "minLength": 1},
+        "the dataset to score, any source the training form's dataset takes; it must have the "
+        "model's input columns, others are carried through",
+    ),
+    "batch_experiment": Field(names.EXPERIMENT_BATCH, {"type": "string", "minLength": 1}),
+}
+"""mlship_batch_score's trigger form."""
+
 
 def form(step: str) -> dict[str, Field]:
     """The form a step's inputs are read from."""
-    return DRIFT_FORM if step == DRIFT else TRAINING_FORM
+    return {DRIFT: DRIFT_FORM, SCORE: BATCH_FORM}.get(step, TRAINING_FORM)
 
 
 # --- each step's inputs ------------------------------------------------------------------------
@@ -195,6 +215,13 @@ INPUTS: dict[str, tuple[Input, ...]] = {
         Input("--inference-experiment", FORM, "inference_experiment"),
         Input("--report-experiment", FORM, "report_experiment"),
     ),
+    SCORE: (
+        Input("--model-name", FORM, "model_name"),
+        Input("--alias", FORM, "alias"),
+        Input("--version", FORM, "version"),
+        Input("--input", FORM, "input"),
+        Input("--batch-experiment", FORM, "batch_experiment"),
+    ),
 }
 """Each step's flags in the order they are passed (besides the flags every step has: tracking URI,
 experiment, pipeline run key, XCom path)."""
@@ -236,7 +263,7 @@ def cli_text(value: Any) -> str:
 
 
 JSON_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
-    i.flag for step in (*STEPS, DRIFT) for i in INPUTS[step]
+    i.flag for step in (*STEPS, DRIFT, SCORE) for i in INPUTS[step]
     if i.source == FORM and form(step)[i.name].json
 ))
 """Step flags that take JSON (inline, or @file.json: mlship.steps.common.json_arg)."""

@@ -299,7 +299,7 @@ class TestAirflowEnvironment:
         spec = (Path(__file__).resolve().parents[2] / "dags" / "mlship_dagspec.py").read_text()
         read = set(re.findall(r'"(MLSHIP_[A-Z_]+)"', spec)) | {
             f"MLSHIP_IMAGE_{s.upper()}"
-            for s in ("ingest", "validate", "featurize", "train", "evaluate", "register", "drift")
+            for s in ("ingest", "validate", "featurize", "train", "evaluate", "register", "drift", "score")
         }
         e = env(
             main_container(

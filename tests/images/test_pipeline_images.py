@@ -129,7 +129,7 @@ def test_validation_failure_in_a_container_registers_nothing(
     assert MlflowClient(mlflow_server).search_registered_models(f"name = '{model}'") == []
 
 
-@pytest.mark.parametrize("step", [*STEPS, "drift"])
+@pytest.mark.parametrize("step", [*STEPS, "drift", "score"])
 def test_every_step_image_starts_its_cli(step: str) -> None:
     """Each image holds what its module imports (a missing extra fails here, not in a pod)."""
     reason = docker_unusable()

@@ -26,7 +26,7 @@ import mlship_dagspec as spec  # noqa: E402
 
 pytestmark = pytest.mark.unit
 
-POD_STEPS = (*contract.STEPS, contract.DRIFT)
+POD_STEPS = (*contract.STEPS, contract.DRIFT, contract.SCORE)
 RESULTS = {
     "ingest": {"dataset_uri": "runs:/i/data/dataset.parquet", "task": "regression",
                "dataset_digest": "ab" * 16},
@@ -76,6 +76,7 @@ def test_steps_read_only_their_form_and_the_results_of_earlier_steps() -> None:
                 assert i.source in contract.STEPS[:n], (step, i)  # an earlier step
                 assert i.name in RESULTS[i.source], (step, i)  # a key that step returns
     assert {i.source for i in contract.INPUTS[contract.DRIFT]} == {contract.FORM}
+    assert {i.source for i in contract.INPUTS[contract.SCORE]} == {contract.FORM}
     for step in POD_STEPS:
         flags = [i.flag for i in contract.INPUTS[step]]
         assert len(flags) == len(set(flags)), step
@@ -86,6 +87,8 @@ def test_every_form_field_is_read_by_some_step() -> None:
     assert used == set(contract.TRAINING_FORM)
     assert {i.name for i in contract.INPUTS[contract.DRIFT]} == set(contract.DRIFT_FORM)
     assert contract.form(contract.DRIFT) is contract.DRIFT_FORM
+    assert {i.name for i in contract.INPUTS[contract.SCORE]} == set(contract.BATCH_FORM)
+    assert contract.form(contract.SCORE) is contract.BATCH_FORM
     assert all(contract.form(s) is contract.TRAINING_FORM for s in contract.STEPS)
 
 

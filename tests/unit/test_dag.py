@@ -158,7 +158,7 @@ def probe(tmp_path_factory) -> dict:
 
 def test_dag_folder_imports_without_errors(probe):
     assert probe["import_errors"] == {}
-    assert probe["dag_ids"] == ["mlship_drift", "mlship_training"]
+    assert probe["dag_ids"] == ["mlship_batch_score", "mlship_drift", "mlship_training"]
 
 
 def test_steps_run_in_order(probe):
@@ -278,6 +278,26 @@ def test_drift_dag_checks_in_its_own_pod_then_triggers_training_with_the_reason(
     assert retrain["fail_when_dag_is_paused"] is True and retrain["skip_when_already_exists"] is True
     assert {"model_name", "alias", "window_minutes", "min_rows", "threshold"} <= set(dag["params"])
     assert dag["params"]["threshold"] == 0.5 and dag["params"]["min_rows"] == 100
+
+
+def test_batch_score_dag_scores_in_its_own_pod_with_the_forms_flags(probe):
+    dag = probe["dags"]["mlship_batch_score"]
+    assert dag["schedule"] == "None" and dag["catchup"] is False
+    assert list(dag["tasks"]) == ["score"]
+    score = dag["tasks"]["score"]
+    assert score["is_kpo"] and score["image"] == "mlship-step-score:dev"
+    container = score["pod"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "mlship.steps.score"]
+    assert container["args"][:10] == [
+        "--model-name", "{{ params.model_name }}", "--alias", "{{ params.alias }}",
+        "--version", "{{ params.version }}", "--input", "{{ params.input }}",
+        "--batch-experiment", "{{ params.batch_experiment }}",
+    ]
+    assert container["resources"]["limits"]["memory"] == "4Gi"
+    assert score["pod"]["metadata"]["labels"]["app.kubernetes.io/component"] == "batch-score"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert dag["params"] == {"model_name": "iris", "alias": "champion", "version": None,
+                             "input": "sklearn:iris", "batch_experiment": "mlship-batch"}
 
 
 def test_drift_schedule_and_defaults_come_from_configuration(tmp_path):

@@ -235,7 +235,8 @@ def test_each_param_accepts_its_range_and_refuses_what_is_past_it(form: str, cas
 @pytest.mark.parametrize("step", spec.POD_STEPS)
 def test_every_param_a_step_renders_is_in_its_form(step: str) -> None:
     settings = spec.settings_from_env({})
-    form = spec.drift_params_schema(settings) if step == "drift" else spec.params_schema(settings)
+    schemas = {"drift": spec.drift_params_schema, "score": spec.score_params_schema}
+    form = schemas.get(step, spec.params_schema)(settings)
     used = set(re.findall(r"params\.(\w+)", " ".join(spec.step_arguments(step))))
     assert used and used <= set(form)
 
