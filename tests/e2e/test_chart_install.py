@@ -200,6 +200,39 @@ def test_mlflow_lineage_leads_from_the_champion_to_the_dag_run_and_its_data(rele
     )
 
 
+def test_the_batch_score_dag_scores_a_dataset_with_the_champions_compiled_form(release: Release) -> None:
+    import mlflow.artifacts
+    import pandas as pd
+
+    from mlship.ml.datasets import load
+
+    batch = "mlship_batch_score"
+    with release.airflow() as airflow:
+        run_id = airflow.trigger({"model_name": MODEL, "input": "sklearn:iris"}, dag=batch)
+        state = airflow.wait_run(run_id, timeout=600, dag=batch)
+        assert state == "success", airflow.log(run_id, "score", 1, dag=batch)[-3000:]
+    with release.mlflow() as url:
+        client = MlflowClient(tracking_uri=url, registry_uri=url)
+        champion = client.get_model_version_by_alias(MODEL, CHAMPION)
+        exp = client.get_experiment_by_name("mlship-batch")
+        (run,) = client.search_runs([exp.experiment_id], filter_string=f"tags.`{TAG_RUN_KEY}` = '{run_id}'")
+        tags = run.data.tags
+        assert (tags["mlship.model_name"], tags["mlship.model_version"]) == (MODEL, champion.version)
+        assert tags["mlship.dataset_digest"] == load("sklearn:iris").digest
+        assert tags["mlship.predictor"] == "compiled", tags["mlship.predictor_reason"]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run.info.run_id, artifact_path="predictions/predictions.parquet", dst_path=tmp,
+                tracking_uri=url,
+            )
+            scored = pd.read_parquet(path)
+    assert len(scored) == 150 and {"target", "prediction"} <= set(scored.columns)
+    accuracy = float((scored["prediction"] == scored["target"]).mean())
+    assert accuracy >= 0.9, f"only {accuracy:.0%} of iris rows predicted right"
+    print(f"\nmlship_batch_score {run_id}: 150 rows by {MODEL} v{champion.version} (compiled), "
+          f"{run.data.metrics['rows_per_second']:,.0f} rows/s, accuracy {accuracy:.0%}")
+
+
 def test_a_second_run_on_the_same_data_registers_a_challenger_not_a_champion(release: Release) -> None:
     # Before the ModelDeployment exists on purpose: on a 2-CPU node that also holds `make up`'s
     # release, a serving pod next to this namespace's stack leaves no room for the 1-CPU train pod.
