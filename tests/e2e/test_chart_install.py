@@ -28,6 +28,7 @@ from e2e.kit import (
     CHART,
     DAG,
     EXPERIMENT,
+    IRIS_ROWS,
     MODEL,
     RELEASE,
     STEPS,
@@ -38,6 +39,7 @@ from e2e.kit import (
     all_ready,
     condition,
     iris_accuracy,
+    predict,
 )
 from mlflow import MlflowClient
 from testkit import require_or_skip
@@ -303,9 +305,16 @@ def test_model_deployment_serves_the_champion(release: Release) -> None:
     assert all_ready(pods), [(p.metadata.name, p.status.phase) for p in pods]
     assert {p.metadata.labels["mlship.io/model-version"] for p in pods} == {champion}
 
+    rows = [row for row, _ in IRIS_ROWS]
     with release.serving(MODEL) as url:
         meta = metadata(url)
         accuracy = iris_accuracy(url)
+        # the Open Inference Protocol (V2) answers as /invocations does
+        v2 = requests.post(f"{url}/v2/models/{MODEL}/infer", timeout=30, json={"inputs": [
+            {"name": "rows", "shape": [len(rows), 4], "datatype": "FP64", "data": rows}]})
+        assert v2.ok, f"V2 infer answered {v2.status_code}: {v2.text}"
+        assert v2.json()["outputs"][0]["data"] == predict(url, rows)
+        assert requests.get(f"{url}/v2/models/{MODEL}/ready", timeout=30).status_code == 200
     assert meta["version"] == champion
     # registered by the pipeline's register step, which compiled it and checked parity (#14)
     assert (meta["predictor"], meta["predictor_reason_code"]) == ("compiled", "parity_held"), meta
