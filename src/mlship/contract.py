@@ -67,8 +67,9 @@ class Field:
 TRAINING_FORM: dict[str, Field] = {
     "dataset": Field(
         "sklearn:iris", {"type": "string", "minLength": 1},
-        "sklearn:iris|wine|breast_cancer|diabetes, a CSV/Parquet http(s) URL, or a JSON API: "
-        "json+https://host/path#records=<path>&columns=<name>:<path>,...",
+        "sklearn:iris|wine|breast_cancer|diabetes, a CSV/Parquet http(s) URL, a JSON API: "
+        "json+https://host/path#records=<path>&columns=<name>:<path>,..., or a DVC-tracked "
+        "CSV/Parquet: dvc:<git repo>#<path>[@<rev>]",
     ),
     "target": Field("target", {"type": "string", "minLength": 1}, "target column"),
     "task": Field(AUTO, {"type": "string", "enum": [AUTO, *TASKS]}),

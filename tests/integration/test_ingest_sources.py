@@ -145,3 +145,96 @@ def test_a_bad_json_source_fails_in_one_line_and_records_nothing(
     _, err = ingest(steps, f"json+{api}{path}{fragment}", key, code=code, **kwargs)
     assert err.strip().splitlines()[-1] == f"mlship ingest failed: {message.format(api=api)}"
     assert runs_of(steps.uri, key) == []  # no run, no dataset: nothing to pick up
+
+
+# ------------------------------------------------------------------------------------------- DVC
+
+DVC_V1 = b"x,y,target\n1.0,2,a\n2.0,3,b\n3.0,4,a\n4.0,5,b\n"
+DVC_V2 = DVC_V1 + b"5.0,6,a\n6.0,7,b\n"
+
+
+def sh(cwd: Path, *cmd: str) -> str:
+    env = clean_env(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+                    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repo made with `dvc init`, `dvc add`, a local-directory remote and `dvc push`: tag v1
+    holds DVC_V1, main (HEAD) DVC_V2; the repo's DVC cache is emptied, so reads go to the remote."""
+    pytest.importorskip("dvc", reason="the dvc package (mlship[dvc]) reads DVC sources")
+    dvc = str(Path(sys.executable).with_name("dvc"))
+    base = tmp_path_factory.mktemp("dvc-ingest")
+    root = base / "repo"
+    root.mkdir()
+    sh(root, "git", "init", "-q", "-b", "main")
+    sh(root, dvc, "init", "-q")
+    sh(root, dvc, "remote", "add", "-d", "store", str(base / "store"))
+    for data, tag in ((DVC_V1, "v1"), (DVC_V2, "v2")):
+        (root / "houses.csv").write_bytes(data)
+        sh(root, dvc, "add", "-q", "houses.csv")
+        sh(root, "git", "add", "-A")
+        sh(root, "git", "commit", "-qm", tag)
+        sh(root, "git", "tag", tag)
+        sh(root, dvc, "push", "-q")
+    import shutil
+
+    shutil.rmtree(root / ".dvc" / "cache")
+    return root
+
+
+def test_a_dvc_file_is_ingested_per_revision_with_its_commit_and_md5(steps, dvc_repo):
+    client = MlflowClient(steps.uri)
+    seen = {}
+    for rev, data in (("@v1", DVC_V1), ("", DVC_V2)):
+        source = f"dvc:{dvc_repo}#houses.csv{rev}"
+        key = f"it-dvc-{uuid.uuid4().hex[:6]}"
+        result, _ = ingest(steps, source, key)
+        commit = sh(dvc_repo, "git", "rev-parse", f"{rev[1:] or 'HEAD'}^{{commit}}")
+        assert result["dataset_digest"] == hashlib.sha256(data).hexdigest()[:32]
+        assert (result["rows"], result["dataset_name"]) == (data.count(b"\n") - 1, "houses")
+        lineage = {
+            "mlship.dataset_repo": str(dvc_repo), "mlship.dataset_path": "houses.csv",
+            "mlship.dataset_commit": commit,
+            "mlship.dataset_dvc_md5": hashlib.md5(data, usedforsecurity=False).hexdigest(),
+        }
+        for run_id in (result["run_id"], result["parent_run_id"]):
+            tags = client.get_run(run_id).data.tags
+            assert {k: tags[k] for k in lineage} == lineage
+            assert tags["mlship.dataset_digest"] == result["dataset_digest"]
+            assert tags["mlship.dataset_source"] == source
+        (dataset_input,) = client.get_run(result["run_id"]).inputs.dataset_inputs
+        assert json.loads(dataset_input.dataset.source) == {
+            "tags": {"mlship.dataset_source": source, **lineage}}
+        seen[rev] = (result["dataset_digest"], commit)
+    assert seen["@v1"][0] != seen[""][0] and seen["@v1"][1] != seen[""][1]
+
+
+@pytest.mark.parametrize(
+    ("target", "code", "message"),
+    [
+        ("houses.csv@nope", 65, "DVC repo {repo}: unknown revision 'nope'"),
+        ("flats.csv@v1", 65, "flats.csv is not in DVC repo {repo}@{v1}"),
+        (".gitignore@v1", 65, "unknown file type '(none)'"),
+        ("houses.csv.dvc@v1", 65, "unknown file type '.dvc'"),
+    ],
+)
+def test_a_bad_dvc_source_fails_in_one_line_and_records_nothing(steps, dvc_repo, target, code, message):
+    key = f"it-dvc-bad-{uuid.uuid4().hex[:6]}"
+    v1 = sh(dvc_repo, "git", "rev-parse", "v1^{commit}")[:12]
+    _, err = ingest(steps, f"dvc:{dvc_repo}#{target}", key, code=code)
+    assert message.format(repo=dvc_repo, v1=v1) in err.strip().splitlines()[-1]
+    assert runs_of(steps.uri, key) == []
+
+
+def test_an_unreachable_dvc_remote_is_retried(steps, dvc_repo):
+    store = dvc_repo.parent / "store"
+    store.rename(dvc_repo.parent / "store.off")
+    key = f"it-dvc-remote-{uuid.uuid4().hex[:6]}"
+    try:
+        _, err = ingest(steps, f"dvc:{dvc_repo}#houses.csv@v1", key, code=1)
+    finally:
+        (dvc_repo.parent / "store.off").rename(store)
+    assert "from its DVC remote (not pushed, or the remote unreachable)" in err.strip().splitlines()[-1]
+    assert runs_of(steps.uri, key) == []

@@ -279,3 +279,33 @@ def test_a_json_apis_http_errors_say_whether_a_retry_can_help(api, monkeypatch):
     assert busy.permanent is False
     page = error(datasets.load, f"json+{url}/html#columns=a")
     assert str(page).startswith(f"response of {url}/html is not JSON (") and page.permanent is True
+
+
+def test_the_headers_follow_a_redirect_to_the_same_origin_only(api, monkeypatch):
+    url, seen = api
+
+    class Redirect(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's name
+            target = {"/same": f"{here}/obs", "/away": f"{url}/obs"}.get(self.path.split("?")[0])
+            if target is None:  # /obs here: answers only with the key
+                ok = self.headers.get("X-Api-Key") == "k"
+                self.send_response(200 if ok else 401)
+                self.send_header("Content-Length", str(len(BODY) if ok else 0))
+                self.end_headers()
+                self.wfile.write(BODY if ok else b"")
+                return
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    monkeypatch.setenv(js.HEADERS_ENV, '{"X-Api-Key": "k"}')
+    with local_http(Redirect) as here:
+        same = datasets.load(f"json+{here}/same#records=list&columns=t:main.temp")
+        assert same.digest == datasets.content_digest(BODY)
+        away = error(datasets.load, f"json+{here}/away#records=list&columns=t:main.temp")
+    assert str(away) == f"cannot download {here}/away: HTTP Error 401: Unauthorized"
+    assert seen and "x-api-key" not in {k.lower() for k in seen[-1]}  # the other host never saw the key

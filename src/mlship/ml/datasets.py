@@ -1,5 +1,6 @@
 """Dataset sources: scikit-learn's bundled sets, CSV/Parquet from a path or an http(s) URL, and
-the records of a JSON API's answer (mlship.ml.json_source).
+the records of a JSON API's answer (mlship.ml.json_source), a DVC-tracked file in a git repo
+(mlship.ml.dvc_source).
 
 Every source is read as raw bytes first, so its digest is a pure function of its content:
 the same bytes always give the same digest, whatever the path or URL they came from.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.error import HTTPError
 from urllib.parse import urlparse
@@ -52,6 +53,8 @@ class LoadedDataset:
     source: str
     name: str
     task_hint: str | None  # known for sklearn sets, None for files
+    lineage: dict[str, str] = field(default_factory=dict)
+    """MLflow tags saying where exactly the bytes came from, beyond the source (a DVC commit)."""
 
 
 def content_digest(data: bytes) -> str:
@@ -59,9 +62,11 @@ def content_digest(data: bytes) -> str:
 
 
 def source_kind(source: str) -> str:
-    """'sklearn', 'json', 'http' or 'file' for a source string."""
+    """'sklearn', 'json', 'dvc', 'http' or 'file' for a source string."""
     if source.startswith("sklearn:"):
         return "sklearn"
+    if source.startswith("dvc:"):
+        return "dvc"
     if source.startswith("json+"):
         return "json"
     if urlparse(source).scheme in ("http", "https"):
@@ -86,7 +91,10 @@ def dataset_name(source: str) -> str:
     kind = source_kind(source)
     if kind == "sklearn":
         return source.split(":", 1)[1]
-    path = urlparse(source).path if kind in ("http", "json") else source
+    if kind == "dvc":
+        path = source.rpartition("#")[2].rpartition("@")[0] or source.rpartition("#")[2]
+    else:
+        path = urlparse(source).path if kind in ("http", "json") else source
     return Path(path).stem or "dataset"
 
 
@@ -101,11 +109,33 @@ def sklearn_frame(name: str) -> pd.DataFrame:
     return loader(as_frame=True).frame
 
 
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlparse(url)
+    return parts.scheme, parts.netloc
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows redirects as urllib does, but carries the request's own headers (API keys) only to
+    the same scheme, host and port: urllib would hand them to any host a server redirects to."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and _origin(newurl) == _origin(req.full_url):
+            for key, value in req.unredirected_hdrs.items():
+                if key.lower() != "host":
+                    new.add_unredirected_header(key, value)
+        return new
+
+
 def download(url: str, headers: dict[str, str] | None = None) -> bytes:
-    """The body of an http(s) GET; 4xx answers (but 408, 425, 429) are permanent errors."""
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - scheme checked
+    """The body of an http(s) GET; 4xx answers (but 408, 425, 429) are permanent errors.
+    `headers` go to `url`'s origin only, never to another host it redirects to."""
+    request = urllib.request.Request(url)  # noqa: S310 - scheme checked
+    for key, value in (headers or {}).items():
+        request.add_unredirected_header(key, value)
+    opener = urllib.request.build_opener(_SameOriginRedirects)
     try:
-        with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT_SECONDS) as resp:  # noqa: S310
+        with opener.open(request, timeout=HTTP_TIMEOUT_SECONDS) as resp:
             data: bytes = resp.read()
             return data
     except OSError as exc:
@@ -146,6 +176,8 @@ def load(source: str) -> LoadedDataset:
         return LoadedDataset(frame, content_digest(data), source, name, SKLEARN_DATASETS[name])
     if kind == "json":
         return load_json(source)
+    if kind == "dvc":
+        return load_dvc(source)
     fmt = file_format(source)
     data = read_bytes(source)
     frame = parse_bytes(data, fmt, source)
@@ -161,6 +193,21 @@ def load_json(source: str) -> LoadedDataset:
     document = json_source.parse_document(data, spec.url)
     frame = json_source.frame_of(json_source.records_of(document, spec.records), spec.columns)
     return LoadedDataset(frame, content_digest(data), source, dataset_name(source), None)
+
+
+def load_dvc(source: str) -> LoadedDataset:
+    """A DVC-tracked CSV/Parquet at a git revision; the digest is of its bytes, the lineage names
+    the repo, the commit, the path and DVC's md5."""
+    from mlship.ml import dvc_source  # it imports this module's DatasetError
+
+    spec = dvc_source.parse_source(source)
+    fmt = file_format(spec.path)
+    file = dvc_source.read(spec)
+    frame = parse_bytes(file.data, fmt, source)
+    return LoadedDataset(
+        frame, content_digest(file.data), source, dataset_name(source), None,
+        dvc_source.lineage(spec, file),
+    )
 
 
 def infer_task(target: pd.Series, max_classes: int = 20) -> str:

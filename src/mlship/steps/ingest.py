@@ -38,7 +38,8 @@ def build() -> argparse.ArgumentParser:
         "--source", required=True,
         help="sklearn:iris|wine|breast_cancer|diabetes, a .csv/.parquet path or http(s) URL, or a "
         "JSON API: json+https://host/path#records=<path>&columns=<name>:<path>,... "
-        f"(request headers from ${names.SOURCE_HEADERS_ENV})",
+        f"(request headers from ${names.SOURCE_HEADERS_ENV}), or a DVC-tracked .csv/.parquet "
+        "in a git repo: dvc:<repo>#<path>[@<rev>]",
     )
     p.add_argument(
         "--target", default=contract.default(STEP, "--target"),
@@ -55,10 +56,10 @@ def build() -> argparse.ArgumentParser:
     return p
 
 
-def mlflow_source(source: str) -> DatasetSource:
+def mlflow_source(source: str, lineage: dict[str, str] | None = None) -> DatasetSource:
     kind = datasets.source_kind(source)
-    if kind == "sklearn":
-        return CodeDatasetSource(tags={TAG_SOURCE: source})
+    if kind in ("sklearn", "dvc"):
+        return CodeDatasetSource(tags={TAG_SOURCE: source, **(lineage or {})})
     if kind == "http":
         return HTTPDatasetSource(source)  # type: ignore[no-untyped-call]
     if kind == "json":
@@ -82,7 +83,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
     with tracking.step_run(client, args.experiment, args.pipeline_run_key, STEP) as (parent, run):
         run_id = run.info.run_id
         ds = from_pandas(
-            frame, source=mlflow_source(args.source), targets=args.target,
+            frame, source=mlflow_source(args.source, loaded.lineage), targets=args.target,
             name=loaded.name, digest=loaded.digest,
         )
         mlflow.log_input(ds, context=STEP)
@@ -96,6 +97,8 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         for rid in (run_id, parent.info.run_id):
             client.set_tag(rid, TAG_DIGEST, loaded.digest)
             client.set_tag(rid, TAG_SOURCE, args.source)
+            for tag, value in loaded.lineage.items():
+                client.set_tag(rid, tag, value)
         client.set_tag(parent.info.run_id, TAG_REASON, args.reason[:5000])
         mlflow.log_params({"source": args.source, "target": args.target, "task": task})
         mlflow.log_metrics({"rows": len(frame), "columns": frame.shape[1]})
