@@ -214,15 +214,70 @@ def test_a_body_that_is_not_json_says_how_it_starts():
 
 # ---------------------------------------------------------------------------------------- headers
 
-def test_headers_come_from_the_environment_and_errors_never_show_them():
+def headers(value: object) -> dict[str, str]:
+    return {js.HEADERS_ENV: value if isinstance(value, str) else json.dumps(value)}
+
+
+def test_headers_come_from_the_environment_keyed_by_host():
     assert js.HEADERS_ENV == names.SOURCE_HEADERS_ENV == "MLSHIP_SOURCE_HEADERS"
     assert js.headers_from_env({}) == {} == js.headers_from_env({js.HEADERS_ENV: "  "})
-    assert js.headers_from_env({js.HEADERS_ENV: '{"X-Api-Key": "s3cret"}'}) == {"X-Api-Key": "s3cret"}
-    bad = error(js.headers_from_env, {js.HEADERS_ENV: '{"X-Api-Key": s3cret}'})
-    assert str(bad) == "$MLSHIP_SOURCE_HEADERS is not valid JSON (at char 14)" and "s3cret" not in str(bad)
-    for text in ('["s3cret"]', '{"X-Api-Key": 123}'):
-        assert str(error(js.headers_from_env, {js.HEADERS_ENV: text})) == (
-            '$MLSHIP_SOURCE_HEADERS must be a JSON object of strings, e.g. {"X-Api-Key": "..."}')
+    env = headers({"API.example.com": {"X-Api-Key": "s3cret"}, "localhost:8080": {"A": "b"}, "h:443": {}})
+    assert js.headers_from_env(env) == {
+        "api.example.com": {"X-Api-Key": "s3cret"}, "localhost:8080": {"A": "b"}, "h:443": {}}
+    assert js.headers_for("https://api.example.com/v1/obs?x=1", env) == {"X-Api-Key": "s3cret"}
+    assert js.headers_for("http://Api.Example.com:9000/obs", env) == {"X-Api-Key": "s3cret"}  # any port
+    assert js.headers_for("http://localhost:8080/obs", env) == {"A": "b"}
+    assert js.headers_for("https://h/x", env) == {}  # h:443 is https' default port
+
+
+def test_a_url_of_another_host_gets_no_headers():
+    env = headers({"api.example.com": {"X-Api-Key": "s3cret"}, "localhost:8080": {"A": "b"}})
+    for url in ("https://evil.example.com/obs", "https://api.example.com.evil.net/obs",
+                "https://example.com/obs", "http://localhost:8081/obs", "http://localhost/obs",
+                "https://api.example.com@evil.net/obs", "http://localhost:x/obs"):
+        assert js.headers_for(url, env) == {}, url
+    assert js.headers_for("https://api.example.com/obs", {}) == {}
+
+
+def test_host_and_port_wins_over_the_bare_host():
+    env = headers({"h": {"K": "any"}, "h:8443": {"K": "this"}})
+    assert js.headers_for("https://h:8443/x", env) == {"K": "this"}
+    assert js.headers_for("https://h/x", env) == {"K": "any"}
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ('{"api.example.com": {"X-Api-Key": s3cret}}',
+     "$MLSHIP_SOURCE_HEADERS is not valid JSON (at char 34)"),
+    ('["s3cret"]',
+     '$MLSHIP_SOURCE_HEADERS must be a JSON object of hosts to headers, '
+     'e.g. {"api.example.com": {"X-Api-Key": "..."}}'),
+    # the format before headers were keyed by host
+    ({"X-Api-Key": "s3cret"},
+     "$MLSHIP_SOURCE_HEADERS: the headers of 'X-Api-Key' must be a JSON object of header names to "
+     'strings, e.g. {"api.example.com": {"X-Api-Key": "..."}}'),
+    ({"api.example.com": {"X-Api-Key": 123}},
+     "$MLSHIP_SOURCE_HEADERS: the headers of 'api.example.com' must be a JSON object of header names "
+     'to strings, e.g. {"api.example.com": {"X-Api-Key": "..."}}'),
+    ({"https://api.example.com": {"X-Api-Key": "s3cret"}},
+     "$MLSHIP_SOURCE_HEADERS: key 'https://api.example.com' is not a host or host:port, "
+     'e.g. {"api.example.com": {"X-Api-Key": "..."}}'),
+    ({"h:99999": {"X-Api-Key": "s3cret"}},
+     "$MLSHIP_SOURCE_HEADERS: key 'h:99999' is not a host or host:port, "
+     'e.g. {"api.example.com": {"X-Api-Key": "..."}}'),
+    ({"": {"X-Api-Key": "s3cret"}},
+     "$MLSHIP_SOURCE_HEADERS: key '' is not a host or host:port, "
+     'e.g. {"api.example.com": {"X-Api-Key": "..."}}'),
+    ({"h": {"X-Api-Key": "s3cret\r\nX-Other: 1"}},
+     "$MLSHIP_SOURCE_HEADERS: header 'X-Api-Key' of 'h' has a line break or NUL"),
+    ({"H": {"X-Api-Key": "s3cret"}, "h": {"X-Api-Key": "s3cret"}},
+     "$MLSHIP_SOURCE_HEADERS: host 'h' is given twice"),
+])
+def test_a_malformed_value_is_named_without_its_secrets(value, message):
+    exc = error(js.headers_from_env, headers(value))
+    assert str(exc) == message and "s3cret" not in str(exc)
+    assert exc.permanent is True
+    # every request checks the whole value, whatever its host
+    assert str(error(js.headers_for, "https://other.example.com/x", headers(value))) == message
 
 
 # ------------------------------------------------------------------------------ a real HTTP server
@@ -258,7 +313,7 @@ def api():
 
 def test_a_json_api_is_fetched_with_the_headers_mapped_and_digested(api, monkeypatch):
     url, seen = api
-    monkeypatch.setenv(js.HEADERS_ENV, '{"X-Api-Key": "k"}')
+    monkeypatch.setenv(js.HEADERS_ENV, json.dumps({"127.0.0.1": {"X-Api-Key": "k"}}))
     source = f"json+{url}/obs?city=oslo#records=list&columns=temp:main.temp,target:weather.0.main"
     loaded = datasets.load(source)
     assert (loaded.source, loaded.name, loaded.task_hint) == (source, "obs", None)
@@ -279,6 +334,16 @@ def test_a_json_apis_http_errors_say_whether_a_retry_can_help(api, monkeypatch):
     assert busy.permanent is False
     page = error(datasets.load, f"json+{url}/html#columns=a")
     assert str(page).startswith(f"response of {url}/html is not JSON (") and page.permanent is True
+
+
+def test_a_source_of_a_host_without_headers_is_fetched_without_any(api, monkeypatch):
+    url, seen = api
+    port = url.rsplit(":", 1)[1]
+    monkeypatch.setenv(js.HEADERS_ENV, json.dumps(
+        {"api.example.com": {"X-Api-Key": "k"}, f"127.0.0.1:{int(port) + 1}": {"X-Api-Key": "k"}}))
+    denied = error(datasets.load, f"json+{url}/obs#records=list&columns=t:main.temp")
+    assert str(denied) == f"cannot download {url}/obs: HTTP Error 401: Unauthorized"
+    assert seen and "x-api-key" not in {k.lower() for k in seen[-1]}
 
 
 def test_the_headers_follow_a_redirect_to_the_same_origin_only(api, monkeypatch):
@@ -302,8 +367,9 @@ def test_the_headers_follow_a_redirect_to_the_same_origin_only(api, monkeypatch)
         def log_message(self, *args: object) -> None:
             pass
 
-    monkeypatch.setenv(js.HEADERS_ENV, '{"X-Api-Key": "k"}')
     with local_http(Redirect) as here:
+        # the key is the redirecting server's only (host:port): the API's own port never gets it
+        monkeypatch.setenv(js.HEADERS_ENV, json.dumps({here.removeprefix("http://"): {"X-Api-Key": "k"}}))
         same = datasets.load(f"json+{here}/same#records=list&columns=t:main.temp")
         assert same.digest == datasets.content_digest(BODY)
         away = error(datasets.load, f"json+{here}/away#records=list&columns=t:main.temp")

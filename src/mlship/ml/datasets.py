@@ -189,7 +189,7 @@ def load_json(source: str) -> LoadedDataset:
     from mlship.ml import json_source  # it imports this module's DatasetError
 
     spec = json_source.parse_source(source)  # a bad source string fails before any request
-    data = download(spec.url, json_source.headers_from_env())
+    data = download(spec.url, json_source.headers_for(spec.url))
     document = json_source.parse_document(data, spec.url)
     frame = json_source.frame_of(json_source.records_of(document, spec.records), spec.columns)
     return LoadedDataset(frame, content_digest(data), source, dataset_name(source), None)

@@ -15,7 +15,14 @@ value itself. Values are kept as JSON gives them: a number stays a number, a str
 ("21.5" is not converted), null is a missing value.
 
 The request's headers (API keys) come from the environment, never from the source string, which
-is logged: names.SOURCE_HEADERS_ENV holds a JSON object of header names to values.
+is logged: names.SOURCE_HEADERS_ENV holds a JSON object keyed by host, each value the headers
+that host gets::
+
+    {"api.example.com": {"X-Api-Key": "..."}, "localhost:8080": {"Authorization": "Bearer ..."}}
+
+A request gets the headers of its URL's `host:port` if that is a key, else those of its bare
+`host` (any port), else none: a source naming another host never sees a key (and a redirect
+carries them to the same origin only, mlship.ml.datasets.download).
 """
 
 from __future__ import annotations
@@ -216,18 +223,74 @@ def frame_of(records: Sequence[Any], columns: Sequence[Column]) -> pd.DataFrame:
     return pd.DataFrame(data, columns=[c.name for c in columns])
 
 
-def headers_from_env(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The request headers in names.SOURCE_HEADERS_ENV (a JSON object of strings), {} when unset.
-    Errors never repeat the value: it holds secrets."""
+HEADERS_EXAMPLE = '{"api.example.com": {"X-Api-Key": "..."}}'
+
+
+def _host_key(key: str) -> str | None:
+    """A key of names.SOURCE_HEADERS_ENV as `host` or `host:port` (lowercase), None if it is not
+    one (a URL, a path, user info, a bad port)."""
+    text = key.strip().lower()
+    if not text or any(c in text for c in "/?#@ \t"):
+        return None
+    try:
+        parts = urlsplit(f"//{text}")
+        port = parts.port
+    except ValueError:
+        return None
+    host = parts.hostname
+    if not host:
+        return None
+    return host if port is None else f"{host}:{port}"
+
+
+def headers_from_env(environ: Mapping[str, str] | None = None) -> dict[str, dict[str, str]]:
+    """The headers per host in names.SOURCE_HEADERS_ENV, keys as `host` or `host:port`
+    (lowercase); {} when unset. The whole value is checked, whatever host is asked for.
+    Errors name hosts but never repeat a header's value: they are secrets."""
     text = (os.environ if environ is None else environ).get(HEADERS_ENV, "").strip()
     if not text:
         return {}
     try:
-        headers = json.loads(text)
+        table = json.loads(text)
     except ValueError as exc:
         raise DatasetError(f"${HEADERS_ENV} is not valid JSON (at char {getattr(exc, 'pos', '?')})") from None
-    if not isinstance(headers, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
-    ):
-        raise DatasetError(f'${HEADERS_ENV} must be a JSON object of strings, e.g. {{"X-Api-Key": "..."}}')
-    return headers
+    if not isinstance(table, dict):
+        raise DatasetError(
+            f"${HEADERS_ENV} must be a JSON object of hosts to headers, e.g. {HEADERS_EXAMPLE}"
+        )
+    out: dict[str, dict[str, str]] = {}
+    for key, headers in table.items():
+        host = _host_key(key)
+        if host is None:
+            raise DatasetError(
+                f"${HEADERS_ENV}: key {key!r} is not a host or host:port, e.g. {HEADERS_EXAMPLE}"
+            )
+        if not isinstance(headers, dict) or not all(
+            isinstance(k, str) and k.strip() and isinstance(v, str) for k, v in headers.items()
+        ):
+            raise DatasetError(
+                f"${HEADERS_ENV}: the headers of {key!r} must be a JSON object of header names to "
+                f"strings, e.g. {HEADERS_EXAMPLE}"
+            )
+        broken = [k for k, v in headers.items() if any(c in f"{k}{v}" for c in "\r\n\0")]
+        if broken:
+            raise DatasetError(f"${HEADERS_ENV}: header {broken[0]!r} of {key!r} has a line break or NUL")
+        if host in out:
+            raise DatasetError(f"${HEADERS_ENV}: host {host!r} is given twice")
+        out[host] = dict(headers)
+    return out
+
+
+def headers_for(url: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The headers names.SOURCE_HEADERS_ENV gives `url`'s host: those of its `host:port`, else of
+    its bare host, else none."""
+    table = headers_from_env(environ)
+    if not table:
+        return {}
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:  # not a port: no headers, and the request fails on its own
+        return {}
+    return dict(table.get(f"{host}:{port}", table.get(host, {})))
