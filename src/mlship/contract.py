@@ -43,6 +43,7 @@ METRICS: dict[str, tuple[str, ...]] = {  # mlship.ml.metrics.*_METRICS
 }
 AUTO = "auto"
 """The task, estimator or metric chosen per task when none is named."""
+PREDICTORS: tuple[str, ...] = (AUTO, "compiled", "sklearn")  # mlship.mlflow_io.compiled's, and auto
 
 
 def choices(by_task: Mapping[str, tuple[str, ...]]) -> list[str]:
@@ -137,6 +138,11 @@ BATCH_FORM: dict[str, Field] = {
         "the dataset to score, any source the training form's dataset takes; it must have the "
         "model's input columns, others are carried through",
     ),
+    "predictor": Field(
+        AUTO, {"type": "string", "enum": list(PREDICTORS)},
+        "auto: the faster of the compiled form (when its parity held) and scikit-learn on the "
+        "first rows, their answers compared",
+    ),
     "batch_experiment": Field(names.EXPERIMENT_BATCH, {"type": "string", "minLength": 1}),
 }
 """mlship_batch_score's trigger form."""
@@ -221,6 +227,7 @@ INPUTS: dict[str, tuple[Input, ...]] = {
         Input("--alias", FORM, "alias"),
         Input("--version", FORM, "version"),
         Input("--input", FORM, "input"),
+        Input("--predictor", FORM, "predictor"),
         Input("--batch-experiment", FORM, "batch_experiment"),
     ),
 }

@@ -148,6 +148,12 @@ def test_task_estimator_and_metric_names_are_mlship_mls() -> None:
     assert set(contract.ESTIMATORS) == set(estimators.REGISTRY) == set(contract.METRICS)
 
 
+def test_the_batch_forms_predictors_are_auto_and_mlflow_ios() -> None:
+    from mlship.mlflow_io import compiled
+
+    assert contract.PREDICTORS == (contract.AUTO, compiled.COMPILED, compiled.SKLEARN)
+
+
 def test_the_forms_choices_are_auto_and_those_names() -> None:
     form = contract.TRAINING_FORM
     assert form["task"].schema["enum"] == ["auto", *datasets.TASKS]

@@ -151,6 +151,8 @@ def probe(tmp_path_factory) -> dict:
         MLSHIP_SCHEDULE="@hourly",
         MLSHIP_XCOM_SIDECAR_IMAGE="registry.test/mlship/base:1.0",
         MLSHIP_IMAGE_PULL_POLICY="Never",
+        MLSHIP_SOURCE_HEADERS_SECRET="api-headers",
+        MLSHIP_SOURCE_HEADERS_SECRET_KEY="keys.json",
         # set too, and overridden by MLSHIP_XCOM_SIDECAR_IMAGE
         AIRFLOW_CONN_KUBERNETES_DEFAULT=CONNECTION_WITH_SIDECAR,
     )
@@ -230,6 +232,26 @@ def test_resources_requests_and_limits(probe):
     assert train["limits"]["memory"] == "2Gi"
 
 
+def test_only_the_ingest_pod_reads_the_source_headers_secret(probe):
+    for dag_id, dag in probe["dags"].items():
+        for task_id, t in dag["tasks"].items():
+            if not t["is_kpo"]:
+                continue
+            containers = {c["name"]: c for c in t["pod"]["spec"]["containers"]}
+            env = {e["name"]: e for e in containers["base"]["env"]}
+            assert env["MLFLOW_TRACKING_URI"]["value"] and env["HOME"]["value"] == "/tmp", task_id
+            headers = env.pop("MLSHIP_SOURCE_HEADERS", None)
+            if (dag_id, task_id) == ("mlship_training", "ingest"):
+                # the kubelet reads the Secret: its value is never in the DAG or the pod spec
+                assert headers == {"name": "MLSHIP_SOURCE_HEADERS", "valueFrom": {"secretKeyRef": {
+                    "name": "api-headers", "key": "keys.json", "optional": False}}}
+            else:
+                assert headers is None, (dag_id, task_id)
+            assert all("valueFrom" not in e for e in env.values()), (dag_id, task_id)
+            assert "env" not in containers["airflow-xcom-sidecar"], (dag_id, task_id)
+            assert not t["pod"]["spec"].get("envFrom") and "envFrom" not in containers["base"]
+
+
 def test_xcom_sidecar_runs_from_the_configured_image_not_alpine(probe):
     for step, t in probe["tasks"].items():
         containers = {c["name"]: c for c in t["pod"]["spec"]["containers"]}
@@ -288,16 +310,16 @@ def test_batch_score_dag_scores_in_its_own_pod_with_the_forms_flags(probe):
     assert score["is_kpo"] and score["image"] == "mlship-step-score:dev"
     container = score["pod"]["spec"]["containers"][0]
     assert container["command"] == ["python", "-m", "mlship.steps.score"]
-    assert container["args"][:10] == [
+    assert container["args"][:12] == [
         "--model-name", "{{ params.model_name }}", "--alias", "{{ params.alias }}",
         "--version", "{{ params.version }}", "--input", "{{ params.input }}",
-        "--batch-experiment", "{{ params.batch_experiment }}",
+        "--predictor", "{{ params.predictor }}", "--batch-experiment", "{{ params.batch_experiment }}",
     ]
     assert container["resources"]["limits"]["memory"] == "4Gi"
     assert score["pod"]["metadata"]["labels"]["app.kubernetes.io/component"] == "batch-score"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert dag["params"] == {"model_name": "iris", "alias": "champion", "version": None,
-                             "input": "sklearn:iris", "batch_experiment": "mlship-batch"}
+                             "input": "sklearn:iris", "predictor": "auto", "batch_experiment": "mlship-batch"}
 
 
 def test_drift_schedule_and_defaults_come_from_configuration(tmp_path):

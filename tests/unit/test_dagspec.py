@@ -43,9 +43,14 @@ def render(args: list[str], params: dict) -> list[str]:
     return [env.from_string(a).render(**ctx) for a in args]
 
 
+def form_schema(step: str, settings: spec.Settings) -> dict:
+    """The trigger form (as Params' arguments) of the DAG the step belongs to."""
+    schemas = {"drift": spec.drift_params_schema, "score": spec.score_params_schema}
+    return schemas.get(step, spec.params_schema)(settings)
+
+
 def default_params(step: str = "ingest", **overrides) -> dict:
-    settings = spec.settings_from_env({})
-    schema = spec.drift_params_schema(settings) if step == "drift" else spec.params_schema(settings)
+    schema = form_schema(step, spec.settings_from_env({}))
     return {**{k: v["default"] for k, v in schema.items()}, **overrides}
 
 
@@ -164,6 +169,9 @@ def test_rendered_arguments_parse_with_the_step_cli(step):
         assert (args.model_name, args.alias, args.threshold) == ("iris", "champion", 0.8)
         assert (args.window_minutes, args.min_rows) == (60, 100)
         assert (args.inference_experiment, args.report_experiment) == ("mlship-inference", "mlship-drift")
+    if step == "score":
+        assert (args.model_name, args.alias, args.version) == ("iris", "champion", None)
+        assert (args.input, args.predictor, args.batch_experiment) == ("sklearn:iris", "auto", "mlship-batch")
 
 
 def test_null_threshold_and_disabled_promotion_render_to_cli_values():
@@ -235,8 +243,7 @@ def test_each_param_accepts_its_range_and_refuses_what_is_past_it(form: str, cas
 @pytest.mark.parametrize("step", spec.POD_STEPS)
 def test_every_param_a_step_renders_is_in_its_form(step: str) -> None:
     settings = spec.settings_from_env({})
-    schemas = {"drift": spec.drift_params_schema, "score": spec.score_params_schema}
-    form = schemas.get(step, spec.params_schema)(settings)
+    form = form_schema(step, settings)
     used = set(re.findall(r"params\.(\w+)", " ".join(spec.step_arguments(step))))
     assert used and used <= set(form)
 
@@ -360,3 +367,37 @@ def test_drift_settings_collect_their_problems_when_asked_and_raise_otherwise():
         spec.drift_settings_from_env({"MLSHIP_DRIFT_THRESHOLD": "high", "MLSHIP_DRIFT_MIN_ROWS": "0"})
     assert str(err.value) == "; ".join(errs)
     assert spec.drift_settings_from_env({}, []) == spec.DriftSettings()
+
+
+def test_the_source_headers_secret_goes_to_the_ingest_step_only():
+    s = spec.settings_from_env({"MLSHIP_SOURCE_HEADERS_SECRET": " api-headers "})
+    assert (s.source_headers_secret, s.source_headers_secret_key) == ("api-headers", "headers.json")
+    assert spec.step_secret_env(s, "ingest") == {
+        "MLSHIP_SOURCE_HEADERS": spec.SecretEnv("api-headers", "headers.json")}
+    for step in spec.POD_STEPS:
+        if step != "ingest":
+            assert spec.step_secret_env(s, step) == {}, step
+    keyed = spec.settings_from_env({"MLSHIP_SOURCE_HEADERS_SECRET": "h", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": "k.json"})
+    assert spec.step_secret_env(keyed, "ingest") == {"MLSHIP_SOURCE_HEADERS": spec.SecretEnv("h", "k.json")}
+    # the plain environment never holds it
+    assert "MLSHIP_SOURCE_HEADERS" not in spec.step_env(keyed)
+
+
+@pytest.mark.parametrize("unset", [{}, {"MLSHIP_SOURCE_HEADERS_SECRET": ""},
+                                   {"MLSHIP_SOURCE_HEADERS_SECRET": " ", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": ""}])
+def test_no_source_headers_secret_no_secret_env(unset):
+    s = spec.settings_from_env(unset)
+    assert (s.source_headers_secret, s.source_headers_secret_key) == (None, "headers.json")
+    assert all(spec.step_secret_env(s, step) == {} for step in spec.POD_STEPS)
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MLSHIP_SOURCE_HEADERS_SECRET": "Api_Headers"},
+     "MLSHIP_SOURCE_HEADERS_SECRET='Api_Headers' is not a Secret name"),
+    ({"MLSHIP_SOURCE_HEADERS_SECRET": "h", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": "a/b"},
+     "MLSHIP_SOURCE_HEADERS_SECRET_KEY='a/b' is not a Secret key"),
+])
+def test_a_bad_source_headers_secret_is_named(env, message):
+    with pytest.raises(spec.SettingsError) as err:
+        spec.settings_from_env(env)
+    assert str(err.value) == message

@@ -1,10 +1,14 @@
 """score: score a dataset with a registered model version; log the predictions to MLflow.
 
-The version is the one `--version` names, else the one `--alias` points to. Its rows are scored
-by the version's compiled form when its parity held at registration, else by scikit-learn
-(mlship.mlflow_io.compiled, as serving chooses). The input is read like ingest's sources (a
-CSV/Parquet path or URL, a JSON API, a DVC file, a bundled scikit-learn set); the model's input
-columns must all be there, any others are carried through to the output.
+The version is the one `--version` names, else the one `--alias` points to. Its compiled form
+(when its parity held at registration: mlship.mlflow_io.compiled, as serving chooses) answers a
+single row 50-170x faster than scikit-learn, but scikit-learn's Cython can be faster on large
+chunks (benchmarks/batch_score.py), so with `--predictor auto` both score the first PROBE_ROWS
+rows, their answers are compared, and the faster scores the rest; `compiled` or `sklearn` insist.
+
+The input is read like ingest's sources (a CSV/Parquet path or URL, a JSON API, a DVC file, a
+bundled scikit-learn set); the model's input columns must all be there, any others are carried
+through to the output.
 
 Result: the run (in --batch-experiment) holding predictions/predictions.parquet (the input's
 columns and `prediction`), tagged with the model version and the input's digest; rows, rows/s.
@@ -21,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
@@ -30,6 +35,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 from mlship import contract, names
 from mlship.errors import BadInput, describe
 from mlship.ml import datasets
+from mlship.ml.compiled import ATOL, RTOL
 from mlship.mlflow_io import compiled, tracking
 from mlship.mlflow_io.registry import version_by_alias
 from mlship.steps import common
@@ -38,8 +44,9 @@ STEP = contract.SCORE
 PREDICTION = "prediction"
 ARTIFACT = "predictions/predictions.parquet"
 CHUNK_ROWS = 200_000  # bounds the memory a chunk's features and answers take
-TAG_PREDICTOR = "mlship.predictor"
-TAG_PREDICTOR_REASON = "mlship.predictor_reason"
+PROBE_ROWS = 20_000
+TAG_PREDICTOR = names.TAG_PREDICTOR
+TAG_PREDICTOR_REASON = names.TAG_PREDICTOR_REASON
 
 
 def build() -> argparse.ArgumentParser:
@@ -56,6 +63,11 @@ def build() -> argparse.ArgumentParser:
     p.add_argument(
         "--input", default=contract.default(STEP, "--input"),
         help="the dataset to score, any source ingest reads (default: %(default)s)",
+    )
+    p.add_argument(
+        "--predictor", choices=contract.PREDICTORS, default=contract.default(STEP, "--predictor"),
+        help="auto: the faster of the compiled form and scikit-learn on the first rows, answers "
+        "compared (default: %(default)s)",
     )
     p.add_argument(
         "--batch-experiment", default=contract.default(STEP, "--batch-experiment"),
@@ -105,6 +117,45 @@ def score(frame: pd.DataFrame, pyfunc: Any, choice: compiled.Choice, columns: li
     if not parts:
         return pd.Series([], dtype=float, name=PREDICTION)
     return pd.concat(parts, ignore_index=True).rename(PREDICTION)
+
+
+def _differ(a: Any, b: Any) -> int:
+    a, b = np.asarray(a), np.asarray(b)
+    if a.dtype.kind in "fc" or b.dtype.kind in "fc":
+        return int((~np.isclose(a.astype(float), b.astype(float), rtol=RTOL, atol=ATOL)).sum())
+    return int((a != b).sum())
+
+
+def pick(
+    requested: str, choice: compiled.Choice, frame: pd.DataFrame, pyfunc: Any, columns: list[str] | None
+) -> tuple[compiled.Choice, dict[str, float]]:
+    """What scores `frame` (see the module docstring), and the probe's rows/s per predictor."""
+    if choice.predictor is None:
+        if requested == compiled.COMPILED:
+            raise BadInput(f"--predictor compiled: the version has no usable compiled form ({choice.reason})")
+        return choice, {}
+    if requested == compiled.SKLEARN:
+        return compiled.Choice(None, "asked", "scikit-learn, as asked (--predictor sklearn)"), {}
+    if requested == compiled.COMPILED or frame.empty:
+        return choice, {}
+    probe = frame.iloc[:PROBE_ROWS]
+    sklearn = compiled.Choice(None, "", "")
+    answers, rates = {}, {}
+    for c in (choice, sklearn):
+        started = time.perf_counter()
+        answers[c.kind] = score(probe, pyfunc, c, columns).to_numpy()
+        rates[c.kind] = len(probe) / max(time.perf_counter() - started, 1e-9)
+    differ = _differ(answers[compiled.COMPILED], answers[compiled.SKLEARN])
+    if differ:
+        return compiled.Choice(None, "parity_failed", (
+            f"the compiled form answered {differ} of the first {len(probe)} rows otherwise than "
+            "scikit-learn, which scores")), rates
+    fast, slow = rates[compiled.COMPILED], rates[compiled.SKLEARN]
+    measured = f"on the first {len(probe)} rows ({fast:,.0f} rows/s compiled, {slow:,.0f} scikit-learn)"
+    if slow > fast:
+        why = f"{choice.reason}; scikit-learn faster {measured}"
+        return compiled.Choice(None, "sklearn_faster", why), rates
+    return compiled.Choice(choice.predictor, choice.code, f"{choice.reason}; faster {measured}"), rates
 
 
 def finished_run(client: MlflowClient, experiment: str, key: str) -> Run | None:
@@ -159,7 +210,9 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         )
     if PREDICTION in frame.columns:
         raise BadInput(f"{args.input!r} already has a {PREDICTION!r} column, the one the output adds")
-    choice = compiled.choose(version.tags, columns, args.tracking_uri)
+    choice, probe_rates = pick(
+        args.predictor, compiled.choose(version.tags, columns, args.tracking_uri), frame, pyfunc, columns
+    )
     print(f"scoring {len(frame)} rows of {args.input} with {uri} by {choice.kind}: {choice.reason}",
           flush=True)
     started = time.perf_counter()
@@ -180,8 +233,10 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         tags[names.TAG_ALIAS] = args.alias
     mlflow.set_experiment(args.batch_experiment)
     with mlflow.start_run(tags=tags) as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({"rows": len(frame), "chunk_rows": CHUNK_ROWS, "model_uri": uri})
-        mlflow.log_metrics({"rows_per_second": rate, "score_seconds": seconds})
+        mlflow.log_params({"rows": len(frame), "chunk_rows": CHUNK_ROWS, "model_uri": uri,
+                           "predictor": args.predictor})
+        mlflow.log_metrics({"rows_per_second": rate, "score_seconds": seconds,
+                            **{f"probe_rows_per_second.{k}": v for k, v in probe_rates.items()}})
         path = Path(tmp) / Path(ARTIFACT).name
         out.to_parquet(path, index=False)
         tracking.log_file(run.info.run_id, path, str(Path(ARTIFACT).parent))
