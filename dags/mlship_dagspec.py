@@ -23,6 +23,10 @@ dag-processor; every one has a default that works for a local image build (`:dev
   MLSHIP_TASK_RETRIES, MLSHIP_RETRY_DELAY_SECONDS, MLSHIP_POD_STARTUP_TIMEOUT_SECONDS (2, 60, 600)
   MLSHIP_STEP_RESOURCES            JSON {step: {requests: ..., limits: ...}} overriding the defaults
   MLSHIP_DEFAULT_DATASET, MLSHIP_DEFAULT_MODEL_NAME   trigger-form defaults (sklearn:iris, iris)
+  MLSHIP_SOURCE_HEADERS_SECRET     an existing Secret whose key holds the JSON API sources' request
+                                   headers by host; the ingest pod only gets it, as
+                                   $MLSHIP_SOURCE_HEADERS ("": none)
+  MLSHIP_SOURCE_HEADERS_SECRET_KEY that Secret's key (headers.json)
 
 and for mlship_batch_score (dags/mlship_batch_score.py):
 
@@ -44,6 +48,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -57,6 +62,12 @@ STEPS: tuple[str, ...] = contract.STEPS
 # mlship_batch_score's step.
 POD_STEPS: tuple[str, ...] = (*STEPS, contract.DRIFT, contract.SCORE)
 UID = 10001  # the non-root user every step image runs as
+# The steps that read dataset sources and so get the JSON API sources' request headers (API keys);
+# no other step's pod can read them.
+SOURCE_STEPS: tuple[str, ...] = ("ingest",)
+DEFAULT_SOURCE_HEADERS_KEY = "headers.json"
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 XCOM_PATH = "/airflow/xcom/return.json"  # where KubernetesPodOperator's sidecar reads results
 DEFAULT_XCOM_SIDECAR_IMAGE = "mlship-base:dev"  # the step images are built FROM it
 # A step exits with this when its input is wrong and no retry can succeed (it is
@@ -127,6 +138,17 @@ class Settings:
         default_factory=lambda: json.loads(json.dumps(DEFAULT_RESOURCES))
     )
     drift: DriftSettings = field(default_factory=DriftSettings)
+    source_headers_secret: str | None = None  # None: the source steps get no request headers
+    source_headers_secret_key: str = DEFAULT_SOURCE_HEADERS_KEY
+
+
+@dataclass(frozen=True)
+class SecretEnv:
+    """An environment variable of a step's container read from a Secret's key by the kubelet
+    (the DAG never sees the value)."""
+
+    secret: str
+    key: str
 
 
 def _int(env: Mapping[str, str], name: str, default: int, errs: list[str]) -> int:
@@ -213,6 +235,12 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     retry_delay = _int(env, "MLSHIP_RETRY_DELAY_SECONDS", 60, errs)
     startup_timeout = _int(env, "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS", 600, errs)
     drift = drift_settings_from_env(env, errs)
+    headers_secret = env.get("MLSHIP_SOURCE_HEADERS_SECRET", "").strip()
+    if headers_secret and not _SECRET_NAME.match(headers_secret):
+        errs.append(f"MLSHIP_SOURCE_HEADERS_SECRET={headers_secret!r} is not a Secret name")
+    headers_key = env.get("MLSHIP_SOURCE_HEADERS_SECRET_KEY", "").strip() or DEFAULT_SOURCE_HEADERS_KEY
+    if not _SECRET_KEY.match(headers_key):
+        errs.append(f"MLSHIP_SOURCE_HEADERS_SECRET_KEY={headers_key!r} is not a Secret key")
     _raise_if(errs)
     return Settings(
         images=images,
@@ -231,6 +259,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or _TRAINING["dataset"].default,
         resources=resources,
         drift=drift,
+        source_headers_secret=headers_secret or None,
+        source_headers_secret_key=headers_key,
     )
 
 
@@ -266,6 +296,18 @@ def step_env(settings: Settings) -> dict[str, str]:
         "TMPDIR": "/tmp",  # noqa: S108
         "PYTHONUNBUFFERED": "1",  # step logs reach the task log as they are written
         "MLSHIP_MLFLOW_WAIT_SECONDS": "30",
+    }
+
+
+def step_secret_env(settings: Settings, step: str) -> dict[str, SecretEnv]:
+    """The step's environment variables that come from Secrets: the JSON API sources' request
+    headers (names.SOURCE_HEADERS_ENV) for the steps that read sources, when a Secret is set."""
+    if step not in SOURCE_STEPS or settings.source_headers_secret is None:
+        return {}
+    return {
+        names.SOURCE_HEADERS_ENV: SecretEnv(
+            settings.source_headers_secret, settings.source_headers_secret_key
+        ),
     }
 
 

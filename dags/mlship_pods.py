@@ -56,6 +56,23 @@ class StepPodOperator(KubernetesPodOperator):
             raise AirflowFailException(reason) from err
 
 
+def step_env_vars(settings: spec.Settings, step: str) -> list[k8s.V1EnvVar]:
+    """The step container's environment: the plain values, then those read from Secrets (a
+    missing Secret or key keeps the pod from starting, optional=False, instead of running without)."""
+    return [
+        *(k8s.V1EnvVar(name=name, value=value) for name, value in spec.step_env(settings).items()),
+        *(
+            k8s.V1EnvVar(
+                name=name,
+                value_from=k8s.V1EnvVarSource(
+                    secret_key_ref=k8s.V1SecretKeySelector(name=ref.secret, key=ref.key, optional=False)
+                ),
+            )
+            for name, ref in spec.step_secret_env(settings, step).items()
+        ),
+    ]
+
+
 def step_task(settings: spec.Settings, step: str, task_id: str | None = None) -> KubernetesPodOperator:
     res = settings.resources[step]
     return StepPodOperator(
@@ -70,7 +87,7 @@ def step_task(settings: spec.Settings, step: str, task_id: str | None = None) ->
         ],
         cmds=spec.step_command(step),
         arguments=spec.step_arguments(step),
-        env_vars=spec.step_env(settings),
+        env_vars=step_env_vars(settings, step),
         labels=spec.labels(step),
         container_resources=k8s.V1ResourceRequirements(
             requests=res.get("requests"), limits=res.get("limits")

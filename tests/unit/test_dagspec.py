@@ -377,14 +377,17 @@ def test_the_source_headers_secret_goes_to_the_ingest_step_only():
     for step in spec.POD_STEPS:
         if step != "ingest":
             assert spec.step_secret_env(s, step) == {}, step
-    keyed = spec.settings_from_env({"MLSHIP_SOURCE_HEADERS_SECRET": "h", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": "k.json"})
+    keyed = spec.settings_from_env(
+        {"MLSHIP_SOURCE_HEADERS_SECRET": "h", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": "k.json"})
     assert spec.step_secret_env(keyed, "ingest") == {"MLSHIP_SOURCE_HEADERS": spec.SecretEnv("h", "k.json")}
     # the plain environment never holds it
     assert "MLSHIP_SOURCE_HEADERS" not in spec.step_env(keyed)
 
 
-@pytest.mark.parametrize("unset", [{}, {"MLSHIP_SOURCE_HEADERS_SECRET": ""},
-                                   {"MLSHIP_SOURCE_HEADERS_SECRET": " ", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": ""}])
+@pytest.mark.parametrize("unset", [
+    {}, {"MLSHIP_SOURCE_HEADERS_SECRET": ""},
+    {"MLSHIP_SOURCE_HEADERS_SECRET": " ", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": ""},
+])
 def test_no_source_headers_secret_no_secret_env(unset):
     s = spec.settings_from_env(unset)
     assert (s.source_headers_secret, s.source_headers_secret_key) == (None, "headers.json")
