@@ -291,6 +291,28 @@ class TestAirflowEnvironment:
             == "alpine:3.20"
         )
 
+    def test_the_source_headers_secret_is_named_not_read(self) -> None:
+        """Airflow gets the Secret's name and key only; the ingest pod reads the Secret itself."""
+        e = env(main_container(deployment("scheduler-deployment.yaml")))
+        assert (e["MLSHIP_SOURCE_HEADERS_SECRET"], e["MLSHIP_SOURCE_HEADERS_SECRET_KEY"]) == (
+            "", "headers.json")
+        values = {"pipeline": {"sourceHeadersSecret": "api-headers", "sourceHeadersSecretKey": "keys.json"}}
+        for template in ("scheduler-deployment.yaml", "dag-processor-deployment.yaml"):
+            e = env(main_container(deployment(template, values)))
+            assert (e["MLSHIP_SOURCE_HEADERS_SECRET"], e["MLSHIP_SOURCE_HEADERS_SECRET_KEY"]) == (
+                "api-headers", "keys.json"), template
+            assert "MLSHIP_SOURCE_HEADERS" not in e, template
+
+    @pytest.mark.parametrize(
+        "pipeline",
+        [{"sourceHeadersSecret": "Api_Headers"}, {"sourceHeadersSecretKey": "a/b"},
+         {"sourceHeadersSecretKey": ""}],
+    )
+    def test_a_bad_source_headers_secret_is_refused(self, pipeline: dict) -> None:
+        from chart_helpers import render_error
+
+        assert next(iter(pipeline)) in render_error({"pipeline": pipeline})
+
     def test_the_dag_settings_match_what_the_dag_reads(self) -> None:
         """Every MLSHIP_* variable the chart sets is one dags/mlship_dagspec.py reads."""
         import re
