@@ -125,7 +125,7 @@ def _not_ready(state: ServingState) -> Response:
     return _error(message, 503, "TEMPORARILY_UNAVAILABLE")
 
 
-async def _read_body(request: Request) -> bytes:
+async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 (as BadRequest, so in the JSON error shape) when it is
     over MAX_BODY_BYTES: by its Content-Length before reading, else while reading."""
     declared = request.headers.get("content-length", "")
@@ -323,7 +323,7 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
         batcher = state.batcher
         try:
             with batcher.arriving():
-                body = await _read_body(request)
+                body = await read_body(request)
                 parsed = parse_invocation(
                     body, request.headers.get("content-type"), state.model.columns
                 )
@@ -359,7 +359,7 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                 404, "ENDPOINT_NOT_FOUND",
             )  # fmt: skip
         try:
-            body = await _read_body(request)
+            body = await read_body(request)
             labels = schema.feedback(body, info.name, info.task, time.time())
         except BadRequest as e:
             return _error(e.message, e.status, "BAD_REQUEST")
@@ -396,7 +396,7 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                 await state.events.close(FINAL_FLUSH_TIMEOUT_S)
 
     routes = [
-        # The body limit is _read_body's: Starlette's max_body_size answers 413 in plain text.
+        # The body limit is read_body's: Starlette's max_body_size answers 413 in plain text.
         Route("/invocations", timed("/invocations", invocations), methods=["POST"]),
         Route("/feedback", timed("/feedback", feedback), methods=["POST"]),
         Route("/ping", timed("/ping", health), methods=["GET"]),

@@ -68,14 +68,14 @@ Parsed = Table | Unstructured
 
 
 @dataclass(frozen=True, slots=True)
-class _Literal:
+class JsonLiteral:
     """NaN, Infinity or -Infinity in a JSON body, until its column says what it may be."""
 
     text: str
 
 
-_NAN = _Literal("NaN")
-_LITERALS = {"NaN": _NAN, "Infinity": _Literal("Infinity"), "-Infinity": _Literal("-Infinity")}
+_NAN = JsonLiteral("NaN")
+_LITERALS = {"NaN": _NAN, "Infinity": JsonLiteral("Infinity"), "-Infinity": JsonLiteral("-Infinity")}
 _INFINITIES = {math.inf: _LITERALS["Infinity"], -math.inf: _LITERALS["-Infinity"]}
 
 
@@ -125,16 +125,16 @@ def parse_invocation(
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        doc = _loads_with_literals(body, e, literals=columns is not None)
+        doc = loads_with_literals(body, e, literals=columns is not None)
     fmt, data = _format_entry(doc)
     if columns is None:
         return Unstructured(JSON, {fmt: data})
     return _table_from_json(fmt, data, columns)
 
 
-def _loads_with_literals(body: bytes, error: orjson.JSONDecodeError, *, literals: bool) -> Any:
+def loads_with_literals(body: bytes, error: orjson.JSONDecodeError, *, literals: bool) -> Any:
     """The slow path, only for a body orjson refused that may hold NaN/Infinity literals.
-    `literals`: keep them as _Literal for the column checks; else floats, for MLflow's parser."""
+    `literals`: keep them as JsonLiteral for the column checks; else floats, for MLflow's parser."""
     if b"NaN" not in body and b"Infinity" not in body:
         raise BadRequest(f"the body is not valid JSON: {error}") from error
     try:
@@ -147,7 +147,7 @@ def _format_entry(doc: Any) -> tuple[str, Any]:
     if not isinstance(doc, dict):
         raise BadRequest(
             f"the JSON body must be an object with one of {', '.join(FORMATS)}; "
-            f"got {_json_type(doc)}"
+            f"got {json_type(doc)}"
         )
     present = [key for key in FORMATS if key in doc]
     unknown = sorted(set(doc) - set(FORMATS) - {"params"})
@@ -174,15 +174,15 @@ def _table_from_json(fmt: str, data: Any, columns: tuple[Column, ...]) -> Table:
     if isinstance(data, list) and data and not isinstance(data[0], dict):
         raise BadRequest(
             f"'{fmt}' rows must name their columns (a list of objects or an object of columns); "
-            f"got a list of {_json_type(data[0])}s, but the model expects columns "
-            f"{_names(columns)}"
+            f"got a list of {json_type(data[0])}s, but the model expects columns "
+            f"{quoted_names(columns)}"
         )
     return _table_from_records(data, columns, fmt)
 
 
 def _table_from_split(data: Any, columns: tuple[Column, ...]) -> Table:
     if not isinstance(data, dict):
-        raise BadRequest(f"'dataframe_split' must be an object, got {_json_type(data)}")
+        raise BadRequest(f"'dataframe_split' must be an object, got {json_type(data)}")
     names, rows = data.get("columns"), data.get("data")
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise BadRequest(
@@ -197,7 +197,7 @@ def _table_from_split(data: Any, columns: tuple[Column, ...]) -> Table:
     width = len(names)
     for r, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != width:
-            got = f"{len(row)} values" if isinstance(row, list) else _json_type(row)
+            got = f"{len(row)} values" if isinstance(row, list) else json_type(row)
             raise BadRequest(
                 f"'dataframe_split' row {r} must be a list of {width} values "
                 f"(one per column), got {got}"
@@ -206,36 +206,36 @@ def _table_from_split(data: Any, columns: tuple[Column, ...]) -> Table:
     for col in columns:
         i = position.get(col.name)
         if i is None:
-            out.append(_fill_missing(col, len(rows)))
+            out.append(fill_missing(col, len(rows)))
         else:
-            out.append([_coerce(col, row[i], r) for r, row in enumerate(rows)])
-    return _table(out, len(rows))
+            out.append([coerce_value(col, row[i], r) for r, row in enumerate(rows)])
+    return table_of(out, len(rows))
 
 
 def _table_from_records(data: Any, columns: tuple[Column, ...], fmt: str) -> Table:
     if not isinstance(data, list):
-        raise BadRequest(f"'{fmt}' must be a list of objects, got {_json_type(data)}")
+        raise BadRequest(f"'{fmt}' must be a list of objects, got {json_type(data)}")
     for r, record in enumerate(data):
         if not isinstance(record, dict):
-            raise BadRequest(f"'{fmt}' row {r} must be an object, got {_json_type(record)}")
+            raise BadRequest(f"'{fmt}' row {r} must be an object, got {json_type(record)}")
         missing = [c.name for c in columns if c.required and c.name not in record]
         if missing:
-            raise BadRequest(f"row {r} is missing required column(s) {_quoted(missing)}")
+            raise BadRequest(f"row {r} is missing required column(s) {quoted(missing)}")
     out = [
         [
-            _coerce(col, record[col.name], r) if col.name in record else _absent(col)
+            coerce_value(col, record[col.name], r) if col.name in record else _absent(col)
             for r, record in enumerate(data)
         ]
         for col in columns
     ]
-    return _table(out, len(data))
+    return table_of(out, len(data))
 
 
 def _table_from_column_dict(data: dict[str, Any], columns: tuple[Column, ...], fmt: str) -> Table:
     _check_present(columns, data)
     wanted = [data[c.name] for c in columns if c.name in data]
     if not wanted:
-        raise BadRequest(f"'{fmt}' has none of the model's columns {_names(columns)}")
+        raise BadRequest(f"'{fmt}' has none of the model's columns {quoted_names(columns)}")
     as_lists = [isinstance(v, list) for v in wanted]
     if all(as_lists):
         n_rows = len(wanted[0])
@@ -254,12 +254,12 @@ def _table_from_column_dict(data: dict[str, Any], columns: tuple[Column, ...], f
             f"'{fmt}' must map every column to a list of values, or every column to one value"
         )
     out = [
-        [_coerce(col, v, r) for r, v in enumerate(values[col.name])]
+        [coerce_value(col, v, r) for r, v in enumerate(values[col.name])]
         if col.name in values
-        else _fill_missing(col, n_rows)
+        else fill_missing(col, n_rows)
         for col in columns
     ]
-    return _table(out, n_rows)
+    return table_of(out, n_rows)
 
 
 def parse_csv(text: str, columns: tuple[Column, ...]) -> Table:
@@ -281,14 +281,14 @@ def parse_csv(text: str, columns: tuple[Column, ...]) -> Table:
     for col in columns:
         i = position.get(col.name)
         if i is None:
-            out.append(_fill_missing(col, len(rows)))
+            out.append(fill_missing(col, len(rows)))
         else:
-            out.append([_coerce(col, _from_csv(col, row[i], r), r) for r, row in enumerate(rows)])
-    return _table(out, len(rows))
+            out.append([coerce_value(col, _from_csv(col, row[i], r), r) for r, row in enumerate(rows)])
+    return table_of(out, len(rows))
 
 
 def _from_csv(col: Column, text: str, row: int) -> Any:
-    """A CSV field as the JSON value it stands for (`_coerce` then checks it like one)."""
+    """A CSV field as the JSON value it stands for (`coerce_value` then checks it like one)."""
     text = text.strip()
     if col.kind == "string":
         return text
@@ -308,11 +308,11 @@ def _from_csv(col: Column, text: str, row: int) -> Any:
     return number if math.isfinite(number) else _non_finite(number)
 
 
-def _non_finite(number: float) -> _Literal:
+def _non_finite(number: float) -> JsonLiteral:
     return _NAN if math.isnan(number) else _INFINITIES[number]
 
 
-def _coerce(col: Column, value: Any, row: int) -> Any:
+def coerce_value(col: Column, value: Any, row: int) -> Any:
     """Check one JSON value against its column's type; ints are accepted for floats and
     whole floats for ints (JSON does not tell them apart reliably); bools are not numbers."""
     kind, vtype = col.kind, type(value)
@@ -340,30 +340,30 @@ def _coerce(col: Column, value: Any, row: int) -> Any:
         raise BadRequest(
             f"column {col.name!r} (row {row}): NaN (a missing value) is not allowed for {kind}"
         )
-    if vtype is _Literal:
+    if vtype is JsonLiteral:
         # Not a number any model input takes (scikit-learn refuses it); NaN is a missing value.
         raise BadRequest(
             f"column {col.name!r} (row {row}): {value.text} is not allowed for {kind}:"
             " send a finite number, or NaN or null for a missing value"
         )
-    # orjson would write a _Literal (a dataclass) as {"text": ...}: passed to _literal_text instead
+    # orjson would write a JsonLiteral (a dataclass) as {"text": ...}: passed to _literal_text instead
     shown = orjson.dumps(
         value, default=_literal_text, option=orjson.OPT_PASSTHROUGH_DATACLASS
     ).decode()[:40]
     raise BadRequest(
-        f"column {col.name!r} (row {row}): expected {kind}, got {_json_type(value)} {shown}"
+        f"column {col.name!r} (row {row}): expected {kind}, got {json_type(value)} {shown}"
     )
 
 
-def _literal_text(value: _Literal) -> str:
-    # orjson's default=: a _Literal is the one value in parsed JSON orjson does not write itself
+def _literal_text(value: JsonLiteral) -> str:
+    # orjson's default=: a JsonLiteral is the one value in parsed JSON orjson does not write itself
     return value.text
 
 
 def _check_present(columns: tuple[Column, ...], given: Any) -> None:
     missing = [c.name for c in columns if c.required and c.name not in given]
     if missing:
-        raise BadRequest(f"missing required column(s) {_quoted(missing)}")
+        raise BadRequest(f"missing required column(s) {quoted(missing)}")
 
 
 def _absent(col: Column) -> Any:
@@ -371,25 +371,25 @@ def _absent(col: Column) -> Any:
     return math.nan if col.kind in ("double", "float") else None
 
 
-def _fill_missing(col: Column, n_rows: int) -> list[Any]:
+def fill_missing(col: Column, n_rows: int) -> list[Any]:
     return [_absent(col)] * n_rows
 
 
-def _table(columns: list[list[Any]], n_rows: int) -> Table:
+def table_of(columns: list[list[Any]], n_rows: int) -> Table:
     if n_rows == 0:
         raise BadRequest("the request has no rows to score")
     return Table(tuple(columns), n_rows)
 
 
-def _names(columns: tuple[Column, ...]) -> str:
-    return _quoted([c.name for c in columns])
+def quoted_names(columns: tuple[Column, ...]) -> str:
+    return quoted([c.name for c in columns])
 
 
-def _quoted(names: Sequence[str]) -> str:
+def quoted(names: Sequence[str]) -> str:
     return ", ".join(repr(n) for n in names)
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -402,7 +402,7 @@ def _json_type(value: Any) -> str:
         return "array"
     if isinstance(value, dict):
         return "object"
-    return str(value.text)  # a _Literal: nothing else comes out of parsed JSON
+    return str(value.text)  # a JsonLiteral: nothing else comes out of parsed JSON
 
 
 # --- responses -------------------------------------------------------------------------------

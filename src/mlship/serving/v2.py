@@ -32,16 +32,16 @@ from mlship.serving.model import PredictionFailed
 from mlship.serving.protocol import (
     BadRequest,
     Column,
+    JsonLiteral,
     Table,
-    _coerce,
-    _fill_missing,
-    _json_type,
-    _Literal,
-    _loads_with_literals,
-    _names,
-    _quoted,
-    _table,
+    coerce_value,
     encode_predictions,
+    fill_missing,
+    json_type,
+    loads_with_literals,
+    quoted,
+    quoted_names,
+    table_of,
 )
 
 if TYPE_CHECKING:
@@ -114,20 +114,20 @@ def parse_infer(
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as e:
-        doc = _loads_with_literals(body, e, literals=True)
+        doc = loads_with_literals(body, e, literals=True)
     if not isinstance(doc, dict):
-        raise BadRequest(f"the infer request must be a JSON object, got {_json_type(doc)}")
+        raise BadRequest(f"the infer request must be a JSON object, got {json_type(doc)}")
     unknown = [key for key in doc if key not in _REQUEST_KEYS]
     if unknown:
         raise BadRequest(
-            f"unexpected key(s) in the infer request: {_quoted(unknown)}; "
-            f"it takes {_quoted(_REQUEST_KEYS)}"
+            f"unexpected key(s) in the infer request: {quoted(unknown)}; "
+            f"it takes {quoted(_REQUEST_KEYS)}"
         )
     request_id = doc.get("id")
     if request_id is not None and not isinstance(request_id, str):
-        raise BadRequest(f"'id' must be a string, got {_json_type(request_id)}")
+        raise BadRequest(f"'id' must be a string, got {json_type(request_id)}")
     if not isinstance(doc.get("parameters", {}), dict):
-        raise BadRequest(f"'parameters' must be an object, got {_json_type(doc['parameters'])}")
+        raise BadRequest(f"'parameters' must be an object, got {json_type(doc['parameters'])}")
     _check_outputs(doc.get("outputs", []))
     inputs = doc.get("inputs")
     if not isinstance(inputs, list) or not inputs:
@@ -145,7 +145,7 @@ def parse_infer(
 
 def _check_outputs(outputs: Any) -> None:
     if not isinstance(outputs, list):
-        raise BadRequest(f"'outputs' must be an array, got {_json_type(outputs)}")
+        raise BadRequest(f"'outputs' must be an array, got {json_type(outputs)}")
     for i, out in enumerate(outputs):
         name = out.get("name") if isinstance(out, dict) else None
         if not isinstance(name, str):
@@ -158,7 +158,7 @@ def _tensor(i: int, raw: Any) -> _Tensor:
     if not isinstance(raw, dict):
         raise BadRequest(
             f"input {i} must be an object with name, shape, datatype and data, "
-            f"got {_json_type(raw)}"
+            f"got {json_type(raw)}"
         )
     name = raw.get("name")
     if not isinstance(name, str) or not name:
@@ -198,7 +198,7 @@ def _tensor(i: int, raw: Any) -> _Tensor:
 def _flatten(name: str, data: Any, shape: list[int]) -> list[Any]:
     """The tensor's elements in row-major order: `data` flat, or nested to exactly `shape`."""
     if not isinstance(data, list):
-        raise BadRequest(f"input {name!r}: 'data' must be an array, got {_json_type(data)}")
+        raise BadRequest(f"input {name!r}: 'data' must be an array, got {json_type(data)}")
     if not any(isinstance(v, list) for v in data):
         size = math.prod(shape)
         if len(data) != size:
@@ -227,7 +227,7 @@ def _flatten(name: str, data: Any, shape: list[int]) -> list[Any]:
 def _check_element(name: str, datatype: str, k: int, value: Any) -> None:
     vtype = type(value)
     if datatype in _FLOATS:
-        ok, what = vtype in (int, float, _Literal), "numbers"
+        ok, what = vtype in (int, float, JsonLiteral), "numbers"
     elif datatype in _INTS:
         ok, what = vtype is int, "integers"
     elif datatype in _UINTS:
@@ -237,8 +237,8 @@ def _check_element(name: str, datatype: str, k: int, value: Any) -> None:
     else:  # BYTES
         ok, what = vtype is str, "strings"
     if not ok:
-        plain = value is None or vtype is _Literal  # null, NaN, Infinity: say just that
-        got = _show(value) if plain else f"{_json_type(value)} {_show(value)}"
+        plain = value is None or vtype is JsonLiteral  # null, NaN, Infinity: say just that
+        got = _show(value) if plain else f"{json_type(value)} {_show(value)}"
         raise BadRequest(f"input {name!r}: {datatype} data must hold {what}; element {k} is {got}")
 
 
@@ -257,12 +257,12 @@ def _from_columns(tensors: list[_Tensor], columns: tuple[Column, ...]) -> Table:
     unknown = [t.name for t in tensors if t.name not in known]
     if unknown:
         raise BadRequest(
-            f"unknown input tensor(s) {_quoted(unknown)}: the model's inputs are "
-            f"{_names(columns)}, one 1-D tensor each, or one 2-D tensor [n, {len(columns)}]"
+            f"unknown input tensor(s) {quoted(unknown)}: the model's inputs are "
+            f"{quoted_names(columns)}, one 1-D tensor each, or one 2-D tensor [n, {len(columns)}]"
         )
     missing = [c.name for c in columns if c.required and c.name not in by_name]
     if missing:
-        raise BadRequest(f"missing input tensor(s) {_quoted(missing)}")
+        raise BadRequest(f"missing input tensor(s) {quoted(missing)}")
     first = tensors[0]
     for t in tensors:
         if len(t.shape) != 1:
@@ -280,11 +280,11 @@ def _from_columns(tensors: list[_Tensor], columns: tuple[Column, ...]) -> Table:
     for col in columns:
         given = by_name.get(col.name)
         if given is None:
-            out.append(_fill_missing(col, n_rows))
+            out.append(fill_missing(col, n_rows))
             continue
         _check_fits(given, col)
-        out.append([_coerce(col, value, r) for r, value in enumerate(given.data)])
-    return _table(out, n_rows)
+        out.append([coerce_value(col, value, r) for r, value in enumerate(given.data)])
+    return table_of(out, n_rows)
 
 
 def _from_matrix(t: _Tensor, columns: tuple[Column, ...]) -> Table:
@@ -293,15 +293,15 @@ def _from_matrix(t: _Tensor, columns: tuple[Column, ...]) -> Table:
     if width != len(columns):
         raise BadRequest(
             f"input {t.name!r}: shape {list(t.shape)} has {width} column(s), the model takes "
-            f"{len(columns)}: {_names(columns)}"
+            f"{len(columns)}: {quoted_names(columns)}"
         )
     mixed = len({DATATYPE[c.kind] for c in columns}) > 1
     hint = " (one 1-D tensor per column lets each column have its own datatype)" if mixed else ""
     out = []
     for j, col in enumerate(columns):
         _check_fits(t, col, hint)
-        out.append([_coerce(col, value, r) for r, value in enumerate(t.data[j::width])])
-    return _table(out, n_rows)
+        out.append([coerce_value(col, value, r) for r, value in enumerate(t.data[j::width])])
+    return table_of(out, n_rows)
 
 
 # --- responses ---------------------------------------------------------------------------------
@@ -414,7 +414,7 @@ def encode_error(message: str) -> bytes:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, _Literal):
+    if isinstance(value, JsonLiteral):
         return value.text
     return orjson.dumps(value).decode()[:40]
 
@@ -498,7 +498,7 @@ def routes(state: ServingState, timed: Callable[[str, Handler], Handler]) -> lis
         rid = app.request_id(None)
         try:
             with state.batcher.arriving():
-                body = await app._read_body(request)
+                body = await app.read_body(request)
                 parsed = parse_infer(
                     body, state.model.columns, binary=BINARY_HEADER in request.headers
                 )
