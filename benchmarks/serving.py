@@ -25,7 +25,7 @@ mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 and MLSHIP_KAFKA_BOOTSTRAP_SERVER
 event per request to a Kafka broker the script starts on 127.0.0.1 (tests/kafkakit.py: needs Java
 and hack/kafka-jars), on the same CPUs too.
 
-Needs `wrk` (Debian: apt-get install -y wrk) and `uv`. MLServer 1.7.1 conflicts with the
+Needs `wrk` (Debian: apt-get install -y wrk); uv comes through hack/uv. MLServer 1.7.1 conflicts with the
 project's lock, so it is installed into its own venv under the cache dir (made on first run).
 Every server binds 127.0.0.1 only. Before its speed counts, every server must answer all 150
 iris rows exactly as the in-process scikit-learn pipeline does (a line per server says so); past
@@ -57,6 +57,7 @@ sys.path.insert(0, str(REPO / "hack"))
 from devkit import MlflowServer, free_port, stop_process, wait_http  # noqa: E402
 
 MLSERVER_VERSION = "1.7.1"
+UV = str(REPO / "hack" / "uv")  # uv at the version mlship pins, installed on first use
 MODEL_NAME = "iris"
 TREES = 100
 SEED = 0
@@ -187,10 +188,10 @@ def prepare_mlserver(cache: Path, port: int, grpc_port: int, metrics_port: int) 
     venv = cache / f"mlserver-{MLSERVER_VERSION}-venv"
     python = venv / "bin" / "python"
     if not python.exists():
-        run(["uv", "venv", "-q", "--python", sys.executable, str(venv)])
+        run([UV, "venv", "-q", "--python", sys.executable, str(venv)])
         run(
             [
-                "uv",
+                UV,
                 "pip",
                 "install",
                 "-q",
