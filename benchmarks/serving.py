@@ -9,7 +9,7 @@ requests, 1 / 8 / 64 concurrent clients, one run each; prints requests/s, p50, p
 servers' CPU ms per request, and the ratios issue 14's targets are stated in.
 
     .venv/bin/python benchmarks/serving.py [--duration 15] [--clients 1,8,64]
-        [--servers mlship,mlship-compiled,mlflow,mlserver]   (also: mlship-log, mlship-events)
+        [--servers mlship,mlship-compiled,mlflow,mlserver]   (also: mlship-log, mlship-events, floor)
 
 `mlship` is the scikit-learn path: the model served from a local path, no registry record, so
 no compiled form. `mlship-compiled` serves the same fitted model from the registry of an
@@ -18,6 +18,10 @@ compiled by the register step's own code (mlship.steps.register.compile_version:
 150 iris rows and their missing-value probes, the compiled artifact and the version's tags); the
 script aborts unless parity held with 0 mismatches and the server's /metadata says it scores with
 the compiled form.
+
+`floor` is no model server at all: mlship's HTTP stack (uvicorn, uvloop, httptools, Starlette)
+answering each body from a table of the right answers, no JSON parsing, no model. It is what a
+request costs before any of mlship's own work: the figure the 1-client latency can approach.
 
 `mlship-log` is mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1, writing to that `mlflow server`
 (SQLite, proxied artifacts), on the same CPUs. `mlship-events` is
@@ -237,6 +241,32 @@ def prepare_mlserver(cache: Path, port: int, grpc_port: int, metrics_port: int) 
         )
     )
     return venv, models
+
+
+# The floor: the same HTTP stack as mlship (uvicorn, uvloop, httptools, Starlette), answering each
+# request's body from a table of the right answers, so no JSON parsing and no model: what a
+# request costs before mlship does any work of its own.
+FLOOR = textwrap.dedent(
+    """
+    import json, sys
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    answers = {k.encode(): v.encode() for k, v in json.load(open(sys.argv[1])).items()}
+
+    async def invocations(request):
+        return Response(answers[await request.body()], media_type="application/json")
+
+    async def health(request):
+        return Response(b"ok")
+
+    app = Starlette(routes=[Route("/invocations", invocations, methods=["POST"]), Route("/health", health)])
+    uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), loop="uvloop", http="httptools",
+                log_level="warning", access_log=False, server_header=False)
+    """
+)
 
 
 def mlflow_bodies(columns: list[str], rows: list[list[float]]) -> list[str]:
@@ -491,6 +521,17 @@ def main() -> None:
             "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
             "MLSHIP_INFERENCE_LOG_EXPERIMENT": f"bench-{int(time.time())}",
         })
+
+    if "floor" in servers:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        bodies = mlflow_bodies(columns, rows)
+        table = cache / "floor-answers.json"
+        answers = {b: json.dumps({"predictions": [e]}) for b, e in zip(bodies, expected, strict=True)}
+        table.write_text(json.dumps(answers))
+        (cache / "floor.py").write_text(FLOOR)
+        target = Target("floor", f"{base}/invocations", f"{base}/health", bodies, from_predictions)
+        launches.append((target, [py, str(cache / "floor.py"), str(table), str(port)], env))
 
     if "mlflow" in servers:
         port = free_port()
