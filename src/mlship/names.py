@@ -37,8 +37,9 @@ TOPIC_LABELS = "mlship.labels"
 # --- the steps' environment ---------------------------------------------------------------------
 
 SOURCE_HEADERS_ENV = "MLSHIP_SOURCE_HEADERS"
-"""A JSON object of HTTP headers (API keys) ingest sends with a JSON API source's request
-(mlship.ml.json_source); filled from a Secret, never from the trigger form."""
+"""A JSON object of hosts (or host:port) to the HTTP headers (API keys) ingest sends with a JSON
+API source's request to that host only (mlship.ml.json_source); filled from a Secret, never from
+the trigger form."""
 
 # --- MLflow tags --------------------------------------------------------------------------------
 # On runs of a pipeline (the parent run and each step's child run).

@@ -62,7 +62,7 @@ def api():
 
 
 def ingest(
-    steps: Any, source: str, key: str, *, headers: str | None = json.dumps({"X-Api-Key": KEY}),
+    steps: Any, source: str, key: str, *, headers: str | None = json.dumps({"127.0.0.1": {"X-Api-Key": KEY}}),
     code: int = 0, target: str = "target",
 ) -> tuple[dict[str, Any] | None, str]:
     """`python -m mlship.steps.ingest` as a pod runs it, $MLSHIP_SOURCE_HEADERS set to `headers`."""
@@ -127,6 +127,10 @@ def test_a_json_api_is_ingested_with_its_lineage(steps, api):
          "12 of 12 records lack field 'main.pressure' (column 't'; first: record 0); "
          "a trailing '?' on a path reads a missing field as null"),
         ("/obs", "#records=list&columns=t:main.temp,target:dt", "", 65,
+         "cannot download {api}/obs: HTTP Error 401: Unauthorized"),
+        # the key is configured for another host only: it is not sent here
+        ("/obs", "#records=list&columns=t:main.temp,target:dt",
+         json.dumps({"api.example.com": {"X-Api-Key": KEY}}), 65,
          "cannot download {api}/obs: HTTP Error 401: Unauthorized"),
         ("/obs", "#records=list&columns=t:main.temp,target:dt", '{"X-Api-Key": oops}', 65,
          "$MLSHIP_SOURCE_HEADERS is not valid JSON (at char 14)"),
