@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from devkit import wait_for
+from devkit import WaitTimeout, wait_for
 from e2e.kit import CHART, EXPERIMENT, RELEASE, TAG_RUN_KEY, Airflow, Release, all_ready
 from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
@@ -49,7 +49,8 @@ SERVER_PY = r"""
 import http.server, os, tarfile
 ROOT = "/tmp/site"
 with tarfile.open("/site/site.tar.gz") as t:
-    t.extractall(ROOT, filter="data")
+    # the tarball is this test's own; "data" where the Python has extraction filters (3.11.4+)
+    t.extractall(ROOT, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 KEY = os.environ["API_KEY"]
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -259,8 +260,11 @@ def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             "selector": {"app.kubernetes.io/name": SERVER},
             "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}})
         created.append(("service", SERVER))
-        wait_for(f"pod {SERVER} to be Ready",
-                 lambda: all_ready([core.read_namespaced_pod(SERVER, ns)]), timeout=180, interval=2)
+        try:
+            wait_for(f"pod {SERVER} to be Ready",
+                     lambda: all_ready([core.read_namespaced_pod(SERVER, ns)]), timeout=180, interval=2)
+        except WaitTimeout as e:
+            raise AssertionError(f"{e}; its log: {core.read_namespaced_pod_log(SERVER, ns)[-2000:]}") from e
         created.append(("setting", SECRET))  # before: a failed upgrade may have half-applied it
         name_the_secret(release, SECRET)
         yield site
