@@ -67,6 +67,21 @@ def iris_pipeline(
     return {"proc": proc, "args": args, "home": home, "key": key, "model": model, **results}
 
 
+@pytest.fixture
+def mlflow_here(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """MLflow calls made in this process go to the session's server: the environment, as a pod
+    has it, and the global URI, which another test's mlflow.set_tracking_uri would otherwise
+    leave pointing elsewhere (it wins over the environment). Both are unset after."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        yield mlflow_server
+    finally:
+        mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="session")
 def child_env() -> Callable[..., dict[str, str]]:
     """The environment for a child Python process (see clean_env)."""

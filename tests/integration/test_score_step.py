@@ -23,8 +23,8 @@ FEATURES = load_iris(as_frame=True).frame.drop(columns="target")
 
 
 @pytest.fixture(autouse=True)
-def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # for fetching what the step logged
+def tracking(mlflow_here: str) -> None:
+    """For fetching what the step logged."""
 
 
 @pytest.fixture(scope="module")

@@ -26,8 +26,8 @@ ROWS = load_iris(as_frame=True).frame.drop(columns="target")
 
 
 @pytest.fixture(autouse=True)
-def tracking(mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)  # as serving's pod has it
+def tracking(mlflow_here: str) -> None:
+    """As serving's pod has it."""
 
 
 def served(mlflow_server: str, name: str, version: str):
