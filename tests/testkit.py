@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -213,3 +214,38 @@ def local_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+DVC = str(Path(sys.executable).with_name("dvc"))
+
+
+def git_dvc(cwd: Path, *cmd: str) -> str:
+    """Run git or dvc in `cwd` (a test's own repository, a fixed author); its stdout."""
+    env = clean_env(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
+                    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
+    return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+def make_dvc_repo(base: Path, path: str, versions: dict[str, bytes], tier: str) -> Path:
+    """A git repository base/repo, branch main, with `dvc init` and a local-directory remote
+    (base/store): `path` tracked by DVC, one commit tagged per version (in order, the last at HEAD),
+    each pushed; the repo's DVC cache emptied, so what is read comes from the remote."""
+    try:
+        import dvc  # noqa: F401
+    except ImportError:
+        require_or_skip("the dvc package (mlship[dvc]) reads DVC sources", tier)
+    root = base / "repo"
+    root.mkdir()
+    git_dvc(root, "git", "init", "-q", "-b", "main")
+    git_dvc(root, DVC, "init", "-q")
+    git_dvc(root, DVC, "remote", "add", "-d", "store", str(base / "store"))
+    (root / path).parent.mkdir(parents=True, exist_ok=True)
+    for tag, data in versions.items():
+        (root / path).write_bytes(data)
+        git_dvc(root, DVC, "add", "-q", path)
+        git_dvc(root, "git", "add", "-A")
+        git_dvc(root, "git", "commit", "-qm", tag)
+        git_dvc(root, "git", "tag", tag)
+        git_dvc(root, DVC, "push", "-q")
+    shutil.rmtree(root / ".dvc" / "cache")
+    return root

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
-from testkit import clean_env, local_http
+from testkit import clean_env, git_dvc, local_http, make_dvc_repo
 
 pytestmark = pytest.mark.integration
 
@@ -157,35 +157,11 @@ DVC_V1 = b"x,y,target\n1.0,2,a\n2.0,3,b\n3.0,4,a\n4.0,5,b\n"
 DVC_V2 = DVC_V1 + b"5.0,6,a\n6.0,7,b\n"
 
 
-def sh(cwd: Path, *cmd: str) -> str:
-    env = clean_env(DVC_NO_ANALYTICS="1", GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t",
-                    GIT_COMMITTER_NAME="t", GIT_COMMITTER_EMAIL="t@t")
-    return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def dvc_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A git repo made with `dvc init`, `dvc add`, a local-directory remote and `dvc push`: tag v1
-    holds DVC_V1, main (HEAD) DVC_V2; the repo's DVC cache is emptied, so reads go to the remote."""
-    pytest.importorskip("dvc", reason="the dvc package (mlship[dvc]) reads DVC sources")
-    dvc = str(Path(sys.executable).with_name("dvc"))
-    base = tmp_path_factory.mktemp("dvc-ingest")
-    root = base / "repo"
-    root.mkdir()
-    sh(root, "git", "init", "-q", "-b", "main")
-    sh(root, dvc, "init", "-q")
-    sh(root, dvc, "remote", "add", "-d", "store", str(base / "store"))
-    for data, tag in ((DVC_V1, "v1"), (DVC_V2, "v2")):
-        (root / "houses.csv").write_bytes(data)
-        sh(root, dvc, "add", "-q", "houses.csv")
-        sh(root, "git", "add", "-A")
-        sh(root, "git", "commit", "-qm", tag)
-        sh(root, "git", "tag", tag)
-        sh(root, dvc, "push", "-q")
-    import shutil
-
-    shutil.rmtree(root / ".dvc" / "cache")
-    return root
+    """houses.csv tracked by DVC: tag v1 holds DVC_V1, main (HEAD) DVC_V2, read from the remote."""
+    versions = {"v1": DVC_V1, "v2": DVC_V2}
+    return make_dvc_repo(tmp_path_factory.mktemp("dvc-ingest"), "houses.csv", versions, "integration")
 
 
 def test_a_dvc_file_is_ingested_per_revision_with_its_commit_and_md5(steps, dvc_repo):
@@ -195,7 +171,7 @@ def test_a_dvc_file_is_ingested_per_revision_with_its_commit_and_md5(steps, dvc_
         source = f"dvc:{dvc_repo}#houses.csv{rev}"
         key = f"it-dvc-{uuid.uuid4().hex[:6]}"
         result, _ = ingest(steps, source, key)
-        commit = sh(dvc_repo, "git", "rev-parse", f"{rev[1:] or 'HEAD'}^{{commit}}")
+        commit = git_dvc(dvc_repo, "git", "rev-parse", f"{rev[1:] or 'HEAD'}^{{commit}}")
         assert result["dataset_digest"] == hashlib.sha256(data).hexdigest()[:32]
         assert (result["rows"], result["dataset_name"]) == (data.count(b"\n") - 1, "houses")
         lineage = {
@@ -226,7 +202,7 @@ def test_a_dvc_file_is_ingested_per_revision_with_its_commit_and_md5(steps, dvc_
 )
 def test_a_bad_dvc_source_fails_in_one_line_and_records_nothing(steps, dvc_repo, target, code, message):
     key = f"it-dvc-bad-{uuid.uuid4().hex[:6]}"
-    v1 = sh(dvc_repo, "git", "rev-parse", "v1^{commit}")[:12]
+    v1 = git_dvc(dvc_repo, "git", "rev-parse", "v1^{commit}")[:12]
     _, err = ingest(steps, f"dvc:{dvc_repo}#{target}", key, code=code)
     assert message.format(repo=dvc_repo, v1=v1) in err.strip().splitlines()[-1]
     assert runs_of(steps.uri, key) == []

@@ -4,13 +4,11 @@ DVC remote, nothing from the network)."""
 from __future__ import annotations
 
 import hashlib
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from testkit import git_dvc, make_dvc_repo
 
 from mlship import names
 from mlship.ml import datasets
@@ -19,45 +17,23 @@ from mlship.ml.dvc_source import DvcSource
 
 pytestmark = pytest.mark.unit
 
-DVC = str(Path(sys.executable).with_name("dvc"))
 V1 = b"x,target\n1,a\n2,b\n3,a\n"
 V2 = b"x,target\n1,a\n2,b\n4,b\n"
-
-
-def sh(cwd: Path, *cmd: str) -> str:
-    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
-           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
-    return subprocess.run(cmd, cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     """A git repo, branch main: data/d.csv tracked by DVC (tag v1: V1, HEAD: V2), pushed to a
     local-directory remote and not in the repo's cache; plain.csv tracked by git alone."""
-    pytest.importorskip("dvc", reason="the dvc package (mlship[dvc]) reads DVC sources")
-    base = tmp_path_factory.mktemp("dvc")
-    root = base / "repo"
-    root.mkdir()
-    sh(root, "git", "init", "-q", "-b", "main")
-    sh(root, DVC, "init", "-q")
-    sh(root, DVC, "remote", "add", "-d", "store", str(base / "store"))
-    (root / "data").mkdir()
-    for data, tag in ((V1, "v1"), (V2, "v2")):
-        (root / "data" / "d.csv").write_bytes(data)
-        sh(root, DVC, "add", "-q", "data/d.csv")
-        sh(root, "git", "add", "-A")
-        sh(root, "git", "commit", "-qm", tag)
-        sh(root, "git", "tag", tag)
-        sh(root, DVC, "push", "-q")
+    root = make_dvc_repo(tmp_path_factory.mktemp("dvc"), "data/d.csv", {"v1": V1, "v2": V2}, "unit")
     (root / "plain.csv").write_bytes(V1)
-    sh(root, "git", "add", "plain.csv")
-    sh(root, "git", "commit", "-qm", "plain")
-    shutil.rmtree(root / ".dvc" / "cache")  # what is read comes from the remote
+    git_dvc(root, "git", "add", "plain.csv")
+    git_dvc(root, "git", "commit", "-qm", "plain")
     return root
 
 
 def rev(repo: Path, name: str) -> str:
-    return sh(repo, "git", "rev-parse", f"{name}^{{commit}}")
+    return git_dvc(repo, "git", "rev-parse", f"{name}^{{commit}}")
 
 
 # ------------------------------------------------------------------------------- the source string
