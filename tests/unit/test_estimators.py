@@ -131,6 +131,19 @@ def test_preprocessing_only_has_the_parts_it_needs():
     assert list(steps) == ["preprocess", "model"]
 
 
+def test_the_logged_pipeline_has_the_documented_shape():
+    # The logged model is this Pipeline and a user who loads it reads its steps by these names
+    # (mlship's compiled form goes by type), so renaming one is an interface change.
+    pipe = model_pipeline(["n"], ["c"], build_estimator("regression", "linear", {}, seed=0))
+    shape = {name: [(step, type(est).__name__) for step, est in part.steps]
+             for name, part, _ in pipe.named_steps["preprocess"].transformers}
+    assert shape == {
+        "numeric": [("impute", "SimpleImputer"), ("scale", "StandardScaler")],
+        "categorical": [("impute", "SimpleImputer"), ("onehot", "OneHotEncoder")],
+    }
+    assert pipe.named_steps["preprocess"].remainder == "drop"
+
+
 def test_the_pipeline_preprocesses_both_kinds_of_columns():
     pipe = model_pipeline(["n"], ["c"], build_estimator("regression", "linear", {}, seed=0))
     assert [(name, cols) for name, _, cols in pipe.named_steps["preprocess"].transformers] == [
