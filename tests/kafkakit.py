@@ -13,12 +13,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 import uuid
 from pathlib import Path
 from types import TracebackType
 
-from devkit import free_port
+from devkit import WaitTimeout, free_port, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,7 +99,7 @@ class KafkaBroker:
         """Starts the broker (again, on the same data and port) and waits until it answers as
         Kafka: the API-versions handshake of a real client, not just an open port."""
         log = (self.home / "broker.log").open("ab")
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             ["nice", "-n", str(self.nice), *self._java("kafka.Kafka", str(self.config))],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
             env={**os.environ, "KAFKA_LOG4J_ROOT_LOGLEVEL": "WARN"},
@@ -109,20 +108,20 @@ class KafkaBroker:
 
         # log_level 0: its "connection refused" until the broker listens is expected, not news.
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"the broker exited ({self.proc.returncode}): see {log.name}")
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the broker exited ({proc.returncode}): see {log.name}")
             try:
-                if admin.list_topics(timeout=2).brokers:
-                    del admin
-                    return
-            except Exception:  # noqa: S110 - KafkaException until the broker answers
-                pass
-            if time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"the broker did not answer within {timeout}s: see {log.name}")
-            time.sleep(0.5)
+                return bool(admin.list_topics(timeout=2).brokers)
+            except Exception:  # KafkaException until the broker answers
+                return False
+
+        try:
+            wait_for(f"the broker on {self.bootstrap} to answer", answers, timeout, 0.5, retry=())
+        except WaitTimeout as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}: see {log.name}") from None
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None or self.proc.poll() is not None:

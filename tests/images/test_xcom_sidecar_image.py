@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import time
 
 import pytest
+from devkit import WaitTimeout, wait_for
 from testkit import require_or_skip
 
 pytestmark = pytest.mark.images
@@ -48,10 +48,12 @@ def sidecar(tmp_path):
     assert run.returncode == 0, run.stderr
     cid = run.stdout.strip()
     try:
-        deadline = time.monotonic() + 60
-        while docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() != "true":
-            assert time.monotonic() < deadline, docker("logs", cid).stderr
-            time.sleep(0.2)
+        try:
+            wait_for(f"the sidecar container {cid[:12]} running",
+                     lambda: docker("inspect", "-f", "{{.State.Running}}", cid).stdout.strip() == "true",
+                     60, 0.2, retry=())
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}\n{docker('logs', cid).stderr}") from None
         yield cid
     finally:
         docker("rm", "-f", cid)

@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import requests
-from devkit import free_port, stop_process
+from devkit import WaitTimeout, free_port, stop_process, wait_for
 
 
 class Server:
@@ -58,20 +57,20 @@ class Server:
     def wait_ready(self, timeout: float = 120) -> list[tuple[int, int]]:
         """Poll /livez and /health until ready; return the (livez, health) codes seen."""
         seen: list[tuple[int, int]] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"server exited {self.proc.returncode}:\n{self.log()}")
-            try:
-                codes = (self.get("/livez").status_code, self.get("/health").status_code)
-            except requests.ConnectionError:
-                time.sleep(0.05)
-                continue
+            codes = (self.get("/livez").status_code, self.get("/health").status_code)
             seen.append(codes)
-            if codes[1] == 200:
-                return seen
-            time.sleep(0.05)
-        raise AssertionError(f"not ready after {timeout}s:\n{self.log()}")
+            return codes[1] == 200
+
+        try:
+            wait_for(f"{self.url}/health to answer 200", ready, timeout, 0.05,
+                     retry=(requests.ConnectionError,))
+        except WaitTimeout as exc:
+            raise AssertionError(f"{exc}; last (livez, health): {seen[-1:]}\n{self.log()}") from None
+        return seen
 
     def stop(self) -> None:
         stop_process(self.proc)

@@ -17,7 +17,7 @@ import mlflow.sklearn
 import pandas as pd
 import pytest
 from _serving_process import Server
-from devkit import MlflowServer
+from devkit import MlflowServer, WaitTimeout, wait_for
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
 from sklearn.datasets import load_iris
@@ -118,6 +118,15 @@ def metric(server: Server, name: str) -> float:
             if sample.name == name:
                 return sample.value
     raise KeyError(name)
+
+
+def wait_metric(server: Server, name: str, at_least: float, timeout: float) -> None:
+    """Until the server's metric `name` reaches `at_least`; on a timeout, the server's log."""
+    try:
+        wait_for(f"{name} >= {at_least:g}", lambda: metric(server, name) >= at_least, timeout, 0.2,
+                 retry=())
+    except WaitTimeout as exc:
+        raise AssertionError(f"{exc}\n{server.log()}") from None
 
 
 def inputs_of(frame: pd.DataFrame) -> list[tuple[float, ...]]:
@@ -225,10 +234,7 @@ def test_an_mlflow_outage_fails_no_request_and_loses_no_row(
         MLFLOW_HTTP_REQUEST_TIMEOUT="5",
     )
     sent = send(server, X.iloc[[0, 1]])
-    deadline = time.monotonic() + 30
-    while metric(server, "mlship_inference_log_rows_total") < 2:
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.2)
+    wait_metric(server, "mlship_inference_log_rows_total", 2, 30)
 
     own_mlflow.stop()
     slowest = 0.0
@@ -241,19 +247,13 @@ def test_an_mlflow_outage_fails_no_request_and_loses_no_row(
     # (a Kubernetes build beside the suite) cannot fail it, while a request stuck behind a flush
     # attempt and its 5 s MLFLOW_HTTP_REQUEST_TIMEOUT still would
     assert slowest < 3.0, f"a request took {slowest:.2f}s while MLflow was down"
-    deadline = time.monotonic() + 30
-    while metric(server, "mlship_inference_log_buffered_rows") < 40:  # updated by each flush
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.2)
+    wait_metric(server, "mlship_inference_log_buffered_rows", 40, 30)  # updated by each flush
     assert metric(server, "mlship_inference_log_buffered_rows") == 40
     assert metric(server, "mlship_inference_log_flush_failures_total") >= 1
     assert "could not write to MLflow" in server.log()
 
     own_mlflow.start()
-    deadline = time.monotonic() + 60
-    while metric(server, "mlship_inference_log_rows_total") < 42:
-        assert time.monotonic() < deadline, server.log()
-        time.sleep(0.2)
+    wait_metric(server, "mlship_inference_log_rows_total", 42, 60)
     assert metric(server, "mlship_inference_log_dropped_rows_total") == 0
     assert sigterm(server) == 0
 

@@ -20,6 +20,7 @@ import pytest
 import requests
 from _serving_process import Server
 from confluent_kafka import Consumer
+from devkit import wait_for
 from kafkakit import KafkaBroker
 from mlflow import MlflowClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -243,8 +244,8 @@ def test_n_requests_give_n_events_with_their_request_ids(
     # Delivered is derived (no report per event): every event taken, once the broker acknowledged.
     produced, delivered = (f"mlship_events_{c}_total{{topic={served.predictions}}}"
                            for c in ("produced", "delivered"))  # fmt: skip
-    _wait_for("every event counted delivered",
-              lambda: (c := metrics(server))[delivered] == c[produced], 10)  # fmt: skip
+    wait_for("every event counted delivered",
+             lambda: (c := metrics(server))[delivered] == c[produced], 10, 0.2, retry=())  # fmt: skip
     assert metrics(server)["mlship_events_queued"] == 0
 
 
@@ -293,8 +294,9 @@ def test_feedback_labels_reach_the_labels_topic(
     assert {label.model for label in labels.values()} == {model.name}
     produced, delivered = (f"mlship_events_{c}_total{{topic={served.labels}}}"
                            for c in ("produced", "delivered"))  # fmt: skip
-    _wait_for("every label counted delivered",
-              lambda: (c := metrics(served.server))[delivered] == c[produced] >= 3, 10)  # fmt: skip
+    wait_for("every label counted delivered",
+             lambda: (c := metrics(served.server))[delivered] == c[produced] >= 3,
+             10, 0.2, retry=())  # fmt: skip
     for key, value in got:
         label = schema.read_label(value)
         assert key == schema.key(label.request_id, label.row)
@@ -413,14 +415,6 @@ def _rss_mb(pid: int) -> float:
     return 0.0
 
 
-def _wait_for(what: str, check: Callable[[], bool], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout}s")
-        time.sleep(0.2)
-
-
 def test_the_broker_away_mid_traffic_fails_no_request_and_loses_no_event(
     mlflow_server: str, kafka: KafkaBroker, model: Registered, tmp_path: Path
 ) -> None:
@@ -429,7 +423,7 @@ def test_the_broker_away_mid_traffic_fails_no_request_and_loses_no_event(
     traffic = Traffic(server)
     catch_all: CatchAll | None = None
     try:
-        _wait_for("100 answers before the broker stops", lambda: len(traffic) >= 100, 60)
+        wait_for("100 answers before the broker stops", lambda: len(traffic) >= 100, 60, 0.2, retry=())
         kafka.stop()
         stopped_at = len(traffic)
         rss = _rss_mb(server.proc.pid)
@@ -441,7 +435,8 @@ def test_the_broker_away_mid_traffic_fails_no_request_and_loses_no_event(
         during = len(traffic) - stopped_at
         waiting = metrics(server)["mlship_events_queued"]
         kafka.restart()
-        _wait_for("100 answers after the restart", lambda: len(traffic) >= stopped_at + during + 100, 60)
+        wait_for("100 answers after the restart",
+                 lambda: len(traffic) >= stopped_at + during + 100, 60, 0.2, retry=())
     finally:
         traffic.stop()
         if catch_all is not None and not catch_all._stop.is_set():
@@ -456,7 +451,7 @@ def test_the_broker_away_mid_traffic_fails_no_request_and_loses_no_event(
         assert catch_all is not None and 0 < catch_all.connections <= 80, catch_all.connections
         assert _rss_mb(server.proc.pid) < rss + 100
         want = {(rid, row) for _, rid, n in traffic.answers for row in range(n)}
-        _wait_for("the queue drained", lambda: metrics(server)["mlship_events_queued"] == 0, 60)
+        wait_for("the queue drained", lambda: metrics(server)["mlship_events_queued"] == 0, 60, 0.2, retry=())
         got = consume(kafka, env["MLSHIP_KAFKA_PREDICTIONS_TOPIC"], lambda vs: len(vs) >= len(want))
         keys = [(e.request_id, e.row) for e in (schema.read_prediction(v) for _, v in got)]
         assert len(keys) == len(want), (len(keys), len(want))  # none lost, none twice
