@@ -164,3 +164,61 @@ def test_a_remote_that_cannot_be_read_may_answer_later(repo):
         f"cannot read data/d.csv of DVC repo {at} from its DVC remote "
         "(not pushed, or the remote unreachable): ")
     assert exc.permanent is False
+
+
+# ----------------------------------------------------------------------------------- credentials
+
+def _basic(user: str, password: str) -> str:
+    import base64
+
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("https://u:p@git.example.com/r.git", "https://***@git.example.com/r.git"),
+    ("Git failed to fetch ref from 'http://x-token:s3cr%2Ft@h:8080/r'", "Git failed to fetch ref from 'http://***@h:8080/r'"),
+    ("no url here, a@b", "no url here, a@b"),
+    ("git@github.com:o/r.git", "git@github.com:o/r.git"),
+])
+def test_redact_removes_user_info_of_urls(text, shown):
+    assert ds.redact(text) == shown
+
+
+def test_git_url_gets_the_hosts_basic_credentials_as_user_info():
+    headers = {"authorization": _basic("x-access-token", "p@ss:w/rd"), "X-Api-Key": "k"}
+    assert ds.git_url("https://old@git.example.com/o/r.git", headers) == (
+        "https://x-access-token:p%40ss%3Aw%2Frd@git.example.com/o/r.git")
+    assert ds.git_url("https://git.example.com/o/r.git", {}) == "https://git.example.com/o/r.git"
+    assert ds.git_url("/data/repo", headers) == "/data/repo"
+
+
+@pytest.mark.parametrize(("headers", "message"), [
+    ({"X-Api-Key": "v4lue"}, "takes only an `Authorization: Basic ...` header of git.example.com"),
+    ({"Authorization": "Bearer v4lue"}, "takes only an `Authorization: Basic ...` header"),
+    ({"Authorization": "Basic v4lue"}, "is not Basic base64(user:password)"),
+])
+def test_git_url_refuses_other_credentials_without_showing_them(headers, message):
+    with pytest.raises(datasets.DatasetError) as exc:
+        ds.git_url("https://git.example.com/o/r.git", headers)
+    assert message in str(exc.value) and "v4lue" not in str(exc.value)
+
+
+def test_remote_auth_sends_authorization_else_the_one_header():
+    url = "https://dvc.example.com/store"
+    assert ds.remote_auth(url, {"Authorization": "Bearer t", "X-Other": "o"}) == {
+        "auth": "custom", "custom_auth_header": "Authorization", "password": "Bearer t"}
+    assert ds.remote_auth(url, {"X-Api-Key": "k"}) == {
+        "auth": "custom", "custom_auth_header": "X-Api-Key", "password": "k"}
+    assert ds.remote_auth(url, {}) is None
+    assert ds.remote_auth("s3://bucket/store", {"X-Api-Key": "k"}) is None
+    with pytest.raises(datasets.DatasetError, match="DVC sends one header to an http remote") as exc:
+        ds.remote_auth(url, {"X-A": "s3cret", "X-B": "s3cret"})
+    assert "s3cret" not in str(exc.value)
+
+
+def test_remotes_auth_keys_each_remote_by_its_host():
+    env = {"MLSHIP_SOURCE_HEADERS": '{"dvc.example.com": {"Authorization": "Bearer t"}}'}
+    remotes = {"a": {"url": "https://dvc.example.com/s"}, "b": {"url": "https://other.example.com/s"},
+               "c": {"url": "s3://b/s"}}
+    assert ds.remotes_auth(remotes, env) == {"a": {
+        "auth": "custom", "custom_auth_header": "Authorization", "password": "Bearer t"}}
