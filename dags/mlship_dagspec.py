@@ -24,9 +24,12 @@ dag-processor; every one has a default that works for a local image build (`:dev
   MLSHIP_STEP_RESOURCES            JSON {step: {requests: ..., limits: ...}} overriding the defaults
   MLSHIP_DEFAULT_DATASET, MLSHIP_DEFAULT_MODEL_NAME   trigger-form defaults (sklearn:iris, iris)
   MLSHIP_SOURCE_HEADERS_SECRET     an existing Secret whose key holds the JSON API sources' request
-                                   headers by host; the ingest pod only gets it, as
+                                   headers by host; the source steps' pods only get it, as
                                    $MLSHIP_SOURCE_HEADERS ("": none)
   MLSHIP_SOURCE_HEADERS_SECRET_KEY that Secret's key (headers.json)
+  MLSHIP_SOURCE_CREDENTIALS_SECRET an existing Secret whose every key becomes an environment
+                                   variable of the source steps (envFrom): cloud DVC remotes'
+                                   credentials, AWS_ACCESS_KEY_ID etc. ("": none)
 
 and for mlship_batch_score (dags/mlship_batch_score.py):
 
@@ -62,9 +65,9 @@ STEPS: tuple[str, ...] = contract.STEPS
 # mlship_batch_score's step.
 POD_STEPS: tuple[str, ...] = (*STEPS, contract.DRIFT, contract.SCORE)
 UID = 10001  # the non-root user every step image runs as
-# The steps that read dataset sources and so get the JSON API sources' request headers (API keys);
-# no other step's pod can read them.
-SOURCE_STEPS: tuple[str, ...] = ("ingest",)
+# The steps that read dataset sources and so get the sources' credentials (the request headers by
+# host, and the environment of the credentials Secret); no other step's pod can read them.
+SOURCE_STEPS: tuple[str, ...] = ("ingest", contract.SCORE)
 DEFAULT_SOURCE_HEADERS_KEY = "headers.json"
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
@@ -140,6 +143,8 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
     source_headers_secret: str | None = None  # None: the source steps get no request headers
     source_headers_secret_key: str = DEFAULT_SOURCE_HEADERS_KEY
+    # None: the source steps get no environment from a Secret (envFrom)
+    source_credentials_secret: str | None = None
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     headers_key = env.get("MLSHIP_SOURCE_HEADERS_SECRET_KEY", "").strip() or DEFAULT_SOURCE_HEADERS_KEY
     if not _SECRET_KEY.match(headers_key):
         errs.append(f"MLSHIP_SOURCE_HEADERS_SECRET_KEY={headers_key!r} is not a Secret key")
+    credentials_secret = env.get("MLSHIP_SOURCE_CREDENTIALS_SECRET", "").strip()
+    if credentials_secret and not _SECRET_NAME.match(credentials_secret):
+        errs.append(f"MLSHIP_SOURCE_CREDENTIALS_SECRET={credentials_secret!r} is not a Secret name")
     _raise_if(errs)
     return Settings(
         images=images,
@@ -261,6 +269,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         drift=drift,
         source_headers_secret=headers_secret or None,
         source_headers_secret_key=headers_key,
+        source_credentials_secret=credentials_secret or None,
     )
 
 
@@ -309,6 +318,14 @@ def step_secret_env(settings: Settings, step: str) -> dict[str, SecretEnv]:
             settings.source_headers_secret, settings.source_headers_secret_key
         ),
     }
+
+
+def step_env_from_secrets(settings: Settings, step: str) -> tuple[str, ...]:
+    """The Secrets whose every key becomes an environment variable of the step's container
+    (envFrom, resolved by the kubelet): the sources' credentials Secret, for the source steps."""
+    if step not in SOURCE_STEPS or settings.source_credentials_secret is None:
+        return ()
+    return (settings.source_credentials_secret,)
 
 
 def pod_security_context() -> dict[str, Any]:

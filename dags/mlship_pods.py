@@ -73,6 +73,15 @@ def step_env_vars(settings: spec.Settings, step: str) -> list[k8s.V1EnvVar]:
     ]
 
 
+def step_env_from(settings: spec.Settings, step: str) -> list[k8s.V1EnvFromSource]:
+    """The step container's envFrom: every key of the source credentials Secret (source steps only;
+    a missing Secret keeps the pod from starting, optional=False)."""
+    return [
+        k8s.V1EnvFromSource(secret_ref=k8s.V1SecretEnvSource(name=name, optional=False))
+        for name in spec.step_env_from_secrets(settings, step)
+    ]
+
+
 def step_task(settings: spec.Settings, step: str, task_id: str | None = None) -> KubernetesPodOperator:
     res = settings.resources[step]
     return StepPodOperator(
@@ -88,6 +97,7 @@ def step_task(settings: spec.Settings, step: str, task_id: str | None = None) ->
         cmds=spec.step_command(step),
         arguments=spec.step_arguments(step),
         env_vars=step_env_vars(settings, step),
+        env_from=step_env_from(settings, step) or None,
         labels=spec.labels(step),
         container_resources=k8s.V1ResourceRequirements(
             requests=res.get("requests"), limits=res.get("limits")

@@ -303,10 +303,22 @@ class TestAirflowEnvironment:
                 "api-headers", "keys.json"), template
             assert "MLSHIP_SOURCE_HEADERS" not in e, template
 
+    def test_the_source_credentials_secret_is_named_not_read(self) -> None:
+        """Airflow gets the credentials Secret's name only (null: ""); the source pods' envFrom
+        reads the Secret itself."""
+        e = env(main_container(deployment("scheduler-deployment.yaml")))
+        assert e["MLSHIP_SOURCE_CREDENTIALS_SECRET"] == ""
+        values = {"pipeline": {"sourceCredentialsSecret": "cloud-creds"}}
+        for template in ("scheduler-deployment.yaml", "dag-processor-deployment.yaml"):
+            container = main_container(deployment(template, values))
+            assert env(container)["MLSHIP_SOURCE_CREDENTIALS_SECRET"] == "cloud-creds", template  # noqa: S105 - a name
+            assert not container.get("envFrom"), template  # Airflow itself never reads it
+
     @pytest.mark.parametrize(
         "pipeline",
         [{"sourceHeadersSecret": "Api_Headers"}, {"sourceHeadersSecretKey": "a/b"},
-         {"sourceHeadersSecretKey": ""}],
+         {"sourceHeadersSecretKey": ""}, {"sourceCredentialsSecret": "Cloud_Creds"},
+         {"sourceCredentialsSecret": ""}],
     )
     def test_a_bad_source_headers_secret_is_refused(self, pipeline: dict) -> None:
         from chart_helpers import render_error

@@ -153,6 +153,7 @@ def probe(tmp_path_factory) -> dict:
         MLSHIP_IMAGE_PULL_POLICY="Never",
         MLSHIP_SOURCE_HEADERS_SECRET="api-headers",  # noqa: S106 - a Secret's name, not a secret
         MLSHIP_SOURCE_HEADERS_SECRET_KEY="keys.json",  # noqa: S106 - its key's name
+        MLSHIP_SOURCE_CREDENTIALS_SECRET="cloud-creds",  # noqa: S106 - a Secret's name
         # set too, and overridden by MLSHIP_XCOM_SIDECAR_IMAGE
         AIRFLOW_CONN_KUBERNETES_DEFAULT=CONNECTION_WITH_SIDECAR,
     )
@@ -232,7 +233,10 @@ def test_resources_requests_and_limits(probe):
     assert train["limits"]["memory"] == "2Gi"
 
 
-def test_only_the_ingest_pod_reads_the_source_headers_secret(probe):
+SOURCE_TASKS = {("mlship_training", "ingest"), ("mlship_batch_score", "score")}
+
+
+def test_only_the_source_pods_read_the_source_secrets(probe):
     for dag_id, dag in probe["dags"].items():
         for task_id, t in dag["tasks"].items():
             if not t["is_kpo"]:
@@ -241,15 +245,18 @@ def test_only_the_ingest_pod_reads_the_source_headers_secret(probe):
             env = {e["name"]: e for e in containers["base"]["env"]}
             assert env["MLFLOW_TRACKING_URI"]["value"] and env["HOME"]["value"] == "/tmp", task_id
             headers = env.pop("MLSHIP_SOURCE_HEADERS", None)
-            if (dag_id, task_id) == ("mlship_training", "ingest"):
-                # the kubelet reads the Secret: its value is never in the DAG or the pod spec
+            env_from = containers["base"].get("envFrom")
+            if (dag_id, task_id) in SOURCE_TASKS:
+                # the kubelet reads the Secrets: their values are never in the DAG or the pod spec
                 assert headers == {"name": "MLSHIP_SOURCE_HEADERS", "valueFrom": {"secretKeyRef": {
-                    "name": "api-headers", "key": "keys.json", "optional": False}}}
+                    "name": "api-headers", "key": "keys.json", "optional": False}}}, task_id
+                assert env_from == [{"secretRef": {"name": "cloud-creds", "optional": False}}], task_id
             else:
                 assert headers is None, (dag_id, task_id)
+                assert not env_from, (dag_id, task_id)  # no whole Secret
             assert all("valueFrom" not in e for e in env.values()), (dag_id, task_id)
             assert "env" not in containers["airflow-xcom-sidecar"], (dag_id, task_id)
-            assert not containers["base"].get("envFrom"), (dag_id, task_id)  # no whole Secret
+            assert "envFrom" not in containers["airflow-xcom-sidecar"], (dag_id, task_id)
 
 
 def test_xcom_sidecar_runs_from_the_configured_image_not_alpine(probe):

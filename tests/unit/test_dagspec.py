@@ -369,13 +369,19 @@ def test_drift_settings_collect_their_problems_when_asked_and_raise_otherwise():
     assert spec.drift_settings_from_env({}, []) == spec.DriftSettings()
 
 
-def test_the_source_headers_secret_goes_to_the_ingest_step_only():
+def test_the_source_steps_are_ingest_and_score():
+    assert spec.SOURCE_STEPS == ("ingest", "score")
+    assert set(spec.SOURCE_STEPS) <= set(spec.POD_STEPS)
+
+
+def test_the_source_headers_secret_goes_to_the_source_steps_only():
     s = spec.settings_from_env({"MLSHIP_SOURCE_HEADERS_SECRET": " api-headers "})
     assert (s.source_headers_secret, s.source_headers_secret_key) == ("api-headers", "headers.json")
-    assert spec.step_secret_env(s, "ingest") == {
-        "MLSHIP_SOURCE_HEADERS": spec.SecretEnv("api-headers", "headers.json")}
+    for step in ("ingest", "score"):
+        assert spec.step_secret_env(s, step) == {
+            "MLSHIP_SOURCE_HEADERS": spec.SecretEnv("api-headers", "headers.json")}, step
     for step in spec.POD_STEPS:
-        if step != "ingest":
+        if step not in ("ingest", "score"):
             assert spec.step_secret_env(s, step) == {}, step
     keyed = spec.settings_from_env(
         {"MLSHIP_SOURCE_HEADERS_SECRET": "h", "MLSHIP_SOURCE_HEADERS_SECRET_KEY": "k.json"})
@@ -404,3 +410,31 @@ def test_a_bad_source_headers_secret_is_named(env, message):
     with pytest.raises(spec.SettingsError) as err:
         spec.settings_from_env(env)
     assert str(err.value) == message
+
+
+def test_the_source_credentials_secret_is_the_source_steps_env_from_only():
+    s = spec.settings_from_env({"MLSHIP_SOURCE_CREDENTIALS_SECRET": " cloud-creds "})
+    assert s.source_credentials_secret == "cloud-creds"  # noqa: S105 - a Secret's name
+    for step in spec.POD_STEPS:
+        expected = ("cloud-creds",) if step in ("ingest", "score") else ()
+        assert spec.step_env_from_secrets(s, step) == expected, step
+        # it is no single variable, and the headers Secret stays unset
+        assert spec.step_secret_env(s, step) == {}, step
+    assert "cloud-creds" not in spec.step_env(s).values()
+
+
+@pytest.mark.parametrize("unset", [{}, {"MLSHIP_SOURCE_CREDENTIALS_SECRET": ""},
+                                   {"MLSHIP_SOURCE_CREDENTIALS_SECRET": "  "}])
+def test_no_source_credentials_secret_no_env_from(unset):
+    s = spec.settings_from_env(unset)
+    assert s.source_credentials_secret is None
+    assert all(spec.step_env_from_secrets(s, step) == () for step in spec.POD_STEPS)
+
+
+def test_a_bad_source_credentials_secret_is_named_with_the_others():
+    with pytest.raises(spec.SettingsError) as err:
+        spec.settings_from_env({"MLSHIP_SOURCE_CREDENTIALS_SECRET": "Cloud_Creds",
+                                "MLSHIP_SOURCE_HEADERS_SECRET": "Api_Headers"})
+    assert str(err.value) == (
+        "MLSHIP_SOURCE_HEADERS_SECRET='Api_Headers' is not a Secret name; "
+        "MLSHIP_SOURCE_CREDENTIALS_SECRET='Cloud_Creds' is not a Secret name")

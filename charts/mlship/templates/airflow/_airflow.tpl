@@ -84,11 +84,14 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
   value: {{ join "," .Values.images.pullSecrets | quote }}
 - name: MLSHIP_SERVICE_ACCOUNT
   value: {{ .Values.pipeline.serviceAccountName | quote }}
-# The ingest pod reads the JSON API sources' headers from this Secret (the kubelet resolves it).
+# The source steps' pods (ingest, score) read the sources' headers from this Secret, and their
+# environment from the credentials Secret (the kubelet resolves both; Airflow gets names only).
 - name: MLSHIP_SOURCE_HEADERS_SECRET
   value: {{ .Values.pipeline.sourceHeadersSecret | quote }}
 - name: MLSHIP_SOURCE_HEADERS_SECRET_KEY
   value: {{ .Values.pipeline.sourceHeadersSecretKey | quote }}
+- name: MLSHIP_SOURCE_CREDENTIALS_SECRET
+  value: {{ .Values.pipeline.sourceCredentialsSecret | default "" | quote }}
 - name: MLSHIP_SCHEDULE
   value: {{ .Values.pipeline.schedule | quote }}
 - name: MLSHIP_TASK_RETRIES
