@@ -2,10 +2,12 @@
 an API key, and a DVC-tracked file of a git repo at two tags, both served by a small HTTP server pod
 in the release's namespace.
 
-The key reaches the ingest pod only, from the Secret the release names in
-pipeline.sourceHeadersSecret (the module upgrades the release to name it, and back after); the git
-repo is served with git's "dumb HTTP" protocol (static files after `git update-server-info`) and its
-DVC remote as DVC's http remote layout (files/md5/xx/...), as `dvc push` wrote it to a directory.
+The credentials reach the ingest pod only, from the Secret the release names in
+pipeline.sourceHeadersSecret (the module upgrades the release to name it, and back after): the
+server's host gets the API key (X-Api-Key) and an `Authorization: Basic` header, which the git repo
+and the DVC remote both require (401 without it). The git repo is served with git's "dumb HTTP"
+protocol (static files after `git update-server-info`) and its DVC remote as DVC's http remote
+layout (files/md5/xx/...), as `dvc push` wrote it to a directory.
 Three training runs: the JSON API, then the DVC file @v1 and @v2.
 
 Runs on the session's release (tests/e2e/release.py); needs `git` and the dvc extra on the machine
@@ -43,15 +45,19 @@ API_PATH = "/api/v1/patients"
 SETTING = "pipeline.sourceHeadersSecret"
 
 # The server: extracts the ConfigMap's tarball to /tmp/site and serves it; paths under /api/ answer
-# only with the right X-Api-Key (401 otherwise); everything else is a static file (the git repo's
-# dumb-HTTP files, the DVC remote).
+# only with the right X-Api-Key, everything else (the git repo's dumb-HTTP files, the DVC remote)
+# only with the right Authorization (401 otherwise), as static files. ROOT, TARBALL and PORT are
+# replaced when it runs on this machine (server_py).
 SERVER_PY = r"""
 import http.server, os, tarfile
 ROOT = "/tmp/site"
-with tarfile.open("/site/site.tar.gz") as t:
+TARBALL = "/site/site.tar.gz"
+PORT = 8000
+with tarfile.open(TARBALL) as t:
     # the tarball is this test's own; "data" where the Python has extraction filters (3.11.4+)
     t.extractall(ROOT, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
 KEY = os.environ["API_KEY"]
+AUTH = os.environ["GIT_AUTH"]
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     def __init__(self, *args, **kwargs):
@@ -65,7 +71,14 @@ class Handler(http.server.SimpleHTTPRequestHandler):
             if self.headers.get("X-Api-Key") != KEY:
                 return self.answer(401, b'{"error": "unauthorized"}')
             self.path = path + ".json"
+        elif self.headers.get("Authorization") != AUTH:
+            return self.answer(401, b'{"error": "unauthorized"}')
         return super().do_GET()
+
+    def do_HEAD(self):
+        if self.headers.get("Authorization") != AUTH:
+            return self.answer(401, b"")
+        return super().do_HEAD()
 
     def answer(self, code, body):
         self.send_response(code)
@@ -74,8 +87,26 @@ class Handler(http.server.SimpleHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-http.server.ThreadingHTTPServer(("", 8000), Handler).serve_forever()
+http.server.ThreadingHTTPServer(("", PORT), Handler).serve_forever()
 """
+
+
+def server_py(root: str = "/tmp/site", tarball: str = "/site/site.tar.gz", port: int = PORT) -> str:  # noqa: S108
+    """SERVER_PY serving `tarball` from `root` on `port` (the defaults: as the pod runs it)."""
+    return (SERVER_PY.replace('ROOT = "/tmp/site"', f"ROOT = {root!r}")
+            .replace('TARBALL = "/site/site.tar.gz"', f"TARBALL = {tarball!r}")
+            .replace("PORT = 8000", f"PORT = {port}"))
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The `Authorization: Basic` value git and the DVC remote want."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def headers_for(host: str, key: str, auth: str) -> dict[str, dict[str, str]]:
+    """$MLSHIP_SOURCE_HEADERS for the server, keyed by host:port (only this server gets them):
+    the JSON API's key, and the Authorization git and the DVC remote take from the same host."""
+    return {host: {"X-Api-Key": key, "Authorization": auth}}
 
 
 def api_answer() -> tuple[bytes, int]:
@@ -188,9 +219,10 @@ def server_pod(namespace: str) -> dict[str, Any]:
                 "name": "server",
                 "image": "python:3.11-slim-bookworm",
                 "imagePullPolicy": "Never",
-                "command": ["python", "-c", SERVER_PY],
+                "command": ["python", "-c", server_py()],
                 "env": [
                     {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "api-key"}}},
+                    {"name": "GIT_AUTH", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "git-auth"}}},
                     {"name": "HOME", "value": "/tmp"},
                     {"name": "PYTHONUNBUFFERED", "value": "1"},
                 ],
@@ -244,12 +276,12 @@ def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     tarball = build_site(tmp_path_factory.mktemp("sources"), site)
     encoded = base64.b64encode(tarball).decode()
     assert len(encoded) < 900_000, f"the site's tarball is {len(encoded)} bytes in base64: too big"
-    key = uuid.uuid4().hex
-    headers = {site.host: {"X-Api-Key": key}}  # keyed by host:port: only this server gets the key
+    key, auth = uuid.uuid4().hex, basic_auth("e2e-reader", uuid.uuid4().hex)
+    headers = headers_for(site.host, key, auth)
     created: list[tuple[str, str]] = []
     try:
         core.create_namespaced_secret(ns, {"metadata": {"name": SECRET}, "type": "Opaque", "stringData": {
-            "headers.json": json.dumps(headers), "api-key": key}})
+            "headers.json": json.dumps(headers), "api-key": key, "git-auth": auth}})
         created.append(("secret", SECRET))
         core.create_namespaced_config_map(ns, {"metadata": {"name": SERVER},
                                                "binaryData": {"site.tar.gz": encoded}})
@@ -311,7 +343,7 @@ def train(release: Release, airflow: Airflow, dataset: str, model: str) -> str:
     run_id = airflow.trigger({"dataset": dataset, "target": "target", "task": "regression",
                               "model_name": model, "reason": "e2e sources"})
     airflow.require_success(run_id, airflow.wait_run(run_id, timeout=1200, on_poll=envs.poll))
-    # the API key's Secret reaches the ingest pod only, read by the kubelet
+    # the credentials' Secret reaches the ingest pod only (no score step here), read by the kubelet
     assert envs.seen.get("ingest") == {"MLSHIP_SOURCE_HEADERS": (SECRET, "headers.json", False)}, envs.seen
     assert not any(refs for step, refs in envs.seen.items() if step != "ingest"), envs.seen
     return run_id
