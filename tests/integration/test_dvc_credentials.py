@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -151,3 +152,27 @@ def test_a_git_host_with_no_basic_authorization_is_refused_before_any_request(se
     with pytest.raises(DatasetError, match=r"takes only an `Authorization: Basic \.\.\.` header") as exc:
         read(served, "v1")
     assert "t0ken" not in str(exc.value)
+
+
+def test_no_log_line_shows_a_credential(served, monkeypatch, capfd):
+    """DVC logs the URL it clones (user info included) at debug level: even then, redacted."""
+    monkeypatch.setenv(HEADERS_ENV, served.headers())
+    records: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(self.format(record))
+
+    keep, dvc_logger = Keep(logging.DEBUG), logging.getLogger("dvc")
+    level = dvc_logger.level
+    dvc_logger.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(keep)
+    try:
+        read(served, "v1")
+    finally:
+        logging.getLogger().removeHandler(keep)
+        dvc_logger.setLevel(level)
+    out, err = capfd.readouterr()
+    logged = "\n".join([*records, out, err])
+    assert "Creating external repo http://***@127.0.0.1" in logged  # DVC did log the clone URL
+    assert GIT_SECRET not in logged and "reader" not in logged and "remote-token-9" not in logged

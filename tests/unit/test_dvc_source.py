@@ -222,3 +222,33 @@ def test_remotes_auth_keys_each_remote_by_its_host():
                "c": {"url": "s3://b/s"}}
     assert ds.remotes_auth(remotes, env) == {"a": {
         "auth": "custom", "custom_auth_header": "Authorization", "password": "Bearer t"}}
+
+
+def test_logs_are_redacted_while_a_dvc_source_is_read():
+    import logging
+
+    lines: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    logger, keep = logging.getLogger("dvc.test-redact"), Keep()
+    logger.addHandler(keep)
+    logger.propagate = False
+    try:
+        with ds._redacted_logs():
+            logger.warning("clone %s", "https://u:s3cret@git.example.com/r.git")
+        logger.warning("after %s", "https://u:s3cret@git.example.com/r.git")  # the filter is gone
+    finally:
+        logger.removeHandler(keep)
+    assert lines == ["clone https://***@git.example.com/r.git", "after https://u:s3cret@git.example.com/r.git"]
+
+
+def test_credentials_in_the_source_are_refused_and_not_repeated():
+    with pytest.raises(datasets.DatasetError) as exc:
+        ds.parse_source("dvc:https://me:s3cret@git.example.com/r.git#data.csv@v1")
+    assert str(exc.value) == (
+        "DVC source 'dvc:https://***@git.example.com/r.git#data.csv@v1': no credentials in the source "
+        "(it is logged and tagged); give the repo's host an Authorization header in $MLSHIP_SOURCE_HEADERS")
+    assert ds.parse_source("dvc:ssh://git@git.example.com/r.git#d.csv").repo == "ssh://git@git.example.com/r.git"

@@ -29,9 +29,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,6 +75,11 @@ def parse_source(source: str) -> DvcSource:
         raise DatasetError(f"DVC source {source!r}: must look like {SYNTAX}")
     if at and not rev:
         raise DatasetError(f"DVC source {source!r}: empty revision after '@'; leave '@' out for HEAD")
+    if urlsplit(repo).scheme in ("http", "https") and "@" in urlsplit(repo).netloc:
+        raise DatasetError(
+            f"DVC source {redact(source)!r}: no credentials in the source (it is logged and tagged); "
+            f"give the repo's host an Authorization header in ${names.SOURCE_HEADERS_ENV}"
+        )
     return DvcSource(repo, path, rev or None)
 
 
@@ -194,12 +201,48 @@ def remote_refuses(url: str, md5: str, environ: Mapping[str, str] | None = None)
         return False
 
 
-def read(spec: DvcSource) -> DvcFile:
-    """`_read`, then DVC's temporary clones removed: their .git/config holds the clone URL, user
-    info included, and a later read of the same repo starts afresh (DVC would update a kept clone
-    with a fetch through libgit2, which has no dumb-HTTP support)."""
+class _Redact(logging.Filter):
+    """Redacts URLs' user info in every record a handler emits (DVC logs the URL it clones, user
+    info included, at debug level)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        shown = redact(message)
+        if shown != message:
+            record.msg, record.args = shown, None
+        return True
+
+
+@contextmanager
+def _redacted_logs() -> Iterator[None]:
+    """`_Redact` on every logging handler there is (the root's, DVC's, the last resort) while a
+    DVC source is read."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    handlers = {h for lg in loggers if isinstance(lg, logging.Logger) for h in lg.handlers}
+    if logging.lastResort is not None:
+        handlers.add(logging.lastResort)
+    redacting = _Redact()
+    for handler in handlers:
+        handler.addFilter(redacting)
     try:
-        return _read(spec)
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(redacting)
+
+
+def read(spec: DvcSource) -> DvcFile:
+    """`_read` with URLs' user info redacted from all logging; then DVC's temporary clones are
+    removed: their .git/config holds the clone URL, user info included, and a later read of the
+    same repo starts afresh (DVC would update a kept clone with a fetch through libgit2, which has
+    no dumb-HTTP support)."""
+    try:
+        import dvc  # noqa: F401 - its import adds its log handlers: redact theirs too
+    except ImportError:
+        pass
+    try:
+        with _redacted_logs():
+            return _read(spec)
     finally:
         try:
             from dvc.repo.open_repo import clean_repos
