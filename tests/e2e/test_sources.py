@@ -2,7 +2,7 @@
 an API key, and a DVC-tracked file of a git repo at two tags, both served by a small HTTP server pod
 in the release's namespace.
 
-The credentials reach the ingest pod only, from the Secret the release names in
+The credentials reach the training DAG's ingest pod only (of its steps), from the Secret the release names in
 pipeline.sourceHeadersSecret (the module upgrades the release to name it, and back after): the
 server's host gets the API key (X-Api-Key) and an `Authorization: Basic` header, which the git repo
 and the DVC remote both require (401 without it). The git repo is served with git's "dumb HTTP"
