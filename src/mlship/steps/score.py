@@ -4,7 +4,9 @@ The version is the one `--version` names, else the one `--alias` points to. Its 
 (when its parity held at registration: mlship.mlflow_io.compiled, as serving chooses) answers a
 single row 50-170x faster than scikit-learn, but scikit-learn's Cython can be faster on large
 chunks (benchmarks/batch_score.py), so with `--predictor auto` both score the first PROBE_ROWS
-rows, their answers are compared, and the faster scores the rest; `compiled` or `sklearn` insist.
+rows, their answers are compared, and the faster scores the rest, its answers on the first rows
+kept (no row is scored twice by it; when the answers differ scikit-learn scores every row);
+`compiled` or `sklearn` insist.
 
 The input is read like ingest's sources (a CSV/Parquet path or URL, a JSON API, a DVC file, a
 bundled scikit-learn set); the model's input columns must all be there, any others are carried
@@ -20,6 +22,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,11 +107,17 @@ def input_columns(pyfunc: Any) -> list[str] | None:
     return None if schema is None or not schema.has_input_names() else list(schema.input_names())
 
 
-def score(frame: pd.DataFrame, pyfunc: Any, choice: compiled.Choice, columns: list[str] | None) -> pd.Series:
-    """The predictions for every row of `frame`, chunk by chunk, in its order."""
+def score(
+    frame: pd.DataFrame, pyfunc: Any, choice: compiled.Choice, columns: list[str] | None, start: int = 0
+) -> pd.Series:
+    """The predictions for the rows of `frame` from row `start` on, chunk by chunk, in its order; the
+    chunks are those of the whole frame (every CHUNK_ROWS rows from row 0), the first cut at `start`."""
     parts = []
-    for start in range(0, len(frame), CHUNK_ROWS):
-        chunk = frame.iloc[start:start + CHUNK_ROWS]
+    first = start
+    while first < len(frame):
+        last = (first // CHUNK_ROWS + 1) * CHUNK_ROWS
+        chunk = frame.iloc[first:last]
+        first = last
         fast = choice.predictor
         if fast is not None:
             parts.append(pd.Series(fast.predict({c: chunk[c].to_numpy() for c in fast.columns})))
@@ -117,6 +126,14 @@ def score(frame: pd.DataFrame, pyfunc: Any, choice: compiled.Choice, columns: li
     if not parts:
         return pd.Series([], dtype=float, name=PREDICTION)
     return pd.concat(parts, ignore_index=True).rename(PREDICTION)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """The chosen predictor's answers on the first rows, and the seconds it took to give them."""
+
+    answers: pd.Series
+    seconds: float
 
 
 def _differ(a: Any, b: Any) -> int:
@@ -128,34 +145,56 @@ def _differ(a: Any, b: Any) -> int:
 
 def pick(
     requested: str, choice: compiled.Choice, frame: pd.DataFrame, pyfunc: Any, columns: list[str] | None
-) -> tuple[compiled.Choice, dict[str, float]]:
-    """What scores `frame` (see the module docstring), and the probe's rows/s per predictor."""
+) -> tuple[compiled.Choice, dict[str, float], Probe | None]:
+    """What scores `frame` (see the module docstring), the probe's rows/s per predictor, and the
+    chosen predictor's probe answers when they can stand for the first rows (None: score them)."""
     if choice.predictor is None:
         if requested == compiled.COMPILED:
             raise BadInput(f"--predictor compiled: the version has no usable compiled form ({choice.reason})")
-        return choice, {}
+        return choice, {}, None
     if requested == compiled.SKLEARN:
-        return compiled.Choice(None, "asked", "scikit-learn, as asked (--predictor sklearn)"), {}
+        return compiled.Choice(None, "asked", "scikit-learn, as asked (--predictor sklearn)"), {}, None
     if requested == compiled.COMPILED or frame.empty:
-        return choice, {}
+        return choice, {}, None
     probe = frame.iloc[:PROBE_ROWS]
     sklearn = compiled.Choice(None, "", "")
-    answers, rates = {}, {}
+    answers, rates, seconds = {}, {}, {}
     for c in (choice, sklearn):
         started = time.perf_counter()
-        answers[c.kind] = score(probe, pyfunc, c, columns).to_numpy()
-        rates[c.kind] = len(probe) / max(time.perf_counter() - started, 1e-9)
-    differ = _differ(answers[compiled.COMPILED], answers[compiled.SKLEARN])
+        answers[c.kind] = score(probe, pyfunc, c, columns)
+        seconds[c.kind] = time.perf_counter() - started
+        rates[c.kind] = len(probe) / max(seconds[c.kind], 1e-9)
+    differ = _differ(answers[compiled.COMPILED].to_numpy(), answers[compiled.SKLEARN].to_numpy())
     if differ:
         return compiled.Choice(None, "parity_failed", (
             f"the compiled form answered {differ} of the first {len(probe)} rows otherwise than "
-            "scikit-learn, which scores")), rates
+            "scikit-learn, which scores")), rates, None
     fast, slow = rates[compiled.COMPILED], rates[compiled.SKLEARN]
     measured = f"on the first {len(probe)} rows ({fast:,.0f} rows/s compiled, {slow:,.0f} scikit-learn)"
     if slow > fast:
         why = f"{choice.reason}; scikit-learn faster {measured}"
-        return compiled.Choice(None, "sklearn_faster", why), rates
-    return compiled.Choice(choice.predictor, choice.code, f"{choice.reason}; faster {measured}"), rates
+        chosen = compiled.Choice(None, "sklearn_faster", why)
+    else:
+        chosen = compiled.Choice(choice.predictor, choice.code, f"{choice.reason}; faster {measured}")
+    return chosen, rates, Probe(answers[chosen.kind], seconds[chosen.kind])
+
+
+def predictions(
+    frame: pd.DataFrame, pyfunc: Any, choice: compiled.Choice, columns: list[str] | None, probe: Probe | None
+) -> tuple[pd.Series, float]:
+    """Every row's prediction by `choice`, the probe's answers (pick's) standing for the first rows,
+    and the seconds `choice` took over all rows (its probe's included)."""
+    if probe is None:
+        started = time.perf_counter()
+        answers = score(frame, pyfunc, choice, columns)
+        return answers, time.perf_counter() - started
+    done = len(probe.answers)
+    if done >= len(frame):
+        return probe.answers, probe.seconds
+    started = time.perf_counter()
+    rest = score(frame, pyfunc, choice, columns, start=done)
+    seconds = probe.seconds + time.perf_counter() - started
+    return pd.concat([probe.answers, rest], ignore_index=True).rename(PREDICTION), seconds
 
 
 def finished_run(client: MlflowClient, experiment: str, key: str) -> Run | None:
@@ -210,14 +249,13 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         )
     if PREDICTION in frame.columns:
         raise BadInput(f"{args.input!r} already has a {PREDICTION!r} column, the one the output adds")
-    choice, probe_rates = pick(
+    choice, probe_rates, probe = pick(
         args.predictor, compiled.choose(version.tags, columns, args.tracking_uri), frame, pyfunc, columns
     )
     print(f"scoring {len(frame)} rows of {args.input} with {uri} by {choice.kind}: {choice.reason}",
           flush=True)
-    started = time.perf_counter()
-    out = frame.assign(**{PREDICTION: score(frame, pyfunc, choice, columns).to_numpy()})
-    seconds = time.perf_counter() - started
+    answers, seconds = predictions(frame, pyfunc, choice, columns, probe)
+    out = frame.assign(**{PREDICTION: answers.to_numpy()})
     rate = len(frame) / seconds if seconds > 0 else 0.0
     tags = {
         MLFLOW_RUN_NAME: f"{version.name} v{version.version} batch {datetime.now(UTC):%Y-%m-%d %H:%M}",
