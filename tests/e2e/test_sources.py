@@ -8,7 +8,8 @@ server's host gets the API key (X-Api-Key) and an `Authorization: Basic` header,
 and the DVC remote both require (401 without it). The git repo is served with git's "dumb HTTP"
 protocol (static files after `git update-server-info`) and its DVC remote as DVC's http remote
 layout (files/md5/xx/...), as `dvc push` wrote it to a directory.
-Three training runs: the JSON API, then the DVC file @v1 and @v2.
+Three training runs: the JSON API, then the DVC file @v1 and @v2. The same upgrade names a second
+Secret in pipeline.sourceCredentialsSecret, which the ingest pod (only) gets as envFrom.
 
 Runs on the session's release (tests/e2e/release.py); needs `git` and the dvc extra on the machine
 running the tests (the repo is made here), the step-ingest image with the dvc extra, and
@@ -43,6 +44,8 @@ SECRET = "mlship-e2e-source-headers"  # noqa: S105 - the Secret's name
 PORT = 8000
 API_PATH = "/api/v1/patients"
 SETTING = "pipeline.sourceHeadersSecret"
+ENV_SECRET = "mlship-e2e-source-env"  # noqa: S105 - the Secret's name (pipeline.sourceCredentialsSecret)
+ENV_SETTING = "pipeline.sourceCredentialsSecret"
 
 # The server: extracts the ConfigMap's tarball to /tmp/site and serves it; paths under /api/ answer
 # only with the right X-Api-Key, everything else (the git repo's dumb-HTTP files, the DVC remote)
@@ -258,8 +261,10 @@ def airflow_names_the_secret(release: Release, secret: str) -> bool:
 
 
 def name_the_secret(release: Release, secret: str) -> None:
-    """`helm upgrade` the release with pipeline.sourceHeadersSecret=`secret`, keeping its values."""
+    """`helm upgrade` the release with pipeline.sourceHeadersSecret=`secret` (and
+    pipeline.sourceCredentialsSecret=ENV_SECRET with it, or null without), keeping its values."""
     proc = release.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"{SETTING}={secret}",
+                        "--set", f"{ENV_SETTING}={ENV_SECRET if secret else 'null'}",
                         "--wait", "--timeout", "15m")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     wait_for(f"Airflow's pods to name {SETTING}={secret!r}",
@@ -283,6 +288,9 @@ def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         core.create_namespaced_secret(ns, {"metadata": {"name": SECRET}, "type": "Opaque", "stringData": {
             "headers.json": json.dumps(headers), "api-key": key, "git-auth": auth}})
         created.append(("secret", SECRET))
+        core.create_namespaced_secret(ns, {"metadata": {"name": ENV_SECRET}, "type": "Opaque",
+                                           "stringData": {"MLSHIP_E2E_SOURCE_ENV": "1"}})
+        created.append(("secret", ENV_SECRET))
         core.create_namespaced_config_map(ns, {"metadata": {"name": SERVER},
                                                "binaryData": {"site.tar.gz": encoded}})
         created.append(("config_map", SERVER))
@@ -322,7 +330,7 @@ class SecretEnvs:
     def __init__(self, release: Release) -> None:
         self.release = release
         self.before = {p.metadata.uid for p in release.pods("app.kubernetes.io/component=training-step")}
-        self.seen: dict[str, dict[str, Any]] = {}  # step -> {name: secretKeyRef}
+        self.seen: dict[str, dict[str, Any]] = {}  # step -> {name: secretKeyRef, "envFrom": Secrets}
 
     def poll(self) -> None:
         for pod in self.release.pods("app.kubernetes.io/component=training-step"):
@@ -334,6 +342,9 @@ class SecretEnvs:
                          e.value_from.secret_key_ref.optional)
                 for e in base.env or [] if e.value_from and e.value_from.secret_key_ref
             }
+            env_from = tuple(f.secret_ref.name for f in base.env_from or [] if f.secret_ref)
+            if env_from:
+                refs["envFrom"] = env_from
             self.seen.setdefault(pod.metadata.labels["mlship.io/step"], {}).update(refs)
 
 
@@ -344,7 +355,8 @@ def train(release: Release, airflow: Airflow, dataset: str, model: str) -> str:
                               "model_name": model, "reason": "e2e sources"})
     airflow.require_success(run_id, airflow.wait_run(run_id, timeout=1200, on_poll=envs.poll))
     # the credentials' Secret reaches the ingest pod only (no score step here), read by the kubelet
-    assert envs.seen.get("ingest") == {"MLSHIP_SOURCE_HEADERS": (SECRET, "headers.json", False)}, envs.seen
+    assert envs.seen.get("ingest") == {"MLSHIP_SOURCE_HEADERS": (SECRET, "headers.json", False),
+                                       "envFrom": (ENV_SECRET,)}, envs.seen
     assert not any(refs for step, refs in envs.seen.items() if step != "ingest"), envs.seen
     return run_id
 
