@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from devkit import WaitTimeout, wait_for
 from e2e.kit import BASE_VALUES, CHART, RELEASE, STEPS, Release, run, unreachable_reason
 from kubernetes import client, config
 from testkit import require_or_skip
@@ -46,6 +47,12 @@ def installed(tier: str) -> Iterator[Release]:
     config.load_kube_config()
     core = client.CoreV1Api()
     missing = missing_images(core)
+    if missing:  # the node lists its images in its status, which lags behind images just loaded
+        try:
+            wait_for("the node to list the images", lambda: not missing_images(core), 30, interval=3)
+            missing = []
+        except WaitTimeout:
+            missing = missing_images(core)
     if missing:  # even one: under MLSHIP_REQUIRE (CI) a broken `hack/build-images --load` fails here
         require_or_skip(
             f"images not in the cluster: {', '.join(missing)} (hack/build-images --load; "
