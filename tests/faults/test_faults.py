@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from devkit import wait_for
+from devkit import WaitTimeout, wait_for
 from e2e.kit import ROOT, Release, condition
 from kubernetes import client
 from mlflow import MlflowClient
@@ -253,8 +253,20 @@ def test_postgres_killed_mid_training_loses_nothing(served: Served, report: Any)
     model = f"faults-pg-{uuid.uuid4().hex[:4]}"
     with release.airflow() as airflow:
         run_id = airflow.trigger({"dataset": "sklearn:iris", "model_name": model})
-        wait_for("the train step to run", lambda: airflow.tasks(run_id).get("train", {}).get(
-            "state") == "running", timeout=300, interval=1)
+        seen: dict[str, Any] = {}
+
+        def train_running() -> bool:  # keeps what it saw, for the message when it never runs
+            seen["run"] = airflow.get(f"/dags/mlship_training/dagRuns/{run_id}")["state"]
+            tasks = airflow.tasks(run_id)
+            seen["tasks"] = {t: (i.get("state"), i.get("try_number")) for t, i in tasks.items()}
+            return seen["tasks"].get("train", (None,))[0] == "running"
+
+        try:
+            wait_for("the train step to run", train_running, timeout=300, interval=1)
+        except WaitTimeout as exc:
+            others = airflow.get("/dags/mlship_training/dagRuns", state=["running", "queued"])
+            raise AssertionError(f"{exc}; run {run_id}: {seen}; running or queued training runs: "
+                                 f"{[r['dag_run_id'] for r in others.get('dag_runs', [])]}") from None
         pg = release.pods("app.kubernetes.io/component=postgresql")
         assert pg, "no PostgreSQL pod"
         started = time.monotonic()
