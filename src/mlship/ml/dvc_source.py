@@ -41,6 +41,7 @@ from urllib.parse import quote, urlparse, urlsplit, urlunsplit
 
 from mlship import names
 from mlship.errors import root_cause
+from mlship.ml import json_source
 from mlship.ml.datasets import DatasetError
 
 PREFIX = "dvc:"
@@ -162,8 +163,6 @@ def remote_auth(url: str, headers: Mapping[str, str]) -> dict[str, str] | None:
 def remotes_auth(remotes: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The `remote` section of DVC's config that adds to each of a repo's remotes (its config's
     "remote": {name: {"url": ...}}) the header its host has in names.SOURCE_HEADERS_ENV."""
-    from mlship.ml import json_source
-
     out: dict[str, Any] = {}
     for name, conf in remotes.items():
         url = str((conf or {}).get("url", ""))
@@ -183,8 +182,6 @@ def remote_refuses(url: str, md5: str, environ: Mapping[str, str] | None = None)
     asked with the headers its host has: DVC itself reports only "No storage files available"."""
     import urllib.error
     import urllib.request
-
-    from mlship.ml import json_source
 
     if urlsplit(url).scheme not in ("http", "https") or len(md5) < 3:
         return False
@@ -268,16 +265,15 @@ def _read(spec: DvcSource) -> DvcFile:
 
     if is_local(spec.repo) and not Path(spec.repo.removeprefix("file://")).exists():
         raise DatasetError(f"DVC repo not found: {spec.repo}")
-    from mlship.ml import json_source
-
     os.environ.setdefault("GIT_TERMINAL_PROMPT", "0")  # a wrong password fails; nothing prompts
     url = git_url(spec.repo, {} if is_local(spec.repo) else json_source.headers_for(spec.repo))
     shown = redact(spec.repo)
     try:
         with Repo.open(url, rev=spec.rev, subrepos=True, uninitialized=True) as repo:
             commit = str(repo.scm.resolve_rev(spec.rev or "HEAD"))
-            remotes = {n: str((c or {}).get("url", "")) for n, c in (repo.config.get("remote") or {}).items()}
-            auth = remotes_auth(repo.config.get("remote") or {})
+            configured = repo.config.get("remote") or {}
+            remotes = {n: str((c or {}).get("url", "")) for n, c in configured.items()}
+            auth = remotes_auth(configured)
     except RevError as exc:
         raise DatasetError(f"DVC repo {spec.repo}: unknown revision {spec.rev!r}") from exc
     except NoSCMError as exc:
