@@ -4,6 +4,7 @@ hack/devkit.py."""
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -214,6 +215,11 @@ def local_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def basic_auth(user: str, password: str) -> str:
+    """The value of an `Authorization: Basic` header for `user` and `password`."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 DVC = str(Path(sys.executable).with_name("dvc"))

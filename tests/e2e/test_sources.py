@@ -36,6 +36,7 @@ from devkit import WaitTimeout, wait_for
 from e2e.kit import CHART, EXPERIMENT, RELEASE, TAG_RUN_KEY, Airflow, Release, all_ready
 from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
+from testkit import basic_auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -99,11 +100,6 @@ def server_py(root: str = "/tmp/site", tarball: str = "/site/site.tar.gz", port:
     return (SERVER_PY.replace('ROOT = "/tmp/site"', f"ROOT = {root!r}")
             .replace('TARBALL = "/site/site.tar.gz"', f"TARBALL = {tarball!r}")
             .replace("PORT = 8000", f"PORT = {port}"))
-
-
-def basic_auth(user: str, password: str) -> str:
-    """The `Authorization: Basic` value git and the DVC remote want."""
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
 
 
 def headers_for(host: str, key: str, auth: str) -> dict[str, dict[str, str]]:

@@ -8,7 +8,6 @@ no error message shows them.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 import shutil
@@ -19,7 +18,7 @@ from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from testkit import DVC, git_dvc, local_http, make_dvc_repo
+from testkit import DVC, basic_auth, git_dvc, local_http, make_dvc_repo
 
 from mlship.ml import dvc_source
 from mlship.ml.datasets import DatasetError
@@ -33,11 +32,7 @@ GIT_SECRET = "git-pass-7"  # noqa: S105 - a test's own
 REMOTE_TOKEN = "Bearer remote-token-9"  # noqa: S105 - a test's own
 
 
-def basic(user: str, password: str) -> str:
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
-GIT_AUTH = basic("reader", GIT_SECRET)
+GIT_AUTH = basic_auth("reader", GIT_SECRET)
 
 
 def guarded(directory: Path, authorization: str) -> type[SimpleHTTPRequestHandler]:
@@ -128,7 +123,7 @@ def test_without_headers_the_git_server_401_is_one_clear_line(served, monkeypatc
 
 
 def test_a_wrong_git_password_is_refused_and_never_shown(served, monkeypatch):
-    monkeypatch.setenv(HEADERS_ENV, served.headers(git=basic("reader", "wrong-pass-3")))
+    monkeypatch.setenv(HEADERS_ENV, served.headers(git=basic_auth("reader", "wrong-pass-3")))
     with pytest.raises(DatasetError) as exc:
         read(served, "v2")
     assert "401 Unauthorized" in str(exc.value)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from testkit import git_dvc, make_dvc_repo
+from testkit import basic_auth, git_dvc, make_dvc_repo
 
 from mlship import names
 from mlship.ml import datasets
@@ -168,12 +168,6 @@ def test_a_remote_that_cannot_be_read_may_answer_later(repo):
 
 # ----------------------------------------------------------------------------------- credentials
 
-def _basic(user: str, password: str) -> str:
-    import base64
-
-    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
-
-
 @pytest.mark.parametrize(("text", "shown"), [
     ("https://u:p@git.example.com/r.git", "https://***@git.example.com/r.git"),
     ("Git failed to fetch ref from 'http://x-token:s3cr%2Ft@h:8080/r'", "Git failed to fetch ref from 'http://***@h:8080/r'"),
@@ -185,7 +179,7 @@ def test_redact_removes_user_info_of_urls(text, shown):
 
 
 def test_git_url_gets_the_hosts_basic_credentials_as_user_info():
-    headers = {"authorization": _basic("x-access-token", "p@ss:w/rd"), "X-Api-Key": "k"}
+    headers = {"authorization": basic_auth("x-access-token", "p@ss:w/rd"), "X-Api-Key": "k"}
     assert ds.git_url("https://old@git.example.com/o/r.git", headers) == (
         "https://x-access-token:p%40ss%3Aw%2Frd@git.example.com/o/r.git")
     assert ds.git_url("https://git.example.com/o/r.git", {}) == "https://git.example.com/o/r.git"
