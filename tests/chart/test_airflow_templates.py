@@ -304,10 +304,11 @@ class TestAirflowEnvironment:
             assert "MLSHIP_SOURCE_HEADERS" not in e, template
 
     def test_the_source_credentials_secret_is_named_not_read(self) -> None:
-        """Airflow gets the credentials Secret's name only (null: ""); the source pods' envFrom
+        """Airflow gets the credentials Secret's name only (none: ""); the source pods' envFrom
         reads the Secret itself."""
-        e = env(main_container(deployment("scheduler-deployment.yaml")))
-        assert e["MLSHIP_SOURCE_CREDENTIALS_SECRET"] == ""
+        for values in ({}, {"pipeline": {"sourceCredentialsSecret": ""}}):
+            e = env(main_container(deployment("scheduler-deployment.yaml", values)))
+            assert e["MLSHIP_SOURCE_CREDENTIALS_SECRET"] == "", values
         values = {"pipeline": {"sourceCredentialsSecret": "cloud-creds"}}
         for template in ("scheduler-deployment.yaml", "dag-processor-deployment.yaml"):
             container = main_container(deployment(template, values))
@@ -317,8 +318,7 @@ class TestAirflowEnvironment:
     @pytest.mark.parametrize(
         "pipeline",
         [{"sourceHeadersSecret": "Api_Headers"}, {"sourceHeadersSecretKey": "a/b"},
-         {"sourceHeadersSecretKey": ""}, {"sourceCredentialsSecret": "Cloud_Creds"},
-         {"sourceCredentialsSecret": ""}],
+         {"sourceHeadersSecretKey": ""}, {"sourceCredentialsSecret": "Cloud_Creds"}],
     )
     def test_a_bad_source_headers_secret_is_refused(self, pipeline: dict) -> None:
         from chart_helpers import render_error

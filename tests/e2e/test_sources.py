@@ -244,23 +244,27 @@ def server_pod(namespace: str) -> dict[str, Any]:
 
 def airflow_names_the_secret(release: Release, secret: str) -> bool:
     """Every scheduler and dag-processor pod (the ones that build step pods) has `secret` as
-    MLSHIP_SOURCE_HEADERS_SECRET, and is Ready: the old ones are gone."""
+    MLSHIP_SOURCE_HEADERS_SECRET (and ENV_SECRET, or none, as MLSHIP_SOURCE_CREDENTIALS_SECRET),
+    and is Ready: the old ones are gone."""
     pods = [p for p in release.pods() if p.metadata.labels.get("app.kubernetes.io/component")
             in ("airflow-scheduler", "airflow-dag-processor")]
+    want = {"MLSHIP_SOURCE_HEADERS_SECRET": secret,
+            "MLSHIP_SOURCE_CREDENTIALS_SECRET": ENV_SECRET if secret else ""}
 
-    def setting(pod: Any) -> str | None:
-        env = pod.spec.containers[0].env or []
-        return next((e.value or "" for e in env if e.name == "MLSHIP_SOURCE_HEADERS_SECRET"), None)
+    def settings(pod: Any) -> dict[str, str]:
+        return {e.name: e.value or "" for e in pod.spec.containers[0].env or [] if e.name in want}
 
     return len({p.metadata.labels["app.kubernetes.io/component"] for p in pods}) == 2 and all(
-        setting(p) == secret and not p.metadata.deletion_timestamp for p in pods) and all_ready(pods)
+        settings(p) == want and not p.metadata.deletion_timestamp for p in pods) and all_ready(pods)
 
 
 def name_the_secret(release: Release, secret: str) -> None:
     """`helm upgrade` the release with pipeline.sourceHeadersSecret=`secret` (and
-    pipeline.sourceCredentialsSecret=ENV_SECRET with it, or null without), keeping its values."""
+    pipeline.sourceCredentialsSecret=ENV_SECRET with it, "" without), keeping its values."""
+    # Not `=null`: with --reuse-values Helm keeps the previous value, and the later step pods then
+    # wait for a Secret that is gone (CreateContainerConfigError until the startup timeout).
     proc = release.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"{SETTING}={secret}",
-                        "--set", f"{ENV_SETTING}={ENV_SECRET if secret else 'null'}",
+                        "--set", f"{ENV_SETTING}={ENV_SECRET if secret else ''}",
                         "--wait", "--timeout", "15m")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     wait_for(f"Airflow's pods to name {SETTING}={secret!r}",

@@ -91,7 +91,7 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
 - name: MLSHIP_SOURCE_HEADERS_SECRET_KEY
   value: {{ .Values.pipeline.sourceHeadersSecretKey | quote }}
 - name: MLSHIP_SOURCE_CREDENTIALS_SECRET
-  value: {{ .Values.pipeline.sourceCredentialsSecret | default "" | quote }}
+  value: {{ .Values.pipeline.sourceCredentialsSecret | quote }}
 - name: MLSHIP_SCHEDULE
   value: {{ .Values.pipeline.schedule | quote }}
 - name: MLSHIP_TASK_RETRIES
