@@ -123,6 +123,20 @@ class StepPods:
             self.images.setdefault(step, set()).update(images)
 
 
+def step_pods_state(release: Release) -> dict[str, str]:
+    """Each training-step pod's phase and its containers' waiting or terminated reasons: what a run
+    stuck in a step is waiting on."""
+    def reason(status: client.V1ContainerStatus) -> str:
+        waiting, ended = status.state.waiting, status.state.terminated
+        got = waiting.reason if waiting else (f"exited {ended.exit_code}" if ended else "running")
+        return f"{status.name}: {got}"
+
+    return {
+        p.metadata.name: "; ".join([p.status.phase or "?", *map(reason, p.status.container_statuses or [])])
+        for p in release.pods("app.kubernetes.io/component=training-step")
+    }
+
+
 class Release:
     """The chart installed in its own namespace, and ways to reach what it runs."""
 

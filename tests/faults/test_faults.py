@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from devkit import WaitTimeout, wait_for
-from e2e.kit import ROOT, Release, condition
+from e2e.kit import ROOT, Release, condition, pod_output, step_pods_state
 from kubernetes import client
 from mlflow import MlflowClient
 from operator_harness import (
@@ -238,8 +238,11 @@ def test_postgres_killed_mid_training_loses_nothing(served: Served, report: Any)
             wait_for("the train step to run", train_running, timeout=300, interval=1)
         except WaitTimeout as exc:
             others = airflow.get("/dags/mlship_training/dagRuns", state=["running", "queued"])
+            stuck = {t: pod_output(airflow.log(run_id, t, n))[-1500:]
+                     for t, (state, n) in seen["tasks"].items() if state == "running" and n}
             raise AssertionError(f"{exc}; run {run_id}: {seen}; running or queued training runs: "
-                                 f"{[r['dag_run_id'] for r in others.get('dag_runs', [])]}") from None
+                                 f"{[r['dag_run_id'] for r in others.get('dag_runs', [])]}; step pods: "
+                                 f"{step_pods_state(release)}; running tasks' logs: {stuck}") from None
         pg = release.pods("app.kubernetes.io/component=postgresql")
         assert pg, "no PostgreSQL pod"
         started = time.monotonic()
