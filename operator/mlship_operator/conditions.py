@@ -28,6 +28,7 @@ NOT_DESIRED_VERSION = "NotDesiredVersion"
 NOTHING_SERVING = "NothingServing"
 NO_READY_REPLICAS = "NoReadyReplicas"
 APPLY_FAILED = "ApplyFailed"
+INVALID_SPEC = "InvalidSpec"
 
 MAX_MESSAGE = 32768
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")

@@ -21,6 +21,8 @@ class Config:
     """MLflow the operator asks (and the default for CRs that name none)."""
     serving_tracking_uri: str
     """MLflow URI handed to serving pods of CRs that name none (defaults to tracking_uri)."""
+    allowed_tracking_uris: frozenset[str] = frozenset()
+    """Further URIs a CR's spec.trackingUri may name (see usable_tracking_uris)."""
     serving_image: str = "mlship-serving:dev"
     image_pull_policy: str = "IfNotPresent"
     poll_interval: float = 5.0
@@ -49,6 +51,13 @@ class Config:
     def clusterwide(self) -> bool:
         return not self.namespaces
 
+    @property
+    def usable_tracking_uris(self) -> frozenset[str]:
+        """Every URI a CR's spec.trackingUri may name: the operator's own two and the listed ones.
+        Anyone who may create a ModelDeployment would otherwise choose what the operator and the
+        serving pods fetch from."""
+        return frozenset({self.tracking_uri, self.serving_tracking_uri, *self.allowed_tracking_uris})
+
 
 _HOST_PORT = re.compile(r"^[^\s,:/]+:[0-9]{1,5}$")
 
@@ -70,11 +79,23 @@ def _http_url(
     if not value:
         errs.append(f"{name} is required: the MLflow tracking URI, e.g. http://mlflow:5000")
         return ""
-    parsed = urlparse(value)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+    if not _is_http_url(value):
         errs.append(f"{name}={value!r} must be an http:// or https:// URL with a host")
         return ""
     return value.rstrip("/")
+
+
+def _is_http_url(value: str) -> bool:
+    parsed = urlparse(value)
+    return parsed.scheme in ("http", "https") and bool(parsed.netloc)
+
+
+def _http_urls(env: Mapping[str, str], name: str, errs: list[str]) -> frozenset[str]:
+    items = [item.strip() for item in env.get(name, "").split(",") if item.strip()]
+    for item in items:
+        if not _is_http_url(item):
+            errs.append(f"{name} entry {item!r} must be an http:// or https:// URL with a host")
+    return frozenset(item.rstrip("/") for item in items if _is_http_url(item))
 
 
 def _number(
@@ -177,6 +198,7 @@ def from_env(env: Mapping[str, str]) -> Config:
         env, "MLSHIP_WATCH_TIMEOUT_SECONDS", Config.watch_server_timeout, 10, 3600, errs
     )
     kafka = _bootstrap_servers(env, "MLSHIP_KAFKA_BOOTSTRAP_SERVERS", errs)
+    allowed_uris = _http_urls(env, "MLSHIP_ALLOWED_TRACKING_URIS", errs)
 
     if errs:
         raise ConfigError("; ".join(errs))
@@ -184,6 +206,7 @@ def from_env(env: Mapping[str, str]) -> Config:
     return Config(
         tracking_uri=tracking_uri,
         serving_tracking_uri=serving_uri,
+        allowed_tracking_uris=allowed_uris,
         serving_image=image,
         image_pull_policy=pull_policy,
         poll_interval=poll,

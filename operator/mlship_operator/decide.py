@@ -15,7 +15,7 @@ from typing import Any
 from . import conditions as c
 from .events import EventSpec, degraded_events, rollout_events
 from .registry import Resolution
-from .report import condition_reports, conflict_reports
+from .report import condition_reports, conflict_reports, invalid_spec_reports
 from .rollout import Observed
 from .spec import ServingSpec, redact_uri
 from .target import choose_target
@@ -84,6 +84,21 @@ def decide(
         *degraded_events(prev.get("conditions"), new["conditions"], skip),
     )
     return Decision(target.apply_version, new, events)
+
+
+def refuse(
+    *, status: Mapping[str, Any] | None, message: str, generation: int, now: str
+) -> Decision:
+    """The spec is one the operator will not act on: only the conditions change. The rest of the
+    status still describes what runs, from the last spec acted on."""
+    prev = dict(status or {})
+    first = c.get_condition(prev.get("conditions"), c.AVAILABLE) is None
+    conds = c.set_conditions(
+        prev.get("conditions") or [], invalid_spec_reports(message, first=first),
+        generation=generation, now=now,
+    )
+    new = {**prev, "conditions": conds, "observedGeneration": generation}
+    return Decision(None, new, tuple(degraded_events(prev.get("conditions"), conds)))
 
 
 def status_patch(old: Mapping[str, Any] | None, new: Mapping[str, Any]) -> dict[str, Any]:

@@ -14,12 +14,12 @@ from kubernetes.client.exceptions import ApiException
 from . import builders, conditions, polling, registry
 from .config import Config
 from .conflict import name_conflict
-from .decide import Decision, decide, status_patch
+from .decide import Decision, decide, refuse, status_patch
 from .events import EventSpec
 from .kube import Kube, api_error_message
 from .report import apply_failed_reports
 from .rollout import needs_pod_check, observe
-from .spec import serving_spec
+from .spec import InvalidSpec, generation, serving_spec
 
 _LOG = logging.getLogger(__name__)
 
@@ -82,12 +82,21 @@ def tick(
     # A private copy: what the tick keeps (the status, the spec's resources) must not share
     # structure with kopf's body.
     cr = copy.deepcopy(dict(cr))
-    spec = serving_spec(cr, config)
     now = now or conditions.now_rfc3339()
     seen_status = cr.get("status") or {}
     # Our own last write wins over a watch event that may not have arrived yet: deciding
     # on a stale status could forget a rollback and retry the bad version.
     previous = memory.status or seen_status
+    try:
+        spec = serving_spec(cr, config)
+    except InvalidSpec as err:
+        # Neither the registry nor the children are touched: what runs keeps running.
+        refused = refuse(status=previous, message=str(err), generation=generation(cr), now=now)
+        if refused.events:
+            logger.warning("%s", err)
+        memory.status = refused.status
+        return TickResult(refused.status, status_patch(seen_status, refused.status),
+                          refused.events)
 
     polled = polling.is_due(memory.poll, spec.registry_key, clock())
     if polled:

@@ -9,6 +9,8 @@ from .rollout import Observed, Phase
 from .spec import ServingSpec
 from .target import Target
 
+_NOTHING_SERVING = Report(False, c.NOTHING_SERVING, "no version of the model is serving")
+
 
 def _retry_hint(spec: ServingSpec) -> str:
     if spec.pinned_version:
@@ -32,6 +34,17 @@ def apply_failed_reports(message: str) -> dict[str, Report]:
         c.READY: Report(False, c.APPLY_FAILED, message),
         c.PROGRESSING: Report(False, c.APPLY_FAILED, message),
         c.DEGRADED: Report(True, c.APPLY_FAILED, message),
+    }
+
+
+def invalid_spec_reports(message: str, *, first: bool) -> dict[str, Report]:
+    """The operator will not act on the spec: nothing is touched, so Available still says what
+    serves, or, on a CR never acted on (`first`), that nothing does."""
+    return {
+        c.READY: Report(False, c.INVALID_SPEC, message),
+        **({c.AVAILABLE: _NOTHING_SERVING} if first else {}),
+        c.PROGRESSING: Report(False, c.INVALID_SPEC, message),
+        c.DEGRADED: Report(True, c.INVALID_SPEC, message),
     }
 
 
@@ -104,7 +117,7 @@ def _available(spec: ServingSpec, observed: Observed, target: Target) -> Report:
         )
     if serving:
         return Report(False, c.NO_READY_REPLICAS, f"no replica of version {serving} is ready")
-    return Report(False, c.NOTHING_SERVING, "no version of the model is serving")
+    return _NOTHING_SERVING
 
 
 def _degraded(

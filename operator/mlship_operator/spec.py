@@ -1,7 +1,7 @@
 """A ModelDeployment's spec, with the operator's defaults filled in.
 
-The API server has already validated the object against the CRD schema; this only
-applies defaults and gives the fields types.
+The API server has already validated the object against the CRD schema; this applies
+defaults, gives the fields types, and refuses what only the operator's configuration forbids.
 """
 
 from __future__ import annotations
@@ -20,6 +20,10 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "100m", "memory": "256Mi"},
     "limits": {"memory": "1Gi"},
 }
+
+
+class InvalidSpec(ValueError):
+    """The spec passed the CRD's schema but this operator will not act on it; says what to change."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +63,32 @@ def redact_uri(uri: str) -> str:
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
+def generation(cr: Mapping[str, Any]) -> int:
+    """metadata.generation; not yet set counts as the first."""
+    return int((cr.get("metadata") or {}).get("generation") or 1)
+
+
+def check_tracking_uri(uri: str, config: Config) -> None:
+    """Raise InvalidSpec unless the operator may use `uri` (credentials in it do not count)."""
+    allowed = sorted({redact_uri(u) for u in config.usable_tracking_uris})
+    if redact_uri(uri) not in allowed:
+        raise InvalidSpec(
+            f"spec.trackingUri {redact_uri(uri)!r} is not one this operator may use"
+            f" (allowed: {', '.join(allowed)}); an operator admin can add it to"
+            " operator.allowedTrackingUris (MLSHIP_ALLOWED_TRACKING_URIS)"
+        )
+
+
 def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
+    """The spec with defaults filled in; InvalidSpec when this operator must not act on it."""
     meta = cr.get("metadata") or {}
     spec = cr.get("spec") or {}
     pinned = spec.get("version")
     pinned = str(pinned) if pinned not in (None, "") else None
     alias = None if pinned else (spec.get("alias") or DEFAULT_ALIAS)
     uri = (spec.get("trackingUri") or "").rstrip("/")
+    if uri:
+        check_tracking_uri(uri, config)
     # The API server fills in the CRD's defaults; these cover objects it has not (re)defaulted.
     inference_log = spec.get("inferenceLog") or {}
     sample_rate = inference_log.get("sampleRate")
@@ -73,7 +96,7 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
         name=meta["name"],
         namespace=meta["namespace"],
         uid=meta["uid"],
-        generation=int(meta.get("generation") or 1),
+        generation=generation(cr),
         model=spec["model"],
         alias=alias,
         pinned_version=pinned,

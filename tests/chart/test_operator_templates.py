@@ -27,6 +27,7 @@ class TestOperatorDeployment:
         assert e["MLSHIP_SERVING_IMAGE"] == "mlship-serving:dev"
         assert e["MLSHIP_WATCH_NAMESPACES"] == "mlship"
         assert e["MLSHIP_POLL_INTERVAL_SECONDS"] == "5"
+        assert e["MLSHIP_ALLOWED_TRACKING_URIS"] == ""  # only the release's MLflow
         assert e["MLSHIP_LIVENESS_ENDPOINT"] == "http://0.0.0.0:8081/healthz"
         assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
 
@@ -41,6 +42,7 @@ class TestOperatorDeployment:
                         "pollIntervalSeconds": 30,
                         "progressDeadlineSeconds": 300,
                         "logLevel": "DEBUG",
+                        "allowedTrackingUris": ["https://mlflow.team-a", "http://mlflow.b:5000"],
                     },
                     "clusterDomain": "corp.local",
                 },
@@ -57,8 +59,15 @@ class TestOperatorDeployment:
         assert e["MLSHIP_POLL_INTERVAL_SECONDS"] == "30"
         assert e["MLSHIP_PROGRESS_DEADLINE_SECONDS"] == "300"
         assert e["MLSHIP_LOG_LEVEL"] == "DEBUG"
+        assert e["MLSHIP_ALLOWED_TRACKING_URIS"] == "https://mlflow.team-a,http://mlflow.b:5000"
         assert e["MLSHIP_CLUSTER_DOMAIN"] == "corp.local"
         assert e["MLFLOW_TRACKING_URI"] == "http://mlship-mlflow.mlship.svc.corp.local:5000"
+
+    @pytest.mark.parametrize("uri", ["mlflow:5000", "ftp://mlflow", "http://a,http://b"])
+    def test_an_allowed_tracking_uri_must_be_one_http_url(self, uri: str) -> None:
+        from chart_helpers import render_error
+
+        assert "allowedTrackingUris" in render_error({"operator": {"allowedTrackingUris": [uri]}})
 
     def test_all_namespaces(self) -> None:
         d = one(

@@ -155,10 +155,12 @@ def test_invalid_name_is_rejected(crd, objects, namespace) -> None:
 def test_mlflow_down_sets_a_condition_and_deletes_nothing(
     operator, registered, objects, apps, core, namespace, mlflow_server
 ) -> None:
-    op = operator()
     model, versions = registered(2)
     proxy = TcpProxy(("127.0.0.1", int(mlflow_server.rsplit(":", 1)[1]))).start()
     try:
+        # Not the operator's own MLflow URI: only a listed one may be named in spec.trackingUri.
+        # The proxy's port is fixed when it is made, so it is known before the operator starts.
+        op = operator(MLSHIP_ALLOWED_TRACKING_URIS=proxy.url)
         create_cr(objects, namespace, "iris",
                   {"model": model, "trackingUri": proxy.url, **PENDING})
         wait_for("the Deployment", lambda: template_version(
@@ -190,6 +192,37 @@ def test_mlflow_down_sets_a_condition_and_deletes_nothing(
             deployment(apps, namespace, "iris")) == versions[1], 60)
         wait_for("Degraded to clear", lambda: condition(
             get_cr(objects, namespace, "iris"), "Degraded").get("status") == "False", 30)
+    finally:
+        proxy.stop()
+
+
+def test_a_tracking_uri_not_allowed_is_refused_and_never_asked(
+    operator, objects, apps, core, namespace, mlflow_server
+) -> None:
+    op = operator()
+    # A real MLflow behind it, so that a query, had one been made, would have been answered.
+    proxy = TcpProxy(("127.0.0.1", int(mlflow_server.rsplit(":", 1)[1]))).start()
+    try:
+        create_cr(objects, namespace, "iris", {"model": "m", "trackingUri": proxy.url, **PENDING})
+
+        def refused() -> dict | None:
+            cond = condition(get_cr(objects, namespace, "iris"), "Degraded")
+            return cond if cond.get("reason") == "InvalidSpec" else None
+
+        cond = wait_for(f"Degraded=InvalidSpec\n{op.log()}", refused, 60)
+        assert cond["status"] == "True"
+        assert cond["message"] == (
+            f"spec.trackingUri '{proxy.url}' is not one this operator may use (allowed:"
+            f" {mlflow_server.rstrip('/')}); an operator admin can add it to"
+            " operator.allowedTrackingUris (MLSHIP_ALLOWED_TRACKING_URIS)"
+        )
+        got = get_cr(objects, namespace, "iris")
+        assert condition(got, "Ready")["reason"] == "InvalidSpec"
+        assert condition(got, "Available")["reason"] == "NothingServing"
+        time.sleep(5)  # several more ticks
+        assert deployment(apps, namespace, "iris") is None
+        assert proxy.accepted == 0  # the refused MLflow was never asked
+        assert "InvalidSpec" in event_reasons(core, namespace, "iris")
     finally:
         proxy.stop()
 

@@ -20,6 +20,8 @@ def test_defaults_with_only_the_tracking_uri() -> None:
     assert config.namespaces == ()
     assert config.clusterwide
     assert config.kafka_bootstrap_servers == ""  # no events: serving logs to MLflow
+    assert config.allowed_tracking_uris == frozenset()
+    assert config.usable_tracking_uris == {"http://mlflow.mlship:5000"}  # only its own
 
 
 def test_the_default_backoff_cap_follows_the_poll_interval() -> None:
@@ -43,10 +45,12 @@ def test_every_setting_is_read() -> None:
         "MLSHIP_WATCH_TIMEOUT_SECONDS": "60",
         "MLSHIP_LOG_LEVEL": "debug",
         "MLSHIP_KAFKA_BOOTSTRAP_SERVERS": " k1.kafka:9092, k2.kafka:19092 ",
+        "MLSHIP_ALLOWED_TRACKING_URIS": " https://mlflow.team-a/, http://mlflow.team-b:5000,",
     })
     assert config == Config(
         tracking_uri="http://mlflow.mlship:5000",
         serving_tracking_uri="https://mlflow.internal",
+        allowed_tracking_uris=frozenset({"https://mlflow.team-a", "http://mlflow.team-b:5000"}),
         serving_image="reg.example/serving:1.2",
         image_pull_policy="Always",
         poll_interval=15.0,
@@ -62,6 +66,10 @@ def test_every_setting_is_read() -> None:
         kafka_bootstrap_servers="k1.kafka:9092,k2.kafka:19092",
     )
     assert not config.clusterwide
+    assert config.usable_tracking_uris == {
+        "http://mlflow.mlship:5000", "https://mlflow.internal",
+        "https://mlflow.team-a", "http://mlflow.team-b:5000",
+    }
 
 
 @pytest.mark.parametrize(
@@ -71,6 +79,10 @@ def test_every_setting_is_read() -> None:
         ({"MLFLOW_TRACKING_URI": "mlflow:5000"}, "MLFLOW_TRACKING_URI='mlflow:5000'"),
         ({"MLFLOW_TRACKING_URI": "sqlite:///x.db"}, "MLFLOW_TRACKING_URI"),
         ({**BASE, "MLSHIP_SERVING_TRACKING_URI": "ftp://x"}, "MLSHIP_SERVING_TRACKING_URI"),
+        ({**BASE, "MLSHIP_ALLOWED_TRACKING_URIS": "http://ok:5000,mlflow:5000"},
+         "MLSHIP_ALLOWED_TRACKING_URIS entry 'mlflow:5000' must be an http:// or https:// URL"),
+        ({**BASE, "MLSHIP_ALLOWED_TRACKING_URIS": "ftp://x"},
+         "MLSHIP_ALLOWED_TRACKING_URIS entry 'ftp://x'"),
         ({**BASE, "MLSHIP_SERVING_IMAGE": "a b"}, "MLSHIP_SERVING_IMAGE"),
         ({**BASE, "MLSHIP_IMAGE_PULL_POLICY": "Sometimes"}, "MLSHIP_IMAGE_PULL_POLICY"),
         ({**BASE, "MLSHIP_POLL_INTERVAL_SECONDS": "soon"}, "MLSHIP_POLL_INTERVAL_SECONDS='soon'"),

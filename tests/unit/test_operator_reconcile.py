@@ -207,6 +207,47 @@ def test_a_service_we_control_is_not_a_conflict(world) -> None:
     assert ("apply", "Service") in kube.calls
 
 
+EVIL = {"model": "iris", "trackingUri": "http://evil:5000"}
+
+
+def test_a_tracking_uri_not_allowed_touches_neither_the_registry_nor_the_children(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    result = tick(world, memo, cr=make_cr(EVIL))
+    assert registry.asked == 0 and kube.calls == []
+    for type_ in ("Ready", "Progressing"):
+        assert cond(result.status, type_) == ("False", "InvalidSpec")
+    assert cond(result.status, "Degraded") == ("True", "InvalidSpec")
+    assert cond(result.status, "Available") == ("False", "NothingServing")
+    message = c.get_condition(result.status["conditions"], "Degraded")["message"]
+    assert message.startswith("spec.trackingUri 'http://evil:5000' is not one this operator may use")
+    assert [(e.type, e.reason) for e in result.events] == [("Warning", "InvalidSpec")]
+    clock.t += 2
+    again = tick(world, memo, cr=make_cr(EVIL), seen_status=result.status)
+    assert again.events == () and again.status_patch == {} and registry.asked == 0
+    fixed = tick(world, memo, cr=make_cr(generation=2), seen_status=again.status)
+    assert registry.asked == 1 and kube.version() == "1"
+    assert cond(fixed.status, "Degraded") == ("False", "AsExpected")
+
+
+def test_an_edit_to_a_tracking_uri_not_allowed_keeps_what_serves(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    first = tick(world, memo)
+    kube.roll_out()
+    clock.t += 2
+    done = tick(world, memo, seen_status=first.status)
+    kube.calls.clear()
+    refused = tick(world, memo, cr=make_cr(EVIL, generation=2), seen_status=done.status)
+    assert kube.calls == [] and registry.asked == 1
+    assert cond(refused.status, "Available") == ("True", "Serving")  # still says what serves
+    assert cond(refused.status, "Degraded") == ("True", "InvalidSpec")
+    assert refused.status["observedGeneration"] == 2
+    # the rest describes what runs, from the last spec acted on
+    for key in ("trackingUri", "servingVersion", "lastGoodVersion", "url"):
+        assert refused.status[key] == done.status[key]
+
+
 def test_a_refused_deployment_is_reported_and_retried_with_backoff(world) -> None:
     kube, _, clock = world
     kube.refuse = ApiException(status=422, reason="Unprocessable")

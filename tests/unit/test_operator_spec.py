@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from _operator_fixtures import CONFIG, UID, make_cr
-from mlship_operator.spec import DEFAULT_RESOURCES, ServingSpec, serving_spec
+from mlship_operator.config import from_env
+from mlship_operator.spec import DEFAULT_RESOURCES, InvalidSpec, ServingSpec, serving_spec
 
 pytestmark = pytest.mark.unit
 
@@ -47,8 +48,6 @@ def test_no_version_follows_the_alias(version) -> None:
 
 
 def test_the_operators_serving_uri_is_the_default_for_pods_only() -> None:
-    from mlship_operator.config import from_env
-
     config = from_env({"MLFLOW_TRACKING_URI": "http://localhost:5000",
                        "MLSHIP_SERVING_TRACKING_URI": "http://mlflow.mlship:5000"})
     spec = serving_spec(make_cr(), config)
@@ -58,3 +57,35 @@ def test_the_operators_serving_uri_is_the_default_for_pods_only() -> None:
 def test_a_tracking_uri_ending_in_a_capital_keeps_it() -> None:
     spec = serving_spec(make_cr({"model": "iris", "trackingUri": "http://MLFLOWX/"}), CONFIG)
     assert spec.tracking_uri == "http://MLFLOWX"
+
+
+def test_a_tracking_uri_not_allowed_is_refused_naming_the_allowed_ones() -> None:
+    config = from_env({"MLFLOW_TRACKING_URI": "http://localhost:5000",
+                       "MLSHIP_SERVING_TRACKING_URI": "https://u:secret@mlflow.mlship",
+                       "MLSHIP_ALLOWED_TRACKING_URIS": "http://team-a:5000"})
+    with pytest.raises(InvalidSpec) as info:
+        serving_spec(make_cr({"model": "iris", "trackingUri": "http://u:p@evil:5000/"}), config)
+    assert str(info.value) == (
+        "spec.trackingUri 'http://evil:5000' is not one this operator may use (allowed:"
+        " http://localhost:5000, http://team-a:5000, https://mlflow.mlship); an operator admin"
+        " can add it to operator.allowedTrackingUris (MLSHIP_ALLOWED_TRACKING_URIS)"
+    )  # no credentials: the message goes into the CR's status
+
+
+@pytest.mark.parametrize("uri", [
+    "http://localhost:5000/", "https://mlflow.mlship", "http://team-a:5000",
+    "http://someone:else@team-a:5000",  # credentials do not change where it goes
+])
+def test_the_operators_own_and_the_listed_uris_are_allowed(uri: str) -> None:
+    config = from_env({"MLFLOW_TRACKING_URI": "http://localhost:5000",
+                       "MLSHIP_SERVING_TRACKING_URI": "https://u:secret@mlflow.mlship",
+                       "MLSHIP_ALLOWED_TRACKING_URIS": "http://team-a:5000/"})
+    spec = serving_spec(make_cr({"model": "iris", "trackingUri": uri}), config)
+    assert spec.tracking_uri == spec.serving_tracking_uri == uri.rstrip("/")
+
+
+def test_only_its_own_uris_by_default() -> None:
+    config = from_env({"MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000"})
+    assert serving_spec(make_cr(), config).tracking_uri == "http://mlflow.mlship:5000"
+    with pytest.raises(InvalidSpec, match="allowed: http://mlflow.mlship:5000\\)"):
+        serving_spec(make_cr({"model": "iris", "trackingUri": "http://mlflow.mlship:5001"}), config)
