@@ -12,7 +12,7 @@ from mlship_operator.spec import serving_spec
 # The other registries the operator unit tests and manifests/examples name in spec.trackingUri.
 OTHER_TRACKING_URIS = ("http://other:5000", "http://other-mlflow:5000", "https://mlflow.other",
                        "https://mlflow.x", "https://mlflow.example", "http://MLFLOWX",
-                       "http://mlflow.mlship.svc.cluster.local:5000")
+                       "http://mlship-mlflow.mlship.svc.cluster.local:5000")
 CONFIG = from_env({"MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000",
                    "MLSHIP_ALLOWED_TRACKING_URIS": ",".join(OTHER_TRACKING_URIS)})
 UID = "0b5e3c1a-1111-2222-3333-444455556666"
