@@ -216,8 +216,7 @@ def test_a_corrupted_version_is_rolled_back(served: Served, load: Any, report: A
     wait_for(f"{stable} Ready again", lambda: served.serving(stable), timeout=120, interval=1)
 
 
-# Before the node restart: right after one, this run took 101 s and once never reached `train` in
-# 300 s (CI), against ~40 s when it runs first.
+# Before the node restart, which slows the next training run (101 s once, against ~40 s first).
 def test_postgres_killed_mid_training_loses_nothing(served: Served, report: Any) -> None:
     release = served.release
     with release.mlflow() as url:
