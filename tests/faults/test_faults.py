@@ -193,8 +193,6 @@ def test_operator_killed_mid_rollout(served: Served, load: Any, report: Any) -> 
 
 def test_a_corrupted_version_is_rolled_back(served: Served, load: Any, report: Any) -> None:
     stable = served.md()["status"]["servingVersion"]
-    served.move_alias(served.broken)
-    started = time.monotonic()
 
     def rolled_back() -> dict[str, Any] | None:
         got = served.md()
@@ -202,17 +200,28 @@ def test_a_corrupted_version_is_rolled_back(served: Served, load: Any, report: A
         failed = status.get("desiredVersion") == served.broken and status.get("servingVersion") == stable
         return got if failed and condition(got, "Degraded").get("status") == "True" else None
 
-    got = wait_for(f"version {served.broken} rolled back to {stable}", rolled_back, timeout=400, interval=1)
-    rolled = time.monotonic() - started
-    pods_after = {p.metadata.uid for p in served.release.serving_pods(MD)}
-    time.sleep(3 * POLL_SECONDS)  # several polls: no new attempt at the version that failed
-    assert {p.metadata.uid for p in served.release.serving_pods(MD)} == pods_after
-    seen = load()
-    report("corrupted version promoted", rolled_back_seconds=round(rolled, 1), requests=seen["requests"],
-           failed=seen.get("failed", 0), degraded=condition(got, "Degraded").get("message"))
-    no_failures(seen)
-    assert set(seen["versions"]) == {stable}, seen["versions"]
-    served.move_alias(stable)
+    def stable_pods_only() -> set[str] | None:  # the failed version's pod may still be terminating
+        pods = served.release.serving_pods(MD)
+        return {p.metadata.uid for p in pods} if pods and all(
+            p.metadata.labels.get("mlship.io/model-version") == stable
+            and not p.metadata.deletion_timestamp for p in pods) else None
+
+    served.move_alias(served.broken)
+    started = time.monotonic()
+    try:  # the alias goes back even when this fails: the next faults need a Ready CR
+        got = wait_for(f"version {served.broken} rolled back to {stable}", rolled_back,
+                       timeout=400, interval=1)
+        rolled = time.monotonic() - started
+        pods_after = wait_for(f"only version {stable}'s pods", stable_pods_only, timeout=120, interval=1)
+        time.sleep(3 * POLL_SECONDS)  # several polls: no new attempt at the version that failed
+        assert {p.metadata.uid for p in served.release.serving_pods(MD)} == pods_after
+        seen = load()
+        report("corrupted version promoted", rolled_back_seconds=round(rolled, 1), requests=seen["requests"],
+               failed=seen.get("failed", 0), degraded=condition(got, "Degraded").get("message"))
+        no_failures(seen)
+        assert set(seen["versions"]) == {stable}, seen["versions"]
+    finally:
+        served.move_alias(stable)
     wait_for(f"{stable} Ready again", lambda: served.serving(stable), timeout=120, interval=1)
 
 
