@@ -166,7 +166,9 @@ def test_mlflow_down_sets_a_condition_and_deletes_nothing(
         wait_for("the Deployment", lambda: template_version(
             deployment(apps, namespace, "iris")) == versions[0], 60)
         dep_uid = deployment(apps, namespace, "iris").metadata.uid
-        svc_uid = core.read_namespaced_service("iris", namespace).metadata.uid
+        # The Service comes after the Deployment (a CI run read it in between: 404).
+        svc_uid = wait_for("the Service", lambda: core.read_namespaced_service("iris", namespace),
+                           30).metadata.uid
 
         proxy.stop()
         MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(
