@@ -33,9 +33,28 @@ STEPS = ("ingest", "validate", "featurize", "train", "evaluate", "register")
 EXPERIMENT = "mlship"  # the chart's pipeline.experiment
 MODEL = "iris"
 TAG_RUN_KEY = "mlship.pipeline_run_key"
-# --set values of every install/upgrade: only triggered DAG runs (no scheduled one competing), and
-# a short retry delay so a step that fails for good (a bad dataset) fails the run in ~1 min, not 3.
-BASE_VALUES = ("pipeline.schedule=none", "pipeline.retryDelaySeconds=5")
+# The Secrets the release names from its install on (BASE_VALUES) as pipeline.sourceHeadersSecret
+# and pipeline.sourceCredentialsSecret, created before it (tests/e2e/release.py) with no credentials
+# (NEUTRAL_SOURCE_SECRETS): test_sources.py fills them in for its runs and puts these back after,
+# with no upgrade (a step pod reads them when it starts).
+SOURCE_HEADERS_SECRET = "mlship-e2e-source-headers"  # noqa: S105 - the Secret's name
+SOURCE_HEADERS_KEY = "headers.json"  # the chart's default pipeline.sourceHeadersSecretKey
+SOURCE_ENV_SECRET = "mlship-e2e-source-env"  # noqa: S105 - the Secret's name
+NEUTRAL_SOURCE_SECRETS: dict[str, dict[str, str]] = {
+    # {}: $MLSHIP_SOURCE_HEADERS with no host, as unset (mlship.ml.json_source.headers_from_env)
+    SOURCE_HEADERS_SECRET: {SOURCE_HEADERS_KEY: "{}"},
+    # envFrom: one variable that no source reads (not a DVC, git or cloud variable)
+    SOURCE_ENV_SECRET: {"MLSHIP_E2E_SOURCE_ENV": "neutral"},
+}
+# --set values of every install/upgrade: only triggered DAG runs (no scheduled one competing), a
+# short retry delay so a step that fails for good (a bad dataset) fails the run in ~1 min, not 3,
+# and the sources' Secrets above.
+BASE_VALUES = (
+    "pipeline.schedule=none",
+    "pipeline.retryDelaySeconds=5",
+    f"pipeline.sourceHeadersSecret={SOURCE_HEADERS_SECRET}",
+    f"pipeline.sourceCredentialsSecret={SOURCE_ENV_SECRET}",
+)
 MD_GROUP, MD_VERSION, MD_PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
 
 # Rows of the iris data set with their species (0 setosa, 1 versicolor, 2 virginica).
@@ -162,6 +181,13 @@ class Release:
         data = self.core.read_namespaced_secret(name, self.namespace).data
         return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
+    def create_secret(self, name: str, data: dict[str, str]) -> None:
+        self.core.create_namespaced_secret(self.namespace, secret_body(name, data))
+
+    def replace_secret(self, name: str, data: dict[str, str]) -> None:
+        """The Secret now holds `data` and no other key (pods started from now on read it)."""
+        self.core.replace_namespaced_secret(name, self.namespace, secret_body(name, data))
+
     def pods(self, selector: str = "") -> list[client.V1Pod]:
         return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
 
@@ -241,6 +267,11 @@ class Release:
     def serving(self, name: str) -> Iterator[str]:
         with port_forward(self.namespace, f"svc/{name}", 80) as url:
             yield url
+
+
+def secret_body(name: str, data: dict[str, str]) -> dict[str, Any]:
+    """An Opaque Secret holding `data` (stringData: the API stores it as its only data on a replace)."""
+    return {"metadata": {"name": name}, "type": "Opaque", "stringData": data}
 
 
 def condition(obj: dict[str, Any], type_: str) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 namespace that enforces PodSecurity "restricted", removed with its namespace after. The `release`
 fixture (tests/conftest.py) enters `installed()`.
 
+The install names the sources' Secrets (kit.BASE_VALUES): they are created just before it, with no
+credentials (kit.NEUTRAL_SOURCE_SECRETS), so every step pod that gets them starts.
+
 Images must already be in the cluster (`hack/build-images --load ...`). Figures the tests measure
 go into `release.figures` and are printed at the end of the session.
 """
@@ -15,7 +18,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from devkit import WaitTimeout, wait_for
-from e2e.kit import BASE_VALUES, CHART, RELEASE, STEPS, Release, run, unreachable_reason
+from e2e.kit import (
+    BASE_VALUES,
+    CHART,
+    NEUTRAL_SOURCE_SECRETS,
+    RELEASE,
+    STEPS,
+    Release,
+    run,
+    unreachable_reason,
+)
 from kubernetes import client, config
 from testkit import require_or_skip
 
@@ -73,6 +85,8 @@ def installed(tier: str) -> Iterator[Release]:
     )
     rel = Release(namespace)
     try:
+        for name, data in NEUTRAL_SOURCE_SECRETS.items():  # the install names them
+            rel.create_secret(name, data)
         start = time.monotonic()
         values = [arg for value in BASE_VALUES for arg in ("--set", value)]
         proc = rel.helm("install", RELEASE, str(CHART), "--wait", "--timeout", "15m", *values)

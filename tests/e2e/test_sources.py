@@ -3,13 +3,17 @@ an API key, and a DVC-tracked file of a git repo at two tags, both served by a s
 in the release's namespace.
 
 The credentials reach the training DAG's ingest pod only (of its steps), from the Secret the release names in
-pipeline.sourceHeadersSecret (the module upgrades the release to name it, and back after): the
-server's host gets the API key (X-Api-Key) and an `Authorization: Basic` header, which the git repo
-and the DVC remote both require (401 without it). The git repo is served with git's "dumb HTTP"
-protocol (static files after `git update-server-info`) and its DVC remote as DVC's http remote
-layout (files/md5/xx/...), as `dvc push` wrote it to a directory.
-Three training runs: the JSON API, then the DVC file @v1 and @v2. The same upgrade names a second
-Secret in pipeline.sourceCredentialsSecret, which the ingest pod (only) gets as envFrom.
+pipeline.sourceHeadersSecret from its install on (kit.BASE_VALUES; tests/e2e/release.py creates it
+with no credentials first): this module fills it in for its runs and puts the neutral content back
+after, with no upgrade, as a step pod reads it when it starts. The server's host gets the API key
+(X-Api-Key) and an `Authorization: Basic` header, which the git repo and the DVC remote both
+require (401 without it). The git repo is served with git's "dumb HTTP" protocol (static files
+after `git update-server-info`) and its DVC remote as DVC's http remote layout (files/md5/xx/...),
+as `dvc push` wrote it to a directory. The server reads the key and the Authorization it wants
+from a Secret of its own.
+Three training runs: the JSON API, then the DVC file @v1 and @v2. The release names a second Secret
+in pipeline.sourceCredentialsSecret the same way (filled in and put back with the first), which the
+ingest pod (only) gets as envFrom.
 
 Runs on the session's release (tests/e2e/release.py); needs `git` and the dvc extra on the machine
 running the tests (the repo is made here), the step-ingest image with the dvc extra, and
@@ -33,20 +37,27 @@ from typing import Any
 
 import pytest
 from devkit import WaitTimeout, wait_for
-from e2e.kit import CHART, EXPERIMENT, RELEASE, TAG_RUN_KEY, Airflow, Release, all_ready
+from e2e.kit import (
+    EXPERIMENT,
+    NEUTRAL_SOURCE_SECRETS,
+    SOURCE_ENV_SECRET,
+    SOURCE_HEADERS_KEY,
+    SOURCE_HEADERS_SECRET,
+    TAG_RUN_KEY,
+    Airflow,
+    Release,
+    all_ready,
+    secret_body,
+)
 from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
 from testkit import basic_auth
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
-SERVER = "mlship-e2e-sources"  # the pod, its Service and its ConfigMap
-SECRET = "mlship-e2e-source-headers"  # noqa: S105 - the Secret's name
+SERVER = "mlship-e2e-sources"  # the pod, its Service, its ConfigMap and its Secret (api-key, git-auth)
 PORT = 8000
 API_PATH = "/api/v1/patients"
-SETTING = "pipeline.sourceHeadersSecret"
-ENV_SECRET = "mlship-e2e-source-env"  # noqa: S105 - the Secret's name (pipeline.sourceCredentialsSecret)
-ENV_SETTING = "pipeline.sourceCredentialsSecret"
 
 # The server: extracts the ConfigMap's tarball to /tmp/site and serves it; paths under /api/ answer
 # only with the right X-Api-Key, everything else (the git repo's dumb-HTTP files, the DVC remote)
@@ -220,8 +231,8 @@ def server_pod(namespace: str) -> dict[str, Any]:
                 "imagePullPolicy": "Never",
                 "command": ["python", "-c", server_py()],
                 "env": [
-                    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "api-key"}}},
-                    {"name": "GIT_AUTH", "valueFrom": {"secretKeyRef": {"name": SECRET, "key": "git-auth"}}},
+                    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": SERVER, "key": "api-key"}}},
+                    {"name": "GIT_AUTH", "valueFrom": {"secretKeyRef": {"name": SERVER, "key": "git-auth"}}},
                     {"name": "HOME", "value": "/tmp"},
                     {"name": "PYTHONUNBUFFERED", "value": "1"},
                 ],
@@ -242,39 +253,21 @@ def server_pod(namespace: str) -> dict[str, Any]:
     }
 
 
-def airflow_names_the_secret(release: Release, secret: str) -> bool:
-    """Every scheduler and dag-processor pod (the ones that build step pods) has `secret` as
-    MLSHIP_SOURCE_HEADERS_SECRET (and ENV_SECRET, or none, as MLSHIP_SOURCE_CREDENTIALS_SECRET),
-    and is Ready: the old ones are gone."""
-    pods = [p for p in release.pods() if p.metadata.labels.get("app.kubernetes.io/component")
-            in ("airflow-scheduler", "airflow-dag-processor")]
-    want = {"MLSHIP_SOURCE_HEADERS_SECRET": secret,
-            "MLSHIP_SOURCE_CREDENTIALS_SECRET": ENV_SECRET if secret else ""}
-
-    def settings(pod: Any) -> dict[str, str]:
-        return {e.name: e.value or "" for e in pod.spec.containers[0].env or [] if e.name in want}
-
-    return len({p.metadata.labels["app.kubernetes.io/component"] for p in pods}) == 2 and all(
-        settings(p) == want and not p.metadata.deletion_timestamp for p in pods) and all_ready(pods)
-
-
-def name_the_secret(release: Release, secret: str) -> None:
-    """`helm upgrade` the release with pipeline.sourceHeadersSecret=`secret` (and
-    pipeline.sourceCredentialsSecret=ENV_SECRET with it, "" without), keeping its values."""
-    # Not `=null`: with --reuse-values Helm keeps the previous value, and the later step pods then
-    # wait for a Secret that is gone (CreateContainerConfigError until the startup timeout).
-    proc = release.helm("upgrade", RELEASE, str(CHART), "--reuse-values", "--set", f"{SETTING}={secret}",
-                        "--set", f"{ENV_SETTING}={ENV_SECRET if secret else ''}",
-                        "--wait", "--timeout", "15m")
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    wait_for(f"Airflow's pods to name {SETTING}={secret!r}",
-             lambda: airflow_names_the_secret(release, secret), timeout=600, interval=3)
+def put_back_neutral_sources(release: Release) -> None:
+    """The sources' Secrets hold kit.NEUTRAL_SOURCE_SECRETS again (each, even when another fails)."""
+    failed = []
+    for name, data in NEUTRAL_SOURCE_SECRETS.items():
+        try:
+            release.replace_secret(name, data)
+        except ApiException as exc:
+            failed.append(f"{name}: {exc.status} {exc.reason}")
+    assert not failed, f"the sources' Secrets not put back: {failed}"
 
 
 @pytest.fixture(scope="module")
 def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    """The server pod, its Service and ConfigMap, the headers Secret, and the release naming it;
-    all undone after."""
+    """The server pod, its Service, ConfigMap and Secret, and the sources' Secrets the release names
+    filled in with the server's credentials; all undone after (the sources' Secrets first)."""
     pytest.importorskip("dvc", reason="the dvc package (mlship[dvc]) makes the DVC repo")
     ns, core = release.namespace, release.core
     site = Site(base=f"http://{SERVER}.{ns}.svc.cluster.local:{PORT}")
@@ -284,13 +277,10 @@ def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     key, auth = uuid.uuid4().hex, basic_auth("e2e-reader", uuid.uuid4().hex)
     headers = headers_for(site.host, key, auth)
     created: list[tuple[str, str]] = []
+    filled = False
     try:
-        core.create_namespaced_secret(ns, {"metadata": {"name": SECRET}, "type": "Opaque", "stringData": {
-            "headers.json": json.dumps(headers), "api-key": key, "git-auth": auth}})
-        created.append(("secret", SECRET))
-        core.create_namespaced_secret(ns, {"metadata": {"name": ENV_SECRET}, "type": "Opaque",
-                                           "stringData": {"MLSHIP_E2E_SOURCE_ENV": "1"}})
-        created.append(("secret", ENV_SECRET))
+        core.create_namespaced_secret(ns, secret_body(SERVER, {"api-key": key, "git-auth": auth}))
+        created.append(("secret", SERVER))
         core.create_namespaced_config_map(ns, {"metadata": {"name": SERVER},
                                                "binaryData": {"site.tar.gz": encoded}})
         created.append(("config_map", SERVER))
@@ -305,17 +295,17 @@ def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                      lambda: all_ready([core.read_namespaced_pod(SERVER, ns)]), timeout=180, interval=2)
         except WaitTimeout as e:
             raise AssertionError(f"{e}; its log: {core.read_namespaced_pod_log(SERVER, ns)[-2000:]}") from e
-        created.append(("setting", SECRET))  # before: a failed upgrade may have half-applied it
-        name_the_secret(release, SECRET)
+        filled = True  # before: a replace that failed may still have been applied
+        # the release names both from its install on: the next step pods read this, no rollout
+        release.replace_secret(SOURCE_HEADERS_SECRET, {SOURCE_HEADERS_KEY: json.dumps(headers)})
+        release.replace_secret(SOURCE_ENV_SECRET, {"MLSHIP_E2E_SOURCE_ENV": "1"})
         yield site
     finally:
         try:
-            if ("setting", SECRET) in created:  # first: no later step pod may wait for the Secret
-                name_the_secret(release, "")
+            if filled:  # first: no later step pod may read this module's credentials
+                put_back_neutral_sources(release)
         finally:
             for kind, name in reversed(created):
-                if kind == "setting":
-                    continue
                 try:
                     getattr(core, f"delete_namespaced_{kind}")(name, ns)
                 except ApiException as exc:
@@ -354,9 +344,12 @@ def train(release: Release, airflow: Airflow, dataset: str, model: str) -> str:
     run_id = airflow.trigger({"dataset": dataset, "target": "target", "task": "regression",
                               "model_name": model, "reason": "e2e sources"})
     airflow.require_success(run_id, airflow.wait_run(run_id, timeout=1200, on_poll=envs.poll))
-    # the credentials' Secret reaches the ingest pod only (no score step here), read by the kubelet
-    assert envs.seen.get("ingest") == {"MLSHIP_SOURCE_HEADERS": (SECRET, "headers.json", False),
-                                       "envFrom": (ENV_SECRET,)}, envs.seen
+    # the Secrets the release names from its install on (the chart's values) reach the ingest pod
+    # only (no score step here), read by the kubelet
+    assert envs.seen.get("ingest") == {
+        "MLSHIP_SOURCE_HEADERS": (SOURCE_HEADERS_SECRET, SOURCE_HEADERS_KEY, False),
+        "envFrom": (SOURCE_ENV_SECRET,),
+    }, envs.seen
     assert not any(refs for step, refs in envs.seen.items() if step != "ingest"), envs.seen
     return run_id
 
