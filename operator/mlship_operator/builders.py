@@ -1,4 +1,5 @@
-"""Pure builders for the children of a ModelDeployment: its Deployment and its Service."""
+"""Pure builders for the children of a ModelDeployment: its Deployment and its Service, and with
+more than one replica or autoscaling, its PodDisruptionBudget and HorizontalPodAutoscaler."""
 
 from __future__ import annotations
 
@@ -37,6 +38,12 @@ def selector_labels(name: str) -> dict[str, str]:
     return {r.LABEL_NAME: r.APP_NAME, r.LABEL_INSTANCE: name}
 
 
+def selector_string(name: str) -> str:
+    """The selector in label-selector syntax: status.selector, which the scale subresource hands
+    to a HorizontalPodAutoscaler so it finds the pods whose CPU it averages."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(name).items()))
+
+
 def common_labels(name: str) -> dict[str, str]:
     return {
         **selector_labels(name),
@@ -55,8 +62,13 @@ def _fingerprint(obj: Mapping[str, Any]) -> str:
 
 
 def _with_hash(obj: dict[str, Any]) -> dict[str, Any]:
-    """`obj` annotated with the fingerprint of itself without that annotation."""
-    digest = _fingerprint(obj)
+    """`obj` annotated with the fingerprint of itself without that annotation. A Deployment's
+    replicas are left out: scaling (by hand or by the autoscaler) is not a spec change that
+    rolls out anything, nor one that lets a failed version be tried again."""
+    hashed = obj
+    if obj["kind"] == "Deployment":
+        hashed = {**obj, "spec": {k: v for k, v in obj["spec"].items() if k != "replicas"}}
+    digest = _fingerprint(hashed)
     obj["metadata"].setdefault("annotations", {})[r.ANNOTATION_CONFIG_HASH] = digest
     return obj
 
@@ -225,3 +237,55 @@ def build_service(spec: ServingSpec, config: Config) -> dict[str, Any]:
         },
     }
     return _with_hash(service)
+
+
+def _child_metadata(spec: ServingSpec) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "namespace": spec.namespace,
+        "labels": common_labels(spec.name),
+        "ownerReferences": [owner_reference(spec)],
+    }
+
+
+def build_pdb(spec: ServingSpec) -> dict[str, Any] | None:
+    """One pod at a time may be evicted (a node drain), so that more than one replica never all
+    go at once; None with one replica and no autoscaling (nothing to keep, no drain to block)."""
+    if spec.replicas <= 1 and spec.autoscaling is None:
+        return None
+    return _with_hash({
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _child_metadata(spec),
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": selector_labels(spec.name)},
+            # a pod that is not ready serves nothing: evicting it costs no availability
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    })
+
+
+def build_hpa(spec: ServingSpec) -> dict[str, Any] | None:
+    """The autoscaler of spec.autoscaling, scaling the ModelDeployment itself (its scale
+    subresource): the operator stays the one writer of its Deployment's replicas."""
+    if spec.autoscaling is None:
+        return None
+    scaling = spec.autoscaling
+    return _with_hash({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": _child_metadata(spec),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": r.API_VERSION, "kind": r.KIND, "name": spec.name},
+            "minReplicas": scaling.min_replicas,
+            "maxReplicas": scaling.max_replicas,
+            "metrics": [{
+                "type": "Resource",
+                "resource": {
+                    "name": "cpu",
+                    "target": {"type": "Utilization", "averageUtilization": scaling.cpu_utilization},
+                },
+            }],
+        },
+    })

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import conditions as c
+from .builders import selector_string
 from .events import EventSpec, degraded_events, rollout_events
 from .registry import Resolution
 from .report import condition_reports, conflict_reports, invalid_spec_reports
@@ -76,6 +77,9 @@ def decide(
         lastGoodVersion=target.last_good,
         lastFailure=target.failure,
         readyReplicas=observed.ready_replicas,
+        # the scale subresource's: `kubectl scale` and a HorizontalPodAutoscaler read them
+        replicas=observed.replicas,
+        selector=selector_string(spec.name),
         url=url if (target.version is not None or observed.exists) else None,
     )
     skip = c.ROLLED_BACK if target.rolled_back_from else None

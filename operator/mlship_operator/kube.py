@@ -32,24 +32,54 @@ class Kube:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.apps = client.AppsV1Api(api_client)
         self.core = client.CoreV1Api(api_client)
+        self.autoscaling = client.AutoscalingV2Api(api_client)
+        self.policy = client.PolicyV1Api(api_client)
+
+    def _calls(self, kind: str) -> tuple[Any, Any, Any]:
+        """read, patch and delete of a namespaced kind the operator writes."""
+        if kind == "Deployment":
+            a: Any = self.apps
+            return (a.read_namespaced_deployment, a.patch_namespaced_deployment,
+                    a.delete_namespaced_deployment)
+        if kind == "Service":
+            c: Any = self.core
+            return c.read_namespaced_service, c.patch_namespaced_service, c.delete_namespaced_service
+        if kind == "HorizontalPodAutoscaler":
+            h: Any = self.autoscaling
+            return (h.read_namespaced_horizontal_pod_autoscaler,
+                    h.patch_namespaced_horizontal_pod_autoscaler,
+                    h.delete_namespaced_horizontal_pod_autoscaler)
+        if kind == "PodDisruptionBudget":
+            p: Any = self.policy
+            return (p.read_namespaced_pod_disruption_budget,
+                    p.patch_namespaced_pod_disruption_budget,
+                    p.delete_namespaced_pod_disruption_budget)
+        raise ValueError(f"cannot handle kind {kind!r}")
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        read = self._calls(kind)[0]
+        try:
+            return _decode(read(name, namespace, _preload_content=False, _request_timeout=_TIMEOUT))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        """Delete the object only if it is still the one with `uid` (gone already is fine)."""
+        delete = self._calls(kind)[2]
+        try:
+            only_that = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
+            delete(name, namespace, body=only_that, _request_timeout=_TIMEOUT)
+        except ApiException as err:
+            if err.status not in (404, 409):  # gone, or replaced by another object since read
+                raise
 
     def get_deployment(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return _decode(self.apps.read_namespaced_deployment(
-                name, namespace, _preload_content=False, _request_timeout=_TIMEOUT))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return self.get("Deployment", namespace, name)
 
     def get_service(self, namespace: str, name: str) -> dict[str, Any] | None:
-        try:
-            return _decode(self.core.read_namespaced_service(
-                name, namespace, _preload_content=False, _request_timeout=_TIMEOUT))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
+        return self.get("Service", namespace, name)
 
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         label_selector = ",".join(f"{k}={v}" for k, v in sorted(selector.items()))
@@ -68,13 +98,8 @@ class Kube:
             "_preload_content": False,
             "_request_timeout": _TIMEOUT,
         }
-        if obj["kind"] == "Deployment":
-            call = self.apps.patch_namespaced_deployment
-        elif obj["kind"] == "Service":
-            call = self.core.patch_namespaced_service
-        else:
-            raise ValueError(f"cannot apply kind {obj['kind']!r}")
-        return _decode(call(meta["name"], meta["namespace"], obj, **kwargs))
+        patch = self._calls(obj["kind"])[1]
+        return _decode(patch(meta["name"], meta["namespace"], obj, **kwargs))
 
 
 def api_error_message(err: ApiException) -> str:

@@ -18,10 +18,11 @@ from .decide import Decision, decide, refuse, status_patch
 from .events import EventSpec
 from .kube import Kube, api_error_message
 from .report import apply_failed_reports
-from .rollout import needs_pod_check, observe
+from .rollout import Observed, controlled_by, needs_pod_check, observe
 from .spec import InvalidSpec, generation, serving_spec
 
 _LOG = logging.getLogger(__name__)
+ABSENT = "absent"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +51,9 @@ class TickMemory:
     service_hash: str | None = None
     """The config hash of our Service as last applied or read; None when it must be applied."""
     refused: Refusal | None = None
+    optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Per kind of optional child (autoscaler, disruption budget): the config hash last applied,
+    or ABSENT once it was removed. A kind not in here is read before it is written."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,10 +144,19 @@ def tick(
     if decision.apply_version is not None:
         decision = _apply_deployment(template.for_version(decision.apply_version), config, kube,
                                      memory, decision, spec.generation, now, clock, logger)
+    elif _only_scaled(observed, template.config_hash, spec.replicas) and not conflict:
+        assert observed.version is not None  # noqa: S101 - _only_scaled checked it
+        kube.apply(template.for_version(observed.version))
+        logger.info("scaled the Deployment from %s to %d replicas",
+                    observed.desired_replicas, spec.replicas)
     deployed = decision.apply_version is not None or observed.exists
     if deployed and not conflict and memory.service_hash != service_hash:
         kube.apply(service)
         memory.service_hash = service_hash
+    if deployed and not conflict:
+        for kind, child in (("PodDisruptionBudget", builders.build_pdb(spec)),
+                            ("HorizontalPodAutoscaler", builders.build_hpa(spec))):
+            _sync_optional(kind, child, spec.namespace, spec.name, spec.uid, kube, memory, logger)
 
     memory.status = decision.status
     return TickResult(
@@ -189,3 +202,40 @@ def _apply_deployment(
     memory.refused = None
     logger.info("applied Deployment with model version %s", decision.apply_version)
     return decision
+
+
+def _only_scaled(observed: Observed, config_hash: str, replicas: int) -> bool:
+    """Our Deployment is in sync with the spec but for its replicas."""
+    return (
+        observed.exists and observed.owned and observed.version is not None
+        and observed.config_hash == config_hash and observed.desired_replicas != replicas
+    )
+
+
+def _sync_optional(
+    kind: str,
+    child: dict[str, Any] | None,
+    namespace: str,
+    name: str,
+    owner_uid: str,
+    kube: Kube,
+    memory: TickMemory,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """Apply `child`, or delete ours of that kind when the spec wants none. Written (and read
+    first) only when it changed since the last tick that wrote it; another owner's object of
+    that name is left alone."""
+    want = (builders.config_hash(child) if child is not None else None) or ABSENT
+    if memory.optional.get(kind) == want:
+        return
+    existing = kube.get(kind, namespace, name)
+    if existing is not None and not controlled_by(existing, owner_uid):
+        logger.warning("a %s named %s exists and is not ours: left alone", kind, name)
+    elif child is not None:
+        if builders.config_hash(existing) != want:
+            kube.apply(child)
+            logger.info("applied %s %s", kind, name)
+    elif existing is not None:
+        kube.delete(kind, namespace, name, existing["metadata"]["uid"])
+        logger.info("deleted %s %s: the spec no longer asks for one", kind, name)
+    memory.optional = {**memory.optional, kind: want}

@@ -16,6 +16,7 @@ _HOPELESS_WAITING = frozenset(
     {"ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "CreateContainerConfigError"}
 )
 _MAX_DETAIL = 400
+REPLICAS_NOT_READY = "ReplicasNotReady"
 
 
 class Phase(enum.StrEnum):
@@ -37,6 +38,10 @@ class Observed:
     reason: str = ""
     message: str = ""
     ready_replicas: int = 0
+    replicas: int = 0
+    """The Deployment's pods (status.replicas): what the scale subresource reports."""
+    desired_replicas: int | None = None
+    """The Deployment's spec.replicas."""
 
 
 def controlled_by(obj: Mapping[str, Any] | None, uid: str) -> bool:
@@ -116,6 +121,8 @@ def observe(
             reason=reason,
             message=message,
             ready_replicas=int(status.get("readyReplicas") or 0),
+            replicas=int(status.get("replicas") or 0),
+            desired_replicas=desired,
         )
 
     generation = int(meta.get("generation") or 0)
@@ -152,9 +159,9 @@ def observe(
             Phase.PROGRESSING, "RollingOut",
             f"{total - updated} replica(s) of the previous version are still terminating",
         )
-    if available < updated:
+    if available < updated:  # every pod runs the template: more were added, or one restarts
         return result(
-            Phase.PROGRESSING, "RollingOut",
+            Phase.PROGRESSING, REPLICAS_NOT_READY,
             f"{available} of {updated} replicas of version {version} are ready",
         )
     return result(Phase.COMPLETE, "RolloutComplete", f"{available} of {desired} replicas ready")

@@ -22,8 +22,22 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 }
 
 
+DEFAULT_CPU_UTILIZATION = 80
+
+
 class InvalidSpec(ValueError):
     """The spec passed the CRD's schema but this operator will not act on it; says what to change."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Autoscaling:
+    """spec.autoscaling: a HorizontalPodAutoscaler moves spec.replicas (through the CR's scale
+    subresource) between these bounds to keep the pods' CPU near the target."""
+
+    min_replicas: int
+    max_replicas: int
+    cpu_utilization: int
+    """Target average CPU use, percent of the serving container's CPU request."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +55,8 @@ class ServingSpec:
     serving_tracking_uri: str
     """The URI handed to the serving pods."""
     replicas: int
+    """Within the autoscaling bounds when there are some."""
+    autoscaling: Autoscaling | None
     resources: Mapping[str, Any]
     image: str
     poll_interval: float
@@ -92,6 +108,10 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
     # The API server fills in the CRD's defaults; these cover objects it has not (re)defaulted.
     inference_log = spec.get("inferenceLog") or {}
     sample_rate = inference_log.get("sampleRate")
+    autoscaling = _autoscaling(spec.get("autoscaling"))
+    replicas = int(spec.get("replicas", 1))
+    if autoscaling:
+        replicas = min(max(replicas, autoscaling.min_replicas), autoscaling.max_replicas)
     return ServingSpec(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -102,7 +122,8 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
         pinned_version=pinned,
         tracking_uri=uri or config.tracking_uri,
         serving_tracking_uri=uri or config.serving_tracking_uri,
-        replicas=int(spec.get("replicas", 1)),
+        replicas=replicas,
+        autoscaling=autoscaling,
         resources=spec.get("resources") or DEFAULT_RESOURCES,
         image=spec.get("image") or config.serving_image,
         poll_interval=float(spec.get("pollIntervalSeconds") or config.poll_interval),
@@ -114,3 +135,16 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
             inference_log.get("flushSeconds") or DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
         ),
     )
+
+
+def _autoscaling(value: Mapping[str, Any] | None) -> Autoscaling | None:
+    if not value:
+        return None
+    low = int(value.get("minReplicas") or 1)
+    high = int(value["maxReplicas"])
+    if high < low:  # the CRD's rule says so too; an object stored before the rule still gets it
+        raise InvalidSpec(
+            f"spec.autoscaling.maxReplicas ({high}) is below minReplicas ({low})"
+        )
+    target = int(value.get("targetCPUUtilizationPercentage") or DEFAULT_CPU_UTILIZATION)
+    return Autoscaling(min_replicas=low, max_replicas=high, cpu_utilization=target)

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .registry import Resolution
-from .rollout import Observed, Phase
+from .rollout import REPLICAS_NOT_READY, Observed, Phase
 from .spec import ServingSpec, redact_uri
 
 
@@ -62,7 +62,7 @@ def choose_target(
     failure = previous.get("lastFailure") if same_source else None
     serving_before = previous.get("servingVersion") if same_source else None
     if failure and (
-        failure.get("generation") != gen
+        _spec_changed_since(failure, gen, config_hash)
         or (resolution.ok and resolution.version != failure.get("version"))
     ):
         failure = None  # the alias moved or the spec changed: the bad version may be retried
@@ -89,12 +89,18 @@ def choose_target(
             apply_version, phase = target, Phase.PROGRESSING
         else:
             phase = observed.phase
+            if (
+                phase is Phase.PROGRESSING and observed.reason == REPLICAS_NOT_READY
+                and target == serving_before and observed.ready_replicas > 0
+            ):
+                phase = Phase.COMPLETE  # scaled up: the version serves while new pods start
             if phase is Phase.FAILED and last_good and target != last_good:
                 failure = {
                     "version": target,
                     "reason": observed.reason,
                     "message": observed.message,
                     "generation": gen,
+                    "configHash": config_hash,
                     "time": now,
                 }
                 rolled_back_from, target = target, last_good
@@ -117,3 +123,12 @@ def choose_target(
         rolled_back_from=rolled_back_from,
         blocked=blocked,
     )
+
+
+def _spec_changed_since(failure: Mapping[str, Any], generation: int, config_hash: str) -> bool:
+    """Whether the spec changed since `failure`: its Deployment's config hash, which leaves the
+    replicas out (an autoscaler scaling must not let a failed version be retried). A failure
+    recorded before the hash was (an older operator) falls back to the generation."""
+    if "configHash" in failure:
+        return bool(failure["configHash"] != config_hash)
+    return failure.get("generation") != generation
