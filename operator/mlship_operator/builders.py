@@ -272,6 +272,10 @@ def build_hpa(spec: ServingSpec) -> dict[str, Any] | None:
     if spec.autoscaling is None:
         return None
     scaling = spec.autoscaling
+    behavior = {}
+    if scaling.scale_down_window is not None:
+        behavior = {"behavior": {
+            "scaleDown": {"stabilizationWindowSeconds": scaling.scale_down_window}}}
     return _with_hash({
         "apiVersion": "autoscaling/v2",
         "kind": "HorizontalPodAutoscaler",
@@ -287,5 +291,6 @@ def build_hpa(spec: ServingSpec) -> dict[str, Any] | None:
                     "target": {"type": "Utilization", "averageUtilization": scaling.cpu_utilization},
                 },
             }],
+            **behavior,
         },
     })

@@ -38,6 +38,8 @@ class Autoscaling:
     max_replicas: int
     cpu_utilization: int
     """Target average CPU use, percent of the serving container's CPU request."""
+    scale_down_window: int | None = None
+    """Seconds of lower load before scaling in; None keeps the autoscaler's default (300)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,4 +149,8 @@ def _autoscaling(value: Mapping[str, Any] | None) -> Autoscaling | None:
             f"spec.autoscaling.maxReplicas ({high}) is below minReplicas ({low})"
         )
     target = int(value.get("targetCPUUtilizationPercentage") or DEFAULT_CPU_UTILIZATION)
-    return Autoscaling(min_replicas=low, max_replicas=high, cpu_utilization=target)
+    window = value.get("scaleDownStabilizationSeconds")
+    return Autoscaling(
+        min_replicas=low, max_replicas=high, cpu_utilization=target,
+        scale_down_window=None if window is None else int(window),
+    )
