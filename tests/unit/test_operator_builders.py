@@ -137,8 +137,21 @@ def test_config_hash_ignores_the_version_but_sees_spec_changes() -> None:
     for version in ("1", "2", "15"):
         annotations = build_deployment(cr, CONFIG, version)["metadata"]["annotations"]
         assert annotations[ANNOTATION_CONFIG_HASH] == h
-    assert deployment_config_hash(make_cr({"model": "iris", "replicas": 2}), CONFIG) != h
     assert deployment_config_hash(make_cr({"model": "iris", "image": "x:1"}), CONFIG) != h
+    resources = {"requests": {"cpu": "1"}}
+    assert deployment_config_hash(make_cr({"model": "iris", "resources": resources}), CONFIG) != h
+
+
+def test_scaling_alone_is_not_a_spec_change() -> None:
+    """An autoscaler (or kubectl scale) moving spec.replicas neither rolls the pods nor lets a
+    failed version be retried: the replicas stay out of the config hash, not out of the object."""
+    h = deployment_config_hash(make_cr(), CONFIG)
+    for replicas in (2, 7):
+        cr = make_cr({"model": "iris", "replicas": replicas})
+        assert deployment_config_hash(cr, CONFIG) == h
+        assert build_deployment(cr, CONFIG, "1")["spec"]["replicas"] == replicas
+    scaled = make_cr({"model": "iris", "replicas": 3, "autoscaling": {"maxReplicas": 5}})
+    assert deployment_config_hash(scaled, CONFIG) == h  # autoscaling itself is not the pods' either
 
 
 def test_builders_are_deterministic_and_do_not_share_state() -> None:
@@ -191,12 +204,20 @@ def test_a_change_of_inference_log_rolls_the_pods() -> None:
 
 # ------------------------------------------------------------------ boundaries (mutation testing)
 
-@pytest.mark.parametrize("kind", ["Deployment", "Service"])
+@pytest.mark.parametrize("kind", ["Deployment", "Service", "PodDisruptionBudget",
+                                  "HorizontalPodAutoscaler"])
 def test_children_are_valid_kubernetes_objects_strictly(kind: str) -> None:
     """Every field name and kind/apiVersion as the API server knows them (no unknown fields)."""
-    cr = make_cr({"model": "iris", "replicas": 2, "inferenceLog": {"sampleRate": 0.5, "flushSeconds": 3}})
-    obj = build_deployment(cr, CONFIG, "4") if kind == "Deployment" else build_service(
-        cr, CONFIG)
+    cr = make_cr({"model": "iris", "replicas": 2, "inferenceLog": {"sampleRate": 0.5, "flushSeconds": 3},
+                  "autoscaling": {"minReplicas": 2, "maxReplicas": 4}})
+    spec = serving_spec(cr, CONFIG)
+    obj = {
+        "Deployment": lambda: build_deployment(cr, CONFIG, "4"),
+        "Service": lambda: build_service(cr, CONFIG),
+        "PodDisruptionBudget": lambda: builders.build_pdb(spec),
+        "HorizontalPodAutoscaler": lambda: builders.build_hpa(spec),
+    }[kind]()
+    assert obj is not None and obj["kind"] == kind
     kubernetes_validate.validate(obj, "1.34.0", strict=True)
 
 
@@ -279,6 +300,7 @@ def test_the_config_hash_is_of_the_unversioned_deployment_without_its_own_annota
     template = builders.deployment_template(spec, CONFIG)
     bare = copy.deepcopy(dict(template.body))
     del bare["metadata"]["annotations"][ANNOTATION_CONFIG_HASH]
+    del bare["spec"]["replicas"]  # scaling is not a spec change
     digest = hashlib.sha256(json.dumps(bare, sort_keys=True).encode()).hexdigest()[:16]
     assert template.config_hash == digest
     service = builders.build_service(spec, CONFIG)
@@ -293,3 +315,93 @@ def test_config_hash_reads_the_annotation_of_any_object() -> None:
     assert builders.config_hash({}) is None
     assert builders.config_hash({"metadata": {"annotations": None}}) is None
     assert builders.config_hash({"metadata": {"annotations": {ANNOTATION_CONFIG_HASH: "ab"}}}) == "ab"
+
+
+# ------------------------------------------------------------------ optional children (#18)
+
+OWNER = [{"apiVersion": "mlship.io/v1alpha1", "kind": "ModelDeployment", "name": "iris",
+          "uid": UID, "controller": True, "blockOwnerDeletion": True}]
+LABELS = {"app.kubernetes.io/name": "mlship-serving", "app.kubernetes.io/instance": "iris",
+          "app.kubernetes.io/managed-by": "mlship-operator", "app.kubernetes.io/part-of": "mlship",
+          "app.kubernetes.io/component": "model-server"}
+
+
+def without_hash(obj: dict) -> dict:
+    bare = copy.deepcopy(obj)
+    digest = bare["metadata"].pop("annotations")[ANNOTATION_CONFIG_HASH]
+    assert digest == builders.config_hash(obj) and len(digest) == 16
+    return bare
+
+
+@pytest.mark.parametrize("spec", [{"model": "iris"}, {"model": "iris", "replicas": 1}])
+def test_one_replica_without_autoscaling_has_neither_pdb_nor_hpa(spec: dict) -> None:
+    serving = serving_spec(make_cr(spec), CONFIG)
+    assert builders.build_pdb(serving) is None
+    assert builders.build_hpa(serving) is None
+
+
+def test_more_than_one_replica_gets_a_pdb_but_no_hpa() -> None:
+    spec = serving_spec(make_cr({"model": "iris", "replicas": 2}), CONFIG)
+    assert builders.build_hpa(spec) is None
+    pdb = builders.build_pdb(spec)
+    assert pdb is not None
+    assert without_hash(pdb) == {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": {"name": "iris", "namespace": "models", "labels": LABELS, "ownerReferences": OWNER},
+        "spec": {
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": "mlship-serving",
+                                         "app.kubernetes.io/instance": "iris"}},
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+    # the budget selects exactly the Deployment's pods
+    dep = build_deployment(make_cr({"model": "iris", "replicas": 2}), CONFIG, "1")
+    assert pdb["spec"]["selector"] == dep["spec"]["selector"]
+
+
+def test_autoscaling_with_one_replica_gets_a_pdb_and_an_hpa_scaling_the_cr() -> None:
+    spec = serving_spec(make_cr({"model": "iris", "autoscaling": {
+        "minReplicas": 1, "maxReplicas": 6, "targetCPUUtilizationPercentage": 70}}), CONFIG)
+    assert spec.replicas == 1
+    pdb = builders.build_pdb(spec)
+    assert pdb is not None and pdb["spec"]["maxUnavailable"] == 1
+    hpa = builders.build_hpa(spec)
+    assert hpa is not None
+    assert without_hash(hpa) == {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "iris", "namespace": "models", "labels": LABELS, "ownerReferences": OWNER},
+        "spec": {
+            # the CR itself (its scale subresource), not the Deployment: the operator stays the
+            # one writer of the Deployment's replicas
+            "scaleTargetRef": {"apiVersion": "mlship.io/v1alpha1", "kind": "ModelDeployment",
+                               "name": "iris"},
+            "minReplicas": 1,
+            "maxReplicas": 6,
+            "metrics": [{"type": "Resource", "resource": {
+                "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
+        },
+    }
+
+
+def test_the_hpa_hash_follows_its_bounds_and_target_but_not_the_replicas() -> None:
+    def digest(autoscaling: dict, replicas: int = 2) -> str | None:
+        spec = serving_spec(make_cr({"model": "iris", "replicas": replicas,
+                                     "autoscaling": autoscaling}), CONFIG)
+        return builders.config_hash(builders.build_hpa(spec))
+
+    base = digest({"minReplicas": 2, "maxReplicas": 5})
+    assert digest({"minReplicas": 2, "maxReplicas": 5}, replicas=4) == base
+    assert digest({"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 80}) == base
+    for changed in ({"minReplicas": 1, "maxReplicas": 5}, {"minReplicas": 2, "maxReplicas": 6},
+                    {"minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50}):
+        assert digest(changed) != base, changed
+
+
+def test_the_selector_string_is_the_deployments_selector() -> None:
+    assert builders.selector_string("iris") == (
+        "app.kubernetes.io/instance=iris,app.kubernetes.io/name=mlship-serving")
+    match = build_deployment(make_cr(), CONFIG, "1")["spec"]["selector"]["matchLabels"]
+    assert dict(kv.split("=") for kv in builders.selector_string("iris").split(",")) == match

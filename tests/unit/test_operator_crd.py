@@ -53,7 +53,46 @@ def test_names_match_the_operator(crd) -> None:
     assert spec["names"]["categories"] == ["mlship"]
     (version,) = spec["versions"]
     assert version["name"] == resource.VERSION and version["served"] and version["storage"]
-    assert version["subresources"] == {"status": {}}
+    assert version["subresources"] == {"status": {}, "scale": {
+        "specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas",
+        "labelSelectorPath": ".status.selector"}}
+
+
+def _field(schema: dict[str, Any], json_path: str) -> dict[str, Any]:
+    node = schema
+    for part in json_path.lstrip(".").split("."):
+        assert part in node.get("properties", {}), f"no field {json_path} in the schema"
+        node = node["properties"][part]
+    return node
+
+
+def test_the_scale_subresource_points_at_fields_the_schema_has(crd, schema) -> None:
+    scale = crd["spec"]["versions"][0]["subresources"]["scale"]
+    # what kubectl scale and a HorizontalPodAutoscaler read and write: ints, and a selector string
+    assert _field(schema, scale["specReplicasPath"])["type"] == "integer"
+    assert _field(schema, scale["statusReplicasPath"])["type"] == "integer"
+    assert _field(schema, scale["labelSelectorPath"])["type"] == "string"
+    # the CRD's bounds of spec.replicas agree with the autoscaler's
+    replicas = _field(schema, ".spec.replicas")
+    auto = _field(schema, ".spec.autoscaling")["properties"]
+    assert (replicas["minimum"], replicas["maximum"]) == (
+        auto["minReplicas"]["minimum"], auto["maxReplicas"]["maximum"])
+
+
+def test_autoscaling_requires_max_checks_min_by_cel_and_defaults_like_the_operator(schema) -> None:
+    field = _field(schema, ".spec.autoscaling")
+    assert field["required"] == ["maxReplicas"]
+    assert field["x-kubernetes-validations"] == [{
+        "rule": "!has(self.minReplicas) || self.maxReplicas >= self.minReplicas",
+        "message": "spec.autoscaling.maxReplicas must be at least minReplicas",
+    }]
+    assert "default" not in field  # absent means no autoscaler
+    props = field["properties"]
+    assert props["minReplicas"]["default"] == 1
+    assert props["targetCPUUtilizationPercentage"]["default"] == spec_module.DEFAULT_CPU_UTILIZATION
+    jsonschema.validate(make_cr({"model": "iris", "autoscaling": {"maxReplicas": 3}}), schema)
+    jsonschema.validate(make_cr({"model": "iris", "replicas": 2, "autoscaling": {
+        "minReplicas": 2, "maxReplicas": 50, "targetCPUUtilizationPercentage": 10}}), schema)
 
 
 # Short names of built-in kinds and of popular ML-serving CRDs (KServe, Seldon, ...).
@@ -159,6 +198,13 @@ def test_examples_validate_against_the_schema(path: Path, schema) -> None:
         {"model": "iris", "inferenceLog": {"sampleRate": -0.1}},
         {"model": "iris", "inferenceLog": {"flushSeconds": 0}},
         {"model": "iris", "inferenceLog": {"flushSeconds": 2.5}},
+        {"model": "iris", "autoscaling": {}},  # maxReplicas is required
+        {"model": "iris", "autoscaling": {"minReplicas": 1}},
+        {"model": "iris", "autoscaling": {"maxReplicas": 0}},
+        {"model": "iris", "autoscaling": {"maxReplicas": 51}},
+        {"model": "iris", "autoscaling": {"minReplicas": 0, "maxReplicas": 2}},
+        {"model": "iris", "autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 9}},
+        {"model": "iris", "autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 101}},
     ],
 )
 def test_schema_rejects_out_of_bounds_values(spec: dict, schema) -> None:
@@ -195,7 +241,8 @@ def test_everything_the_operator_writes_fits_the_status_schema(schema) -> None:
         status = decide(spec=spec, status=status, resolution=Resolution(version, "Resolved", ""),
                         observed=observed, config_hash=h, url="http://x", now="2026-01-01T00:00:00Z"
                         ).status
-    assert "lastFailure" in status
+    assert "lastFailure" in status and "configHash" in status["lastFailure"]
+    assert {"replicas", "selector"} <= set(status)
     status_schema["additionalProperties"] = False
     for sub in ("lastFailure",):
         status_schema["properties"][sub]["additionalProperties"] = False
@@ -210,6 +257,9 @@ NEEDED = {
     ("mlship.io", "modeldeployments/finalizers"): {"update"},
     ("apps", "deployments"): {"get", "create", "patch"},
     ("", "services"): {"get", "create", "patch"},
+    # optional children: deleted when the spec no longer asks for them
+    ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
+    ("policy", "poddisruptionbudgets"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
     ("", "events"): {"create"},
 }
@@ -227,6 +277,9 @@ def test_rbac_grants_what_the_operator_uses_and_nothing_broad() -> None:
         assert verbs <= granted.get(key, set()), f"missing {key}: {verbs - granted.get(key, set())}"
     assert set(granted) == set(NEEDED), f"more than needed: {set(granted) - set(NEEDED)}"
     flat = {v for verbs in granted.values() for v in verbs}
-    assert "*" not in flat and "delete" not in flat
+    assert "*" not in flat
+    deletable = {key for key, verbs in granted.items() if "delete" in verbs}
+    assert deletable == {("autoscaling", "horizontalpodautoscalers"),
+                         ("policy", "poddisruptionbudgets")}  # never its Deployment nor Service
     bindings = [d for d in docs if d["kind"] in ("RoleBinding", "ClusterRoleBinding")]
     assert bindings and all(b["roleRef"]["name"] == role["metadata"]["name"] for b in bindings)

@@ -36,12 +36,13 @@ def run(status=None, resolution=None, observed=None, *, cr=None, now=NOW, confli
 
 
 def dep(version: str, phase: Phase = Phase.COMPLETE, *, cr=None, reason="", message="",
-        ready: int = 1) -> Observed:
+        ready: int = 1, replicas: int | None = None) -> Observed:
     cr = cr or make_cr()
     return Observed(
         exists=True, owned=True, version=version,
         config_hash=deployment_config_hash(cr, CONFIG), phase=phase,
         reason=reason, message=message, ready_replicas=ready,
+        replicas=ready if replicas is None else replicas,
     )
 
 
@@ -116,7 +117,7 @@ def test_failed_new_version_is_rolled_back_once_and_not_retried() -> None:
     s = failed.status
     assert s["lastFailure"] == {
         "version": "2", "reason": "CrashLoopBackOff", "message": "pod x restarted 2 times",
-        "generation": 1, "time": LATER,
+        "generation": 1, "configHash": deployment_config_hash(make_cr(), CONFIG), "time": LATER,
     }
     assert cond(s, "Degraded") == ("True", "RolledBack")
     assert cond(s, "Ready") == ("False", "RollingBack")
@@ -162,9 +163,38 @@ def test_alias_moving_on_clears_the_failure() -> None:
 def test_a_spec_change_retries_the_failed_version() -> None:
     rolling = run(serving("1"), ok("2"), dep("1")).status
     failed = run(rolling, ok("2"), dep("2", Phase.FAILED, reason="X", message="y")).status
-    cr2 = make_cr({"model": "iris", "replicas": 2}, generation=2)
+    cr2 = make_cr({"model": "iris", "resources": {"requests": {"cpu": "1"}}}, generation=2)
     retried = run(failed, ok("2"), dep("1"), cr=cr2)
     assert retried.apply_version == "2"
+    assert "lastFailure" not in retried.status
+
+
+@pytest.mark.parametrize("replicas", [2, 5])
+def test_scaling_alone_does_not_retry_the_failed_version(replicas: int) -> None:
+    """A new generation that only moves spec.replicas (kubectl scale, the autoscaler) leaves the
+    config hash, and so the failure, as it was."""
+    rolling = run(serving("1"), ok("2"), dep("1")).status
+    failed = run(rolling, ok("2"), dep("2", Phase.FAILED, reason="X", message="y")).status
+    restored = run(run(failed, ok("2"), dep("1")).status, ok("2"), dep("1")).status
+    scaled = make_cr({"model": "iris", "replicas": replicas}, generation=2)
+    d = run(restored, ok("2"), dep("1", cr=scaled, ready=replicas), cr=scaled)
+    assert d.apply_version is None
+    assert d.status["lastFailure"] == failed["lastFailure"]
+    assert cond(d.status, "Degraded") == ("True", "RolledBack")
+    assert d.status["servingVersion"] == "1" and d.status["observedGeneration"] == 2
+    assert d.events == ()
+
+
+def test_an_old_failure_without_a_config_hash_falls_back_to_the_generation() -> None:
+    """A lastFailure written by an operator before configHash: only a new generation retries."""
+    status = {**serving("1"), "desiredVersion": "2",
+              "lastFailure": {"version": "2", "reason": "X", "message": "y", "generation": 1,
+                              "time": NOW}}
+    same = run(status, ok("2"), dep("1"))
+    assert same.apply_version is None and same.status["lastFailure"] == status["lastFailure"]
+    scaled = make_cr({"model": "iris", "replicas": 2}, generation=2)
+    retried = run(status, ok("2"), dep("1", cr=scaled), cr=scaled)
+    assert retried.apply_version == "2" and "lastFailure" not in retried.status
 
 
 def test_failure_without_a_good_version_is_reported_not_looped() -> None:
@@ -221,7 +251,7 @@ def test_deleted_deployment_is_recreated_with_the_last_good_version_while_mlflow
 
 
 def test_spec_edits_apply_to_the_running_version_while_mlflow_is_down() -> None:
-    cr2 = make_cr({"model": "iris", "replicas": 3}, generation=2)
+    cr2 = make_cr({"model": "iris", "image": "reg/serving:2"}, generation=2)
     old_hash = dep("1")  # built from the old spec
     d = run(serving("1"), DOWN, old_hash, cr=cr2)
     assert d.apply_version == "1"
@@ -360,11 +390,75 @@ def test_pinned_version() -> None:
 
 
 def test_spec_change_of_same_version_updates_without_a_rollout_event() -> None:
-    cr2 = make_cr({"model": "iris", "replicas": 2}, generation=2)
+    cr2 = make_cr({"model": "iris", "image": "reg/serving:2"}, generation=2)
     d = run(serving("1"), ok("1"), dep("1"), cr=cr2)
     assert d.apply_version == "1"
     assert events(d) == []
     assert d.status["observedGeneration"] == 2
+
+
+def test_a_replicas_change_is_not_a_rollout() -> None:
+    """The Deployment's config hash leaves the replicas out: decide applies no version (the tick
+    re-applies the same Deployment with the new replicas, see test_operator_reconcile)."""
+    cr2 = make_cr({"model": "iris", "replicas": 3}, generation=2)
+    d = run(serving("1"), ok("1"), dep("1"), cr=cr2)
+    assert d.apply_version is None
+    assert events(d) == []
+    assert cond(d.status, "Ready") == ("True", "Serving")
+    assert d.status["observedGeneration"] == 2
+
+
+def test_a_scale_up_of_the_serving_version_keeps_it_ready() -> None:
+    status = serving("1")
+    cr2 = make_cr({"model": "iris", "replicas": 3}, generation=2)
+    starting = dep("1", Phase.PROGRESSING, cr=cr2, reason="ReplicasNotReady",
+                   message="1 of 3 replicas of version 1 are ready", ready=1, replicas=3)
+    d = run(status, ok("1"), starting, cr=cr2)
+    assert d.apply_version is None and d.events == ()
+    assert cond(d.status, "Ready") == ("True", "Serving")
+    assert cond(d.status, "Available") == ("True", "Serving")
+    assert cond(d.status, "Progressing") == ("False", "RolloutComplete")
+    assert (d.status["servingVersion"], d.status["lastGoodVersion"]) == ("1", "1")
+    assert (d.status["readyReplicas"], d.status["replicas"]) == (1, 3)
+
+
+def test_not_ready_replicas_of_a_first_rollout_stay_progressing() -> None:
+    first = run().status
+    starting = dep("1", Phase.PROGRESSING, reason="ReplicasNotReady",
+                   message="1 of 2 replicas of version 1 are ready", ready=1, replicas=2)
+    d = run(first, ok("1"), starting)
+    assert cond(d.status, "Ready") == ("False", "RolloutInProgress")
+    assert cond(d.status, "Progressing") == ("True", "RollingOut")
+    assert "servingVersion" not in d.status and "lastGoodVersion" not in d.status
+
+
+def test_not_ready_replicas_of_a_new_version_are_not_its_completion() -> None:
+    rolling = run(serving("1"), ok("2"), dep("1")).status
+    starting = dep("2", Phase.PROGRESSING, reason="ReplicasNotReady",
+                   message="1 of 2 replicas of version 2 are ready", ready=1, replicas=2)
+    d = run(rolling, ok("2"), starting)
+    assert cond(d.status, "Ready") == ("False", "RolloutInProgress")
+    assert (d.status["servingVersion"], d.status["lastGoodVersion"]) == ("1", "1")
+
+
+def test_a_serving_version_with_no_ready_replica_left_is_not_ready() -> None:
+    status = serving("1")
+    none_ready = dep("1", Phase.PROGRESSING, reason="ReplicasNotReady",
+                     message="0 of 2 replicas of version 1 are ready", ready=0, replicas=2)
+    d = run(status, ok("1"), none_ready)
+    assert cond(d.status, "Ready")[0] == "False"
+    assert cond(d.status, "Available") == ("False", "NoReadyReplicas")
+
+
+def test_the_status_carries_the_scale_subresources_fields() -> None:
+    first = run().status
+    assert (first["replicas"], first["selector"]) == (
+        0, "app.kubernetes.io/instance=iris,app.kubernetes.io/name=mlship-serving")
+    d = run(serving("1"), ok("1"), dep("1", ready=2, replicas=3))
+    assert (d.status["replicas"], d.status["readyReplicas"]) == (3, 2)
+    assert d.status["selector"] == first["selector"]
+    other = run(cr=make_cr(name="wine")).status
+    assert other["selector"] == "app.kubernetes.io/instance=wine,app.kubernetes.io/name=mlship-serving"
 
 
 def test_unknown_status_keys_are_preserved_and_input_not_mutated() -> None:

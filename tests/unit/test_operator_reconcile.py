@@ -39,6 +39,16 @@ class FakeKube:
         self.calls.append(("get", "Service"))
         return copy.deepcopy(self.objects.get("Service"))
 
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get", kind))
+        return copy.deepcopy(self.objects.get(kind))
+
+    def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
+        self.calls.append(("delete", kind))
+        held = self.objects.get(kind)
+        if held is not None and held["metadata"].get("uid") == uid:  # the precondition
+            del self.objects[kind]
+
     def list_pods(self, namespace: str, selector: dict[str, str]) -> list[dict[str, Any]]:
         self.calls.append(("list", "Pod"))
         return []
@@ -47,7 +57,12 @@ class FakeKube:
         self.calls.append(("apply", obj["kind"]))
         if obj["kind"] == "Deployment" and self.refuse is not None:
             raise self.refuse
-        self.objects[obj["kind"]] = copy.deepcopy(obj)
+        held = copy.deepcopy(obj)
+        old = self.objects.get(obj["kind"])
+        held["metadata"]["uid"] = (old or {}).get("metadata", {}).get("uid") or f"uid-{obj['kind']}"
+        if obj["kind"] == "Deployment" and old is not None:
+            held["status"] = old.get("status") or {}
+        self.objects[obj["kind"]] = held
         return obj
 
     def roll_out(self, ready: int = 1) -> None:
@@ -109,7 +124,9 @@ def test_first_tick_asks_the_registry_and_applies_both_children(world) -> None:
     result = tick(world, memo)
     assert registry.asked == 1
     assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Deployment"),
-                          ("apply", "Service")]
+                          ("apply", "Service"),
+                          # one replica, no autoscaling: none wanted, and none there
+                          ("get", "PodDisruptionBudget"), ("get", "HorizontalPodAutoscaler")]
     assert kube.version() == "1"
     assert [(e.type, e.reason) for e in result.events] == [("Normal", "RolloutStarted")]
     assert cond(result.status, "Progressing") == ("True", "RollingOut")
@@ -325,3 +342,180 @@ def test_what_a_tick_remembers(world) -> None:
     clock.t = memory.refused.until
     tick(world, memory)
     assert memory.refused is None
+
+
+# ------------------------------------------------------------------ scaling and optional children (#18)
+
+AUTOSCALED = {"model": "iris", "autoscaling": {"minReplicas": 1, "maxReplicas": 4}}
+
+
+def writes(kube: FakeKube) -> list[tuple[str, str]]:
+    return [call for call in kube.calls if call[0] in ("apply", "delete")]
+
+
+def serving_one(world, memo, cr=None, ready: int = 1) -> dict:
+    """Ticks until version 1 serves; returns the last status."""
+    kube, _, clock = world
+    first = tick(world, memo, cr=cr)
+    kube.roll_out(ready)
+    clock.t += 2
+    done = tick(world, memo, cr=cr, seen_status=first.status)
+    assert cond(done.status, "Ready") == ("True", "Serving")
+    return done.status
+
+
+def test_a_replicas_only_change_rescales_the_deployment_without_a_rollout(world) -> None:
+    kube, registry, clock = world
+    memo = new_memo()
+    status = serving_one(world, memo)
+    before = copy.deepcopy(kube.objects["Deployment"])
+    kube.calls.clear()
+    clock.t += 2
+    scaled_cr = make_cr({"model": "iris", "replicas": 3}, generation=2)
+    scaled = tick(world, memo, cr=scaled_cr, seen_status=status)
+    assert registry.asked == 1  # not a new registry question
+    assert kube.calls == [("get", "Deployment"), ("apply", "Deployment"),
+                          # more than one replica: a disruption budget (none there yet)
+                          ("get", "PodDisruptionBudget"), ("apply", "PodDisruptionBudget")]
+    after = kube.objects["Deployment"]
+    assert after["spec"]["replicas"] == 3 and kube.version() == "1"
+    # the same Deployment but for its replicas: same config hash, same pods
+    assert after["metadata"]["annotations"] == before["metadata"]["annotations"]
+    assert {**after["spec"], "replicas": 1} == before["spec"]
+    assert scaled.events == ()
+    assert cond(scaled.status, "Ready") == ("True", "Serving")
+    assert scaled.status["observedGeneration"] == 2
+    # the Deployment controller adds two pods, one of them ready yet: still serving, nothing written
+    kube.objects["Deployment"]["status"] = {
+        "observedGeneration": 0, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 1,
+        "readyReplicas": 1}
+    kube.calls.clear()
+    clock.t += 2
+    starting = tick(world, memo, cr=scaled_cr, seen_status=scaled.status)
+    assert writes(kube) == [] and starting.events == ()
+    assert cond(starting.status, "Ready") == ("True", "Serving")
+    assert (starting.status["replicas"], starting.status["readyReplicas"]) == (3, 1)
+    kube.roll_out(ready=3)
+    kube.calls.clear()
+    clock.t += 2
+    done = tick(world, memo, cr=scaled_cr, seen_status=starting.status)
+    assert writes(kube) == [] and done.events == ()
+    assert (done.status["replicas"], done.status["readyReplicas"]) == (3, 3)
+
+
+def test_autoscaling_applies_an_hpa_and_a_pdb_once(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    first = tick(world, memo, cr=make_cr(AUTOSCALED))
+    assert kube.calls[-4:] == [("get", "PodDisruptionBudget"), ("apply", "PodDisruptionBudget"),
+                               ("get", "HorizontalPodAutoscaler"), ("apply", "HorizontalPodAutoscaler")]
+    hpa = kube.objects["HorizontalPodAutoscaler"]
+    assert hpa["spec"]["scaleTargetRef"] == {"apiVersion": "mlship.io/v1alpha1",
+                                             "kind": "ModelDeployment", "name": "iris"}
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (1, 4)
+    assert kube.objects["PodDisruptionBudget"]["spec"]["maxUnavailable"] == 1
+    assert kube.objects["Deployment"]["spec"]["replicas"] == 1
+    kube.roll_out()
+    kube.calls.clear()
+    clock.t += 2
+    tick(world, memo, cr=make_cr(AUTOSCALED), seen_status=first.status)
+    assert kube.calls == [("get", "Deployment")]  # remembered: neither read nor written again
+    # a due poll does not write them either
+    kube.calls.clear()
+    clock.t += CONFIG.poll_interval
+    tick(world, memo, cr=make_cr(AUTOSCALED))
+    assert writes(kube) == []
+
+
+def test_the_autoscaler_moving_replicas_rescales_without_touching_the_hpa(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    status = serving_one(world, memo, cr=make_cr(AUTOSCALED))
+    kube.calls.clear()
+    clock.t += 2
+    moved = {**AUTOSCALED, "replicas": 3}  # written by the HPA through the scale subresource
+    scaled = tick(world, memo, cr=make_cr(moved, generation=2), seen_status=status)
+    assert writes(kube) == [("apply", "Deployment")]
+    assert kube.objects["Deployment"]["spec"]["replicas"] == 3 and kube.version() == "1"
+    assert scaled.events == () and cond(scaled.status, "Ready") == ("True", "Serving")
+
+
+def test_a_changed_autoscaling_bound_reapplies_only_the_hpa(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    status = serving_one(world, memo, cr=make_cr(AUTOSCALED))
+    kube.calls.clear()
+    clock.t += 2
+    wider = {"model": "iris", "autoscaling": {"minReplicas": 1, "maxReplicas": 8}}
+    tick(world, memo, cr=make_cr(wider, generation=2), seen_status=status)
+    assert writes(kube) == [("apply", "HorizontalPodAutoscaler")]
+    assert kube.objects["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 8
+
+
+def test_removing_autoscaling_deletes_the_hpa_and_with_one_replica_the_pdb(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    status = serving_one(world, memo, cr=make_cr(AUTOSCALED))
+    kube.calls.clear()
+    clock.t += 2
+    tick(world, memo, cr=make_cr(generation=2), seen_status=status)
+    assert writes(kube) == [("delete", "PodDisruptionBudget"), ("delete", "HorizontalPodAutoscaler")]
+    assert "HorizontalPodAutoscaler" not in kube.objects
+    assert "PodDisruptionBudget" not in kube.objects
+    kube.calls.clear()
+    clock.t += 2
+    tick(world, memo, cr=make_cr(generation=2), seen_status=status)
+    assert writes(kube) == []  # remembered as absent: not even read
+    assert not {("get", "HorizontalPodAutoscaler"), ("get", "PodDisruptionBudget")} & set(kube.calls)
+
+
+def test_removing_autoscaling_with_more_than_one_replica_keeps_the_pdb(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    cr = make_cr({**AUTOSCALED, "replicas": 3})
+    status = serving_one(world, memo, cr=cr, ready=3)
+    kube.calls.clear()
+    clock.t += 2
+    tick(world, memo, cr=make_cr({"model": "iris", "replicas": 3}, generation=2), seen_status=status)
+    assert writes(kube) == [("delete", "HorizontalPodAutoscaler")]
+    assert "PodDisruptionBudget" in kube.objects and "HorizontalPodAutoscaler" not in kube.objects
+
+
+def foreign(kind: str) -> dict[str, Any]:
+    return {"kind": kind, "metadata": {"name": "iris", "uid": "theirs", "ownerReferences": [
+        {"uid": "someone-else", "controller": True}]}, "spec": {"maxReplicas": 9}}
+
+
+def test_a_foreign_hpa_of_the_same_name_is_left_alone(world) -> None:
+    kube, _, clock = world
+    kube.objects["HorizontalPodAutoscaler"] = foreign("HorizontalPodAutoscaler")
+    theirs = copy.deepcopy(kube.objects["HorizontalPodAutoscaler"])
+    memo = new_memo()
+    status = serving_one(world, memo, cr=make_cr(AUTOSCALED))
+    assert ("apply", "HorizontalPodAutoscaler") not in kube.calls
+    assert ("apply", "PodDisruptionBudget") in kube.calls  # ours is still written
+    assert kube.objects["HorizontalPodAutoscaler"] == theirs
+    # nor deleted once the spec asks for none
+    kube.calls.clear()
+    clock.t += 2
+    tick(world, memo, cr=make_cr(generation=2), seen_status=status)
+    assert ("delete", "HorizontalPodAutoscaler") not in kube.calls
+    assert kube.objects["HorizontalPodAutoscaler"] == theirs
+
+
+def test_a_foreign_hpa_is_not_deleted_when_none_is_wanted(world) -> None:
+    kube, _, _ = world
+    kube.objects["HorizontalPodAutoscaler"] = foreign("HorizontalPodAutoscaler")
+    tick(world, new_memo())
+    assert ("get", "HorizontalPodAutoscaler") in kube.calls
+    assert writes(kube) == [("apply", "Deployment"), ("apply", "Service")]
+
+
+def test_a_restarted_operator_reads_its_current_children_and_writes_none(world) -> None:
+    kube, _, _ = world
+    serving_one(world, new_memo(), cr=make_cr(AUTOSCALED))
+    kube.calls.clear()
+    tick(world, new_memo(), cr=make_cr(AUTOSCALED))  # a fresh memo: nothing remembered
+    assert ("get", "HorizontalPodAutoscaler") in kube.calls
+    assert ("get", "PodDisruptionBudget") in kube.calls
+    assert writes(kube) == []

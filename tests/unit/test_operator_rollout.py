@@ -6,7 +6,14 @@ import copy
 
 import pytest
 from _operator_fixtures import CONFIG, UID, build_deployment, deployment_config_hash, make_cr
-from mlship_operator.rollout import Observed, Phase, needs_pod_check, observe, pod_failure
+from mlship_operator.rollout import (
+    REPLICAS_NOT_READY,
+    Observed,
+    Phase,
+    needs_pod_check,
+    observe,
+    pod_failure,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -150,9 +157,10 @@ def bare(status: dict, *, generation: int | None = 1, replicas: int | None = Non
     return {"metadata": meta, "spec": spec, "status": status}
 
 
-def observed(phase: Phase, reason: str, message: str, *, ready: int = 0) -> Observed:
+def observed(phase: Phase, reason: str, message: str, *, ready: int = 0, replicas: int = 0,
+             desired: int = 1) -> Observed:
     return Observed(exists=True, owned=True, version="4", config_hash=None, phase=phase, reason=reason,
-                    message=message, ready_replicas=ready)
+                    message=message, ready_replicas=ready, replicas=replicas, desired_replicas=desired)
 
 
 def test_every_result_in_full() -> None:
@@ -162,14 +170,17 @@ def test_every_result_in_full() -> None:
     assert seen(bare({"observedGeneration": 1})) == observed(
         Phase.PROGRESSING, "RollingOut", "0 of 1 replicas run version 4")  # spec.replicas defaults to 1
     assert seen(bare({"observedGeneration": 1, "updatedReplicas": 1, "replicas": 3})) == observed(
-        Phase.PROGRESSING, "RollingOut", "2 replica(s) of the previous version are still terminating")
+        Phase.PROGRESSING, "RollingOut", "2 replica(s) of the previous version are still terminating",
+        replicas=3)
+    # every pod runs the template but not all are ready: new ones of a scale-up, or one restarts
     assert seen(bare({"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1})) == observed(
-        Phase.PROGRESSING, "RollingOut", "0 of 1 replicas of version 4 are ready")
+        Phase.PROGRESSING, "ReplicasNotReady", "0 of 1 replicas of version 4 are ready", replicas=1)
     done = {"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1, "availableReplicas": 1,
             "readyReplicas": 1}
-    assert seen(bare(done)) == observed(Phase.COMPLETE, "RolloutComplete", "1 of 1 replicas ready", ready=1)
+    assert seen(bare(done)) == observed(Phase.COMPLETE, "RolloutComplete", "1 of 1 replicas ready",
+                                        ready=1, replicas=1)
     assert seen(bare({"observedGeneration": 1}, replicas=0)) == observed(
-        Phase.COMPLETE, "RolloutComplete", "0 of 0 replicas ready")
+        Phase.COMPLETE, "RolloutComplete", "0 of 0 replicas ready", desired=0)
     # no generation at all (never set) counts as 0: nothing to wait for
     assert seen(bare({}, generation=None)).reason == "RollingOut"
 
@@ -178,7 +189,8 @@ def test_the_config_hash_comes_from_the_deployments_annotation() -> None:
     dep = deployment(replicas=2, updatedReplicas=2, availableReplicas=2, readyReplicas=1)
     assert seen(dep) == Observed(exists=True, owned=True, version="2", config_hash=HASH,
                                  phase=Phase.COMPLETE, reason="RolloutComplete",
-                                 message="2 of 2 replicas ready", ready_replicas=1)
+                                 message="2 of 2 replicas ready", ready_replicas=1,
+                                 replicas=2, desired_replicas=2)
 
 
 def test_a_foreign_deployment_is_only_that() -> None:
@@ -255,7 +267,7 @@ def test_a_failing_pod_makes_the_whole_result_failed() -> None:
     status = {"observedGeneration": 1, "updatedReplicas": 1, "replicas": 1}
     assert seen(bare(status), [pod("4", waiting="InvalidImageName")]) == observed(
         Phase.FAILED, "InvalidImageName", "pod iris-4-abc: container server is InvalidImageName: "
-        "InvalidImageName details")
+        "InvalidImageName details", replicas=1)
 
 
 @pytest.mark.parametrize(
@@ -268,3 +280,22 @@ def test_a_failing_pod_makes_the_whole_result_failed() -> None:
 )
 def test_an_omitted_status_count_is_zero_not_one(status) -> None:
     assert needs_pod_check(bare(status)) is True
+
+
+def test_a_scale_up_of_the_running_version_is_replicas_not_ready_and_reports_the_counts() -> None:
+    """spec.replicas went from 2 to 4: every pod runs the template, two are still starting."""
+    dep = deployment("2", replicas=4, updatedReplicas=4, availableReplicas=2, readyReplicas=2)
+    dep["spec"]["replicas"] = 4
+    result = seen(dep)
+    assert (result.phase, result.reason, result.message) == (
+        Phase.PROGRESSING, REPLICAS_NOT_READY, "2 of 4 replicas of version 2 are ready")
+    assert REPLICAS_NOT_READY == "ReplicasNotReady"
+    assert (result.ready_replicas, result.replicas, result.desired_replicas) == (2, 4, 4)
+
+
+def test_replicas_still_being_created_are_rolling_out_not_replicas_not_ready() -> None:
+    dep = deployment("2", replicas=2, updatedReplicas=2, availableReplicas=2, readyReplicas=2)
+    dep["spec"]["replicas"] = 4  # the controller has not created the new pods yet
+    result = seen(dep)
+    assert (result.phase, result.reason) == (Phase.PROGRESSING, "RollingOut")
+    assert (result.replicas, result.desired_replicas) == (2, 4)

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from _operator_fixtures import CONFIG, UID, make_cr
 from mlship_operator.config import from_env
-from mlship_operator.spec import DEFAULT_RESOURCES, InvalidSpec, ServingSpec, serving_spec
+from mlship_operator.spec import (
+    DEFAULT_RESOURCES,
+    Autoscaling,
+    InvalidSpec,
+    ServingSpec,
+    serving_spec,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -16,7 +22,8 @@ def test_a_minimal_cr_takes_every_default() -> None:
     assert serving_spec(cr, CONFIG) == ServingSpec(
         name="iris", namespace="models", uid=UID, generation=1, model="iris", alias="champion",
         pinned_version=None, tracking_uri="http://mlflow.mlship:5000",
-        serving_tracking_uri="http://mlflow.mlship:5000", replicas=1, resources=DEFAULT_RESOURCES,
+        serving_tracking_uri="http://mlflow.mlship:5000", replicas=1, autoscaling=None,
+        resources=DEFAULT_RESOURCES,
         image="mlship-serving:dev", poll_interval=5.0, progress_deadline=180,
         inference_log_sample_rate=1.0, inference_log_flush_seconds=10,
     )
@@ -33,7 +40,8 @@ def test_every_field_the_cr_sets_wins() -> None:
     assert spec == ServingSpec(
         name="iris", namespace="models", uid=UID, generation=4, model="wine", alias=None,
         pinned_version="7", tracking_uri="http://other:5000", serving_tracking_uri="http://other:5000",
-        replicas=0, resources=resources, image="reg/serving:2", poll_interval=2.0, progress_deadline=60,
+        replicas=0, autoscaling=None, resources=resources, image="reg/serving:2", poll_interval=2.0,
+        progress_deadline=60,
         inference_log_sample_rate=0.0,  # 0 is "log nothing", not "use the default"
         inference_log_flush_seconds=3,
     )
@@ -89,3 +97,42 @@ def test_only_its_own_uris_by_default() -> None:
     assert serving_spec(make_cr(), config).tracking_uri == "http://mlflow.mlship:5000"
     with pytest.raises(InvalidSpec, match="allowed: http://mlflow.mlship:5000\\)"):
         serving_spec(make_cr({"model": "iris", "trackingUri": "http://mlflow.mlship:5001"}), config)
+
+
+def test_autoscaling_takes_its_defaults_and_keeps_the_replicas_inside_them() -> None:
+    spec = serving_spec(make_cr({"model": "iris", "autoscaling": {"maxReplicas": 4}}), CONFIG)
+    assert spec.autoscaling == Autoscaling(min_replicas=1, max_replicas=4, cpu_utilization=80)
+    assert spec.replicas == 1
+    assert serving_spec(make_cr({"model": "iris"}), CONFIG).autoscaling is None
+
+
+def test_every_autoscaling_field_the_cr_sets_wins() -> None:
+    spec = serving_spec(make_cr({"model": "iris", "replicas": 3, "autoscaling": {
+        "minReplicas": 2, "maxReplicas": 5, "targetCPUUtilizationPercentage": 60}}), CONFIG)
+    assert spec.autoscaling == Autoscaling(min_replicas=2, max_replicas=5, cpu_utilization=60)
+    assert spec.replicas == 3  # within the bounds: as the autoscaler (or kubectl scale) set it
+
+
+@pytest.mark.parametrize(("replicas", "clamped"), [(1, 2), (2, 2), (5, 5), (9, 5)])
+def test_replicas_are_clamped_into_the_autoscaling_bounds(replicas: int, clamped: int) -> None:
+    spec = serving_spec(make_cr({"model": "iris", "replicas": replicas,
+                                 "autoscaling": {"minReplicas": 2, "maxReplicas": 5}}), CONFIG)
+    assert spec.replicas == clamped
+
+
+def test_replicas_outside_bounds_are_kept_without_autoscaling() -> None:
+    assert serving_spec(make_cr({"model": "iris", "replicas": 9}), CONFIG).replicas == 9
+
+
+def test_autoscaling_with_max_below_min_is_refused() -> None:
+    cr = make_cr({"model": "iris", "autoscaling": {"minReplicas": 3, "maxReplicas": 2}})
+    with pytest.raises(InvalidSpec) as info:
+        serving_spec(cr, CONFIG)
+    assert str(info.value) == "spec.autoscaling.maxReplicas (2) is below minReplicas (3)"
+
+
+def test_max_equal_to_min_is_a_fixed_size() -> None:
+    cr = make_cr({"model": "iris", "replicas": 1,
+                  "autoscaling": {"minReplicas": 3, "maxReplicas": 3}})
+    spec = serving_spec(cr, CONFIG)
+    assert (spec.replicas, spec.autoscaling) == (3, Autoscaling(3, 3, 80))

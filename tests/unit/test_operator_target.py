@@ -73,7 +73,7 @@ def test_a_failed_version_is_rolled_back_to_the_last_good_one_and_remembered() -
     assert (t.rolled_back_from, t.version, t.apply_version, t.phase) == (
         "2", "1", "1", Phase.PROGRESSING)
     assert t.failure == {"version": "2", "reason": "CrashLoopBackOff", "message": "m",
-                         "generation": 1, "time": NOW}
+                         "generation": 1, "configHash": H, "time": NOW}
     assert (t.desired, t.serving, t.last_good, t.blocked) == ("2", "1", "1", False)
 
 
@@ -134,3 +134,51 @@ def test_history_is_matched_on_the_redacted_registry_uri() -> None:
     spec = serving_spec(make_cr({"model": "iris", "trackingUri": "https://u:p@mlflow.x"}), CONFIG)
     previous = {"model": "iris", "trackingUri": "https://mlflow.x", "lastGoodVersion": "1"}
     assert choose(previous, DOWN, Observed(), spec=spec).apply_version == "1"
+
+
+def test_a_failure_stays_while_only_the_generation_moved() -> None:
+    """A new generation with the same config hash is a scale (replicas are not in the hash)."""
+    failure = {"version": "2", "generation": 1, "configHash": H}
+    scaled = serving_spec(make_cr({"model": "iris", "replicas": 3}, generation=2), CONFIG)
+    t = choose(prev(lastGoodVersion="1", servingVersion="1", lastFailure=failure), ok("2"),
+               running("1"), spec=scaled)
+    assert (t.failure, t.blocked, t.version, t.apply_version) == (failure, True, "1", None)
+
+
+def test_a_failure_is_forgotten_when_the_config_hash_moved_even_in_the_same_generation() -> None:
+    failure = {"version": "2", "generation": 1, "configHash": "an-older-hash"}
+    t = choose(prev(lastGoodVersion="1", servingVersion="1", lastFailure=failure), ok("2"),
+               running("1"))
+    assert (t.failure, t.blocked, t.apply_version) == (None, False, "2")
+
+
+def test_a_failure_without_a_config_hash_falls_back_to_the_generation() -> None:
+    failure = {"version": "2", "generation": 1}
+    kept = choose(prev(lastGoodVersion="1", servingVersion="1", lastFailure=failure), ok("2"),
+                  running("1"))
+    assert (kept.failure, kept.blocked) == (failure, True)
+    edited = serving_spec(make_cr({"model": "iris", "replicas": 3}, generation=2), CONFIG)
+    retried = choose(prev(lastGoodVersion="1", servingVersion="1", lastFailure=failure), ok("2"),
+                     running("1"), spec=edited)
+    assert (retried.failure, retried.apply_version) == (None, "2")
+
+
+def not_ready(version: str, ready: int) -> Observed:
+    return running(version, Phase.PROGRESSING, reason="ReplicasNotReady", ready_replicas=ready,
+                   message=f"{ready} of 3 replicas of version {version} are ready")
+
+
+def test_a_scale_up_of_the_version_that_served_is_complete() -> None:
+    t = choose(prev(servingVersion="1", lastGoodVersion="1"), ok("1"), not_ready("1", 1))
+    assert (t.phase, t.complete, t.serving, t.last_good, t.apply_version) == (
+        Phase.COMPLETE, True, "1", "1", None)
+
+
+@pytest.mark.parametrize(("previous", "observed"), [
+    (prev(), not_ready("1", 1)),                                    # a first rollout
+    (prev(servingVersion="1", lastGoodVersion="1"), not_ready("1", 0)),  # nothing ready left
+    (prev(servingVersion="2", lastGoodVersion="2"), not_ready("1", 2)),  # another version served
+])
+def test_not_ready_replicas_are_progressing_otherwise(previous: dict, observed: Observed) -> None:
+    t = choose(previous, ok("1"), observed)
+    assert (t.phase, t.complete, t.apply_version) == (Phase.PROGRESSING, False, None)
