@@ -405,3 +405,16 @@ def test_the_selector_string_is_the_deployments_selector() -> None:
         "app.kubernetes.io/instance=iris,app.kubernetes.io/name=mlship-serving")
     match = build_deployment(make_cr(), CONFIG, "1")["spec"]["selector"]["matchLabels"]
     assert dict(kv.split("=") for kv in builders.selector_string("iris").split(",")) == match
+
+
+@pytest.mark.parametrize("window", [0, 120])
+def test_a_scale_down_window_becomes_the_hpas_behavior(window: int) -> None:
+    plain = builders.build_hpa(serving_spec(make_cr({"model": "iris", "autoscaling": {
+        "maxReplicas": 3}}), CONFIG))
+    assert plain is not None and "behavior" not in plain["spec"]  # the autoscaler's own 300 s
+    hpa = builders.build_hpa(serving_spec(make_cr({"model": "iris", "autoscaling": {
+        "maxReplicas": 3, "scaleDownStabilizationSeconds": window}}), CONFIG))
+    assert hpa is not None
+    assert hpa["spec"]["behavior"] == {"scaleDown": {"stabilizationWindowSeconds": window}}
+    assert builders.config_hash(hpa) != builders.config_hash(plain)
+    kubernetes_validate.validate(hpa, "1.34.0", strict=True)

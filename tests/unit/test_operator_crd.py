@@ -90,6 +90,7 @@ def test_autoscaling_requires_max_checks_min_by_cel_and_defaults_like_the_operat
     props = field["properties"]
     assert props["minReplicas"]["default"] == 1
     assert props["targetCPUUtilizationPercentage"]["default"] == spec_module.DEFAULT_CPU_UTILIZATION
+    assert "default" not in props["scaleDownStabilizationSeconds"]  # unset: the autoscaler's 300 s
     jsonschema.validate(make_cr({"model": "iris", "autoscaling": {"maxReplicas": 3}}), schema)
     jsonschema.validate(make_cr({"model": "iris", "replicas": 2, "autoscaling": {
         "minReplicas": 2, "maxReplicas": 50, "targetCPUUtilizationPercentage": 10}}), schema)
@@ -205,6 +206,8 @@ def test_examples_validate_against_the_schema(path: Path, schema) -> None:
         {"model": "iris", "autoscaling": {"minReplicas": 0, "maxReplicas": 2}},
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 9}},
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 101}},
+        {"model": "iris", "autoscaling": {"maxReplicas": 2, "scaleDownStabilizationSeconds": -1}},
+        {"model": "iris", "autoscaling": {"maxReplicas": 2, "scaleDownStabilizationSeconds": 3601}},
     ],
 )
 def test_schema_rejects_out_of_bounds_values(spec: dict, schema) -> None:

@@ -136,3 +136,12 @@ def test_max_equal_to_min_is_a_fixed_size() -> None:
                   "autoscaling": {"minReplicas": 3, "maxReplicas": 3}})
     spec = serving_spec(cr, CONFIG)
     assert (spec.replicas, spec.autoscaling) == (3, Autoscaling(3, 3, 80))
+
+
+@pytest.mark.parametrize(("window", "expected"), [(None, None), (0, 0), (60, 60)])
+def test_the_scale_down_window_is_kept_as_given_and_zero_is_not_unset(window, expected) -> None:
+    autoscaling = {"maxReplicas": 3}
+    if window is not None:
+        autoscaling["scaleDownStabilizationSeconds"] = window
+    spec = serving_spec(make_cr({"model": "iris", "autoscaling": autoscaling}), CONFIG)
+    assert spec.autoscaling is not None and spec.autoscaling.scale_down_window == expected
