@@ -153,6 +153,8 @@ def tick(
     if deployed and not conflict and memory.service_hash != service_hash:
         kube.apply(service)
         memory.service_hash = service_hash
+    if polled:
+        memory.optional = {}  # read them again: restores one deleted by hand, as the Service
     if deployed and not conflict:
         for kind, child in (("PodDisruptionBudget", builders.build_pdb(spec)),
                             ("HorizontalPodAutoscaler", builders.build_hpa(spec))):

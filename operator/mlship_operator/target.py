@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .registry import Resolution
-from .rollout import REPLICAS_NOT_READY, Observed, Phase
+from .rollout import Observed, Phase
 from .spec import ServingSpec, redact_uri
 
 
@@ -89,11 +89,9 @@ def choose_target(
             apply_version, phase = target, Phase.PROGRESSING
         else:
             phase = observed.phase
-            if (
-                phase is Phase.PROGRESSING and observed.reason == REPLICAS_NOT_READY
-                and target == serving_before and observed.ready_replicas > 0
-            ):
-                phase = Phase.COMPLETE  # scaled up: the version serves while new pods start
+            if phase is Phase.PROGRESSING and target == serving_before and observed.ready_replicas:
+                # Scaled (or its pods re-rolled): the version serves while the new pods start.
+                phase = Phase.COMPLETE
             if phase is Phase.FAILED and last_good and target != last_good:
                 failure = {
                     "version": target,

@@ -162,7 +162,8 @@ def test_a_due_poll_rechecks_the_service_and_restores_it(world) -> None:
     clock.t += CONFIG.poll_interval
     tick(world, memo)
     assert registry.asked == 2
-    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Service")]
+    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Service"),
+                          ("get", "PodDisruptionBudget"), ("get", "HorizontalPodAutoscaler")]
 
 
 def test_a_service_edit_is_reapplied_on_the_next_poll(world) -> None:
@@ -174,11 +175,13 @@ def test_a_service_edit_is_reapplied_on_the_next_poll(world) -> None:
     clock.t += CONFIG.poll_interval
     kube.calls.clear()
     tick(world, memo)
-    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Service")]
+    on_a_poll = [("get", "PodDisruptionBudget"), ("get", "HorizontalPodAutoscaler")]  # none asked
+    assert kube.calls == [("get", "Deployment"), ("get", "Service"), ("apply", "Service"),
+                          *on_a_poll]
     kube.calls.clear()
     clock.t += CONFIG.poll_interval
     tick(world, memo)
-    assert kube.calls == [("get", "Deployment"), ("get", "Service")]  # now current: read only
+    assert kube.calls == [("get", "Deployment"), ("get", "Service"), *on_a_poll]  # read only
 
 
 def test_our_own_last_status_wins_over_a_stale_one(world) -> None:
@@ -463,10 +466,28 @@ def test_removing_autoscaling_deletes_the_hpa_and_with_one_replica_the_pdb(world
     assert "HorizontalPodAutoscaler" not in kube.objects
     assert "PodDisruptionBudget" not in kube.objects
     kube.calls.clear()
-    clock.t += 2
+    clock.t += 0.5
     tick(world, memo, cr=make_cr(generation=2), seen_status=status)
-    assert writes(kube) == []  # remembered as absent: not even read
+    assert writes(kube) == []  # remembered as absent: not even read between polls
     assert not {("get", "HorizontalPodAutoscaler"), ("get", "PodDisruptionBudget")} & set(kube.calls)
+    kube.calls.clear()
+    clock.t += CONFIG.poll_interval
+    tick(world, memo, cr=make_cr(generation=2), seen_status=status)
+    assert writes(kube) == []  # a poll reads them again, and finds nothing to do
+    assert {("get", "HorizontalPodAutoscaler"), ("get", "PodDisruptionBudget")} <= set(kube.calls)
+
+
+def test_an_autoscaler_deleted_by_hand_is_restored_on_the_next_poll(world) -> None:
+    kube, _, clock = world
+    memo = new_memo()
+    cr = make_cr(AUTOSCALED)
+    status = serving_one(world, memo, cr=cr)
+    del kube.objects["HorizontalPodAutoscaler"]
+    kube.calls.clear()
+    clock.t += CONFIG.poll_interval
+    tick(world, memo, cr=cr, seen_status=status)
+    assert writes(kube) == [("apply", "HorizontalPodAutoscaler")]
+    assert "HorizontalPodAutoscaler" in kube.objects
 
 
 def test_removing_autoscaling_with_more_than_one_replica_keeps_the_pdb(world) -> None:

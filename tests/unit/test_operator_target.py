@@ -168,8 +168,14 @@ def not_ready(version: str, ready: int) -> Observed:
                    message=f"{ready} of 3 replicas of version {version} are ready")
 
 
-def test_a_scale_up_of_the_version_that_served_is_complete() -> None:
-    t = choose(prev(servingVersion="1", lastGoodVersion="1"), ok("1"), not_ready("1", 1))
+@pytest.mark.parametrize("observed", [
+    not_ready("1", 1),
+    # the moments before: the controller has not seen the new replicas, or made their pods
+    running("1", Phase.PROGRESSING, reason="WaitingForController", ready_replicas=1),
+    running("1", Phase.PROGRESSING, reason="RollingOut", ready_replicas=1),
+])
+def test_a_scale_up_of_the_version_that_served_is_complete(observed: Observed) -> None:
+    t = choose(prev(servingVersion="1", lastGoodVersion="1"), ok("1"), observed)
     assert (t.phase, t.complete, t.serving, t.last_good, t.apply_version) == (
         Phase.COMPLETE, True, "1", "1", None)
 
