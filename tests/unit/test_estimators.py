@@ -148,3 +148,13 @@ def test_the_pipeline_preprocesses_both_kinds_of_columns():
     pipe = model_pipeline(["n"], ["c"], build_estimator("regression", "linear", {}, seed=0))
     assert [(name, cols) for name, _, cols in pipe.named_steps["preprocess"].transformers] == [
         ("numeric", ["n"]), ("categorical", ["c"])]
+
+
+@pytest.mark.parametrize(("task", "name"), ALL)
+def test_every_estimator_has_a_default_search_space_of_its_own_parameters(task, name):
+    space = estimators.DEFAULT_SPACES[name]
+    assert space and all(isinstance(v, list) and v for v in space.values())
+    for key, values in space.items():
+        for value in values:  # every value builds (the names are checked here; fit checks values)
+            build_estimator(task, name, {key: value}, seed=1)
+    assert set(estimators.DEFAULT_SPACES) == {n for _, n in ALL}

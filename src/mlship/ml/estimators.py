@@ -48,6 +48,22 @@ REGISTRY: dict[str, dict[str, EstimatorSpec]] = {
 }
 DEFAULT_ESTIMATOR = {"classification": "random_forest", "regression": "ridge"}
 
+# What a hyperparameter search tries when the trigger form's `tune_space` is empty: a few values
+# of each estimator's most telling hyperparameters, by estimator name (the same parameters for
+# both tasks). Small on purpose: a grid of each is at most 27 trials.
+# tests/unit/test_estimators.py holds every name here to the estimator's parameters.
+DEFAULT_SPACES: dict[str, dict[str, list[Any]]] = {
+    "random_forest": {
+        "n_estimators": [50, 100, 200], "max_depth": [None, 5, 10], "min_samples_leaf": [1, 2, 4],
+    },
+    "gradient_boosting": {
+        "n_estimators": [50, 100, 200], "learning_rate": [0.03, 0.1, 0.3], "max_depth": [2, 3, 4],
+    },
+    "logistic_regression": {"C": [0.01, 0.1, 1.0, 10.0, 100.0]},
+    "ridge": {"alpha": [0.01, 0.1, 1.0, 10.0, 100.0]},
+    "linear": {"fit_intercept": [True, False]},
+}
+
 # Types outside skops' built-in safe list that the models built here contain, found with
 # skops.io.get_untrusted_types on every registry entry (tests/unit/test_estimators.py keeps this
 # honest). This is the explicit allow-list handed to MLflow's skops serializer: see
