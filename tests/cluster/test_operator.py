@@ -10,7 +10,9 @@ so the operator's behaviour does not depend on images.
 from __future__ import annotations
 
 import base64
+import json
 import os
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable
@@ -352,10 +354,17 @@ def test_the_rbac_manifest_is_enough(
         try:
             op = operator(KUBECONFIG=kubeconfig)
             model, versions = registered(2)
-            create_cr(objects, namespace, "iris", {"model": model, **PENDING})
+            create_cr(objects, namespace, "iris",
+                      {"model": model, "autoscaling": {"maxReplicas": 2}, **PENDING})
             wait_for(f"the Deployment, created as the ServiceAccount\n{op.log()}",
                        lambda: deployment(apps, namespace, "iris"), 60)
             wait_for("the Service", lambda: core.read_namespaced_service("iris", namespace), 30)
+            wait_for("the autoscaler", lambda: hpa(kube, namespace, "iris"), 30)
+            wait_for("the disruption budget", lambda: pdb(kube, namespace, "iris"), 30)
+            remove_autoscaling(namespace, "iris")
+            wait_for(f"the autoscaler and the budget deleted\n{op.log()}",
+                     lambda: not hpa(kube, namespace, "iris") and not pdb(kube, namespace, "iris"),
+                     30)
             wait_for("status written", lambda: get_cr(objects, namespace, "iris").get(
                 "status", {}).get("desiredVersion") == versions[0], 30)
             wait_for("events posted", lambda: "RolloutStarted" in event_reasons(
@@ -371,6 +380,99 @@ def test_the_rbac_manifest_is_enough(
             os.unlink(kubeconfig)
     finally:
         rbac.delete_cluster_role(role_name)
+
+
+def hpa(kube: client.ApiClient, namespace: str, name: str) -> Any:
+    try:
+        return client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler(name, namespace)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def pdb(kube: client.ApiClient, namespace: str, name: str) -> Any:
+    try:
+        return client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(name, namespace)
+    except ApiException as err:
+        if err.status == 404:
+            return None
+        raise
+
+
+def remove_autoscaling(namespace: str, name: str) -> None:
+    kubectl("-n", namespace, "patch", "mldep", name, "--type", "json",
+            "-p", '[{"op": "remove", "path": "/spec/autoscaling"}]')
+
+
+def kubectl(*args: str) -> str:
+    proc = subprocess.run(["kubectl", *args], capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc.stdout
+
+
+def test_kubectl_scale_and_the_autoscaler_move_the_serving_replicas(
+    kube, operator, registered, objects, apps, namespace
+) -> None:
+    op = operator()
+    model, _ = registered(1)
+    cr = create_cr(objects, namespace, "iris", {"model": model, **PENDING})
+    wait_for("the Deployment", lambda: deployment(apps, namespace, "iris"), 60)
+    first = deployment(apps, namespace, "iris")
+    assert pdb(kube, namespace, "iris") is None  # one replica: nothing for a budget to keep
+
+    # `kubectl scale` goes through the scale subresource to spec.replicas; the operator follows.
+    kubectl("-n", namespace, "scale", "mldep", "iris", "--replicas=3")
+    wait_for(f"the Deployment scaled to 3\n{op.log()}",
+             lambda: deployment(apps, namespace, "iris").spec.replicas == 3, 30)
+    scaled = deployment(apps, namespace, "iris")
+    assert scaled.metadata.annotations["mlship.io/config-hash"] == (
+        first.metadata.annotations["mlship.io/config-hash"])  # not a spec change: nothing rolls
+    assert scaled.spec.template == first.spec.template
+    budget = wait_for("the disruption budget", lambda: pdb(kube, namespace, "iris"), 30)
+    assert (budget.spec.max_unavailable, budget.metadata.owner_references[0].uid) == (
+        1, cr["metadata"]["uid"])
+
+    # What `kubectl scale` and an autoscaler read: the pods and the selector, from the status.
+    def scale_status() -> dict | None:
+        got = json.loads(kubectl("get", "--raw",
+                                 f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}/iris/scale"))
+        return got if got["status"].get("replicas") == 3 else None
+
+    scale = wait_for("the scale subresource to report 3 pods", scale_status, 30)
+    selector = dict(kv.split("=") for kv in scale["status"]["selector"].split(","))
+    assert selector == scaled.spec.selector.match_labels
+
+    # With spec.autoscaling the autoscaler owns spec.replicas: 3 is above its maximum of 2, and it
+    # scales the CR itself (no metrics are needed for that), which the operator then follows.
+    objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "iris", {
+        "spec": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2,
+                                 "targetCPUUtilizationPercentage": 60}}})
+    autoscaler = wait_for(f"the autoscaler\n{op.log()}", lambda: hpa(kube, namespace, "iris"), 30)
+    ref = autoscaler.spec.scale_target_ref
+    assert (ref.api_version, ref.kind, ref.name) == (f"{GROUP}/{VERSION}", "ModelDeployment", "iris")
+    assert (autoscaler.spec.min_replicas, autoscaler.spec.max_replicas) == (1, 2)
+    assert autoscaler.spec.metrics[0].resource.target.average_utilization == 60
+    wait_for("the autoscaler to set spec.replicas to its maximum",
+             lambda: get_cr(objects, namespace, "iris")["spec"]["replicas"] == 2, 60)
+    wait_for(f"the Deployment to follow to 2\n{op.log()}",
+             lambda: deployment(apps, namespace, "iris").spec.replicas == 2, 30)
+
+    def able_to_scale() -> Any:
+        got = hpa(kube, namespace, "iris")
+        conds = {c.type: c for c in (got.status.conditions or [])}
+        return conds.get("AbleToScale") if getattr(conds.get("AbleToScale"), "status", "") else None
+
+    cond = wait_for("the autoscaler's AbleToScale condition", able_to_scale, 60)
+    assert cond.status == "True", (cond.reason, cond.message)
+
+    # Without spec.autoscaling the operator removes its autoscaler; one replica, no budget.
+    remove_autoscaling(namespace, "iris")
+    wait_for(f"the autoscaler deleted\n{op.log()}", lambda: hpa(kube, namespace, "iris") is None, 30)
+    kubectl("-n", namespace, "scale", "mldep", "iris", "--replicas=1")
+    wait_for("the budget deleted", lambda: pdb(kube, namespace, "iris") is None, 30)
+    assert deployment(apps, namespace, "iris").spec.replicas == 1
+    assert deployment(apps, namespace, "iris").metadata.uid == first.metadata.uid
 
 
 # --------------------------------------------------------------------------- real serving pods
