@@ -273,27 +273,51 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     )
 
 
-def _xcom(task: str, key: str) -> str:
-    return "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (task, key)  # noqa: UP031 - Jinja braces
+def _xcom(i: contract.Input) -> str:
+    """An earlier step's result as a Jinja template: one key of it, the whole of it as JSON
+    (contract.WHOLE), or for an optional one (the search's, skipped when there is none) the key
+    as JSON, `null` when the step did not run."""
+    pull = "ti.xcom_pull(task_ids='%s')" % i.source  # noqa: UP031 - Jinja braces
+    if i.name == contract.WHOLE:
+        return "{{ %s | tojson }}" % pull  # noqa: UP031
+    if i.optional:
+        return "{{ (%s or {}).get('%s') | tojson }}" % (pull, i.name)  # noqa: UP031
+    return "{{ %s['%s'] }}" % (pull, i.name)  # noqa: UP031
 
 
 def _param(name: str, f: contract.Field) -> str:
     return "{{ params.%s%s }}" % (name, " | tojson" if f.json else "")  # noqa: UP031 - Jinja
 
 
+def image_step(step: str) -> str:
+    """Whose image (and resources) a step's pod uses: its own, but the search's steps run from
+    train's (mlship.steps.tune is in it), so the search costs no image of its own."""
+    return "train" if step in contract.TUNE_STEPS else step
+
+
 def step_command(step: str) -> list[str]:
-    return ["python", "-m", f"mlship.steps.{step}"]
+    module = contract.TUNE_MODULE if step in contract.TUNE_STEPS else step
+    return ["python", "-m", f"mlship.steps.{module}"]
 
 
 def step_arguments(step: str) -> list[str]:
     """The step's flags as Jinja templates (mlship.contract.INPUTS): params come from the trigger
     form (mlship_drift's check reads drift_params_schema's), earlier steps' results from XCom.
     {{ run_id }} is the pipeline run key: clearing and re-running a DAG run keeps it, so the steps
-    find the same MLflow parent run and register stays idempotent."""
+    find the same MLflow parent run and register stays idempotent. A search step's first argument
+    is its command (plan, best); the trial pods' arguments are the plan's result, not these."""
+    command = [contract.TUNE_COMMANDS[step]] if step in contract.TUNE_STEPS else []
     return [
+        *command,
         *contract.render(step, _param, _xcom),
         "--pipeline-run-key", "{{ run_id }}", "--xcom-path", XCOM_PATH,
     ]
+
+
+def tune_requested(params: Mapping[str, Any]) -> bool:
+    """Whether a run searches hyperparameters (tune_trials above 0); when not, the search's
+    tasks are skipped and train runs as without them."""
+    return int(params.get("tune_trials") or 0) > 0
 
 
 def step_env(settings: Settings) -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import mlship_dagspec as spec
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 from airflow.providers.cncf.kubernetes.utils.xcom_sidecar import PodDefaults
-from airflow.sdk import Context
+from airflow.sdk import Context, XComArg
 from airflow.sdk.exceptions import AirflowFailException
 from kubernetes.client import models as k8s
 
@@ -82,14 +82,29 @@ def step_env_from(settings: spec.Settings, step: str) -> list[k8s.V1EnvFromSourc
     ]
 
 
-def step_task(settings: spec.Settings, step: str, task_id: str | None = None) -> KubernetesPodOperator:
-    res = settings.resources[step]
-    return StepPodOperator(
+def step_task(
+    settings: spec.Settings, step: str, task_id: str | None = None, **extra: object
+) -> KubernetesPodOperator:
+    """The step's pod; `extra` are more operator arguments (a trigger rule)."""
+    return StepPodOperator(**{**step_pod_kwargs(settings, step, task_id), **extra})
+
+
+def mapped_step_task(settings: spec.Settings, step: str, arguments: XComArg, **extra: object) -> object:
+    """One pod per item of `arguments` (an earlier task's result: a list of argument lists),
+    otherwise the pod step_task builds: Airflow's dynamic task mapping."""
+    kwargs = {**step_pod_kwargs(settings, step), **extra}
+    kwargs.pop("arguments")
+    return StepPodOperator.partial(**kwargs).expand(arguments=arguments)
+
+
+def step_pod_kwargs(settings: spec.Settings, step: str, task_id: str | None = None) -> dict[str, object]:
+    res = settings.resources[spec.image_step(step)]
+    return dict(
         mlship_settings=settings,
         task_id=task_id or step,
-        name=f"mlship-{step}",
+        name=f"mlship-{step.replace('_', '-')}",  # a pod name is a DNS label: no underscores
         namespace=settings.namespace,
-        image=settings.images[step],
+        image=settings.images[spec.image_step(step)],
         image_pull_policy=settings.image_pull_policy,
         image_pull_secrets=[
             k8s.V1LocalObjectReference(name=n) for n in settings.image_pull_secrets

@@ -72,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rules", default=text(FORM["validation_rules"].default),
                    help="validation rules, JSON object or @file.json")
     r.add_argument("--seed", type=int, default=FORM["seed"].default)
+    r.add_argument("--tune-trials", type=int, default=FORM["tune_trials"].default,
+                   help="hyperparameter search: how many trials (default: %(default)s, no search)")
+    r.add_argument("--tune-search", default=FORM["tune_search"].default,
+                   choices=list(contract.TUNE_SEARCHES))
+    r.add_argument("--tune-space", default=text(FORM["tune_space"].default),
+                   help="hyperparameter -> list of values, JSON object or @file.json "
+                   "({}: the estimator's default space)")
+    r.add_argument("--tune-folds", type=int, default=FORM["tune_folds"].default)
+    r.add_argument("--max-parallel", type=int, default=FORM["max_parallel"].default,
+                   help="at most this many trial processes; they run one after another here")
     r.add_argument("--holdout-fraction", type=float, default=FORM["holdout_fraction"].default)
     r.add_argument("--model-name", help="registered model name (default: the dataset's name)")
     r.add_argument("--metric", default=FORM["metric"].default)
@@ -129,6 +139,11 @@ def form_values(a: argparse.Namespace) -> dict[str, str]:
         "task": a.task,
         "estimator": a.estimator,
         "hyperparameters": a.hyperparameters,
+        "tune_trials": a.tune_trials,
+        "tune_search": a.tune_search,
+        "tune_space": a.tune_space,
+        "tune_folds": a.tune_folds,
+        "max_parallel": a.max_parallel,
         "seed": a.seed,
         "holdout_fraction": a.holdout_fraction,
         "validation_rules": a.rules,
@@ -150,21 +165,39 @@ def step_commands(a: argparse.Namespace, out: dict[str, dict[str, Any]]) -> dict
         step: contract.render(
             step,
             lambda name, _field: values[name],
-            lambda earlier, key: str(out.get(earlier, {}).get(key, "")),
+            lambda i: result_text(i, out),
         )
-        for step in STEPS
+        for step in (*STEPS, contract.TUNE_PLAN, contract.TUNE_BEST)
     }
+
+
+def result_text(i: contract.Input, out: dict[str, Any]) -> str:
+    """An earlier step's result as a step flag's text: a key of it ("" when not there yet), the
+    whole of it as JSON, or an optional one as JSON (null when its step did not run)."""
+    result = out.get(i.source)
+    if i.name == contract.WHOLE:
+        return json.dumps(result)
+    if i.optional:
+        return json.dumps((result or {}).get(i.name))
+    return str((result or {}).get(i.name, ""))
 
 
 def step_image(step: str, prefix: str, tag: str) -> str:
     return f"{prefix}{step}:{tag}"
 
 
-def process_command(step: str, flags: list[str], common: list[str], logdir: Path) -> list[str]:
-    """The step as a local process; its result goes to logdir/<step>.json (pure)."""
+def step_module(step: str) -> str:
+    """The module a step runs: its own, or for the search's steps mlship.steps.tune."""
+    return f"mlship.steps.{contract.TUNE_MODULE if step in contract.TUNE_STEPS else step}"
+
+
+def process_command(
+    step: str, flags: list[str], common: list[str], logdir: Path, name: str | None = None
+) -> list[str]:
+    """The step as a local process; its result goes to logdir/<name or step>.json (pure)."""
     return [
-        sys.executable, "-m", f"mlship.steps.{step}", *common,
-        "--xcom-path", str(logdir / f"{step}.json"), *flags,
+        sys.executable, "-m", step_module(step), *common,
+        "--xcom-path", str(logdir / f"{name or step}.json"), *flags,
     ]
 
 
@@ -204,11 +237,15 @@ def docker_command(
     logdir: Path,
     cwd: Path,
     env_names: tuple[str, ...] = (),
+    name: str | None = None,
 ) -> list[str]:
     """The step as a container from its own image, with the restrictions of the cluster's pods
     (PodSecurity "restricted", read-only root filesystem, /tmp an emptyDir); the image's
-    entrypoint is the step. `logdir` and `cwd` must be absolute (pure)."""
+    entrypoint is the step (the search's steps run mlship.steps.tune from train's image). `logdir`
+    and `cwd` must be absolute; the result is logdir/<name or step>.json (pure)."""
     flags, input_mounts = container_inputs(flags, cwd)
+    entrypoint = ["--entrypoint", "python"] if step in contract.TUNE_STEPS else []
+    module = ["-m", step_module(step)] if entrypoint else []
     env = ["HOME=/tmp", "TMPDIR=/tmp", "PYTHONUNBUFFERED=1", *env_names]  # noqa: S108
     return [
         "docker", "run", "--rm",
@@ -220,14 +257,15 @@ def docker_command(
         *[x for e in env for x in ("--env", e)],
         *_bind(logdir, CONTAINER_XCOM_DIR, readonly=False),
         *input_mounts,
+        *entrypoint,
         image,
-        *common, "--xcom-path", f"{CONTAINER_XCOM_DIR}/{step}.json", *flags,
+        *module, *common, "--xcom-path", f"{CONTAINER_XCOM_DIR}/{name or step}.json", *flags,
     ]
 
 
-def run_step(step: str, cmd: list[str], logdir: Path) -> dict[str, Any]:
-    result = logdir / f"{step}.json"
-    log = logdir / f"{step}.log"
+def run_step(step: str, cmd: list[str], logdir: Path, name: str | None = None) -> Any:
+    result = logdir / f"{name or step}.json"
+    log = logdir / f"{name or step}.log"
     result.unlink(missing_ok=True)  # a resumed run key must not read an earlier attempt's result
     with open(log, "wb") as fh:
         proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)  # noqa: S603
@@ -289,12 +327,13 @@ def run(a: argparse.Namespace) -> int:
     ]
     env_names = tuple(n for n in PASSTHROUGH_ENV if n in os.environ)
 
-    def command(step: str, flags: list[str]) -> list[str]:
+    def command(step: str, flags: list[str], name: str | None = None) -> list[str]:
         if a.launcher == "docker":
-            image = step_image(step, a.image_prefix, a.image_tag)
+            own = "train" if step in contract.TUNE_STEPS else step  # the search runs from train's
+            image = step_image(own, a.image_prefix, a.image_tag)
             return docker_command(step, flags, common, image=image, logdir=logdir,
-                                  cwd=Path.cwd(), env_names=env_names)
-        return process_command(step, flags, common, logdir)
+                                  cwd=Path.cwd(), env_names=env_names, name=name)
+        return process_command(step, flags, common, logdir, name)
 
     out: dict[str, dict[str, Any]] = {}
     print(f"pipeline run {key} -> {tracking_uri}", flush=True)
@@ -302,6 +341,8 @@ def run(a: argparse.Namespace) -> int:
         print(f"  images    {step_image('<step>', a.image_prefix, a.image_tag)}", flush=True)
     try:
         for step in STEPS:
+            if step == "train" and a.tune_trials > 0:
+                search(a, out, command, logdir)
             print(f"  {step:<10}", end="", flush=True)
             started = time.monotonic()
             out[step] = run_step(step, command(step, step_commands(a, out)[step]), logdir)
@@ -312,6 +353,52 @@ def run(a: argparse.Namespace) -> int:
         return 1
     print(summary(tracking_uri, out["register"], out["ingest"]))
     return 0
+
+
+def without_flag(argv: list[str], flag: str) -> list[str]:
+    """`argv` without `flag` and its value (pure)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == flag:
+            skip = True
+        else:
+            out.append(arg)
+    return out
+
+
+def search(
+    a: argparse.Namespace, out: dict[str, Any], command: Any, logdir: Path
+) -> None:
+    """The hyperparameter search as the DAG runs it, its trial pods one after another: plan,
+    each share of the trials (a failed one is reported and the search goes on), best."""
+    commands = step_commands(a, out)
+    for step in (contract.TUNE_PLAN, contract.TUNE_BEST):
+        commands[step] = [contract.TUNE_COMMANDS[step], *commands[step]]
+    print(f"  {'tune plan':<10}", end="", flush=True)
+    out[contract.TUNE_PLAN] = run_step(
+        contract.TUNE_PLAN, command(contract.TUNE_PLAN, commands[contract.TUNE_PLAN]), logdir)
+    print(f"ok  {len(out[contract.TUNE_PLAN])} trial process(es)", flush=True)
+    for n, argv in enumerate(out[contract.TUNE_PLAN]):
+        name = f"{contract.TUNE_TRIAL}-{n}"
+        print(f"  {'tune ' + str(n):<10}", end="", flush=True)
+        started = time.monotonic()
+        try:  # the plan's own --xcom-path would overwrite its result: each trial has its own
+            run_step(contract.TUNE_TRIAL, command(
+                contract.TUNE_TRIAL, without_flag(argv, "--xcom-path"), name), logdir, name)
+            print(f"ok  {time.monotonic() - started:.1f}s", flush=True)
+        except PipelineFailed as exc:
+            print(f"FAILED ({exc}); the search goes on", flush=True)
+    commands = step_commands(a, out)
+    print(f"  {'tune best':<10}", end="", flush=True)
+    out[contract.TUNE_BEST] = run_step(contract.TUNE_BEST, command(
+        contract.TUNE_BEST, [contract.TUNE_COMMANDS[contract.TUNE_BEST], *commands[contract.TUNE_BEST]]
+    ), logdir)
+    best = out[contract.TUNE_BEST]
+    print(f"ok  {best['succeeded']}/{best['trials']} trials, best {best['metric']} "
+          f"{best['score']:.4f}: {json.dumps(best['params'])}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -29,6 +29,15 @@ DRIFT = "drift"
 """mlship_drift's check: a step of its own DAG, with its own form."""
 SCORE = "score"
 """mlship_batch_score's step: scores a dataset with a model version; its own DAG and form."""
+TUNE_PLAN, TUNE_TRIAL, TUNE_BEST = "tune_plan", "tune_trial", "tune_best"
+TUNE_STEPS: tuple[str, ...] = (TUNE_PLAN, TUNE_TRIAL, TUNE_BEST)
+"""The hyperparameter search between featurize and train, run only when the form's tune_trials
+is above 0: plan the trials (and open the search's MLflow run), run them (one pod per share of
+the trials, mapped), pick the best. Each is a command of one module run from train's image:
+`python -m mlship.steps.tune plan|trial|best` (TUNE_COMMANDS)."""
+TUNE_MODULE = "tune"
+TUNE_COMMANDS: dict[str, str] = {TUNE_PLAN: "plan", TUNE_TRIAL: "trial", TUNE_BEST: "best"}
+TUNE_SEARCHES: tuple[str, ...] = ("random", "grid")  # mlship.ml.tuning.SEARCHES
 
 # --- names the form offers (mlship.ml's, written here so the DAG processor needs no sklearn) ----
 
@@ -80,6 +89,27 @@ TRAINING_FORM: dict[str, Field] = {
     ),
     "hyperparameters": Field(
         {}, {"type": "object"}, 'e.g. {"n_estimators": 200, "max_depth": 5}', json=True
+    ),
+    "tune_trials": Field(
+        0, {"type": "integer", "minimum": 0, "maximum": 1000},
+        "hyperparameter search: how many trials (0: no search, train uses the hyperparameters "
+        "above); each trial cross-validates on the training split and is a child MLflow run",
+    ),
+    "tune_search": Field(
+        "random", {"type": "string", "enum": list(TUNE_SEARCHES)},
+        "random: tune_trials seeded draws from tune_space; grid: all of its combinations "
+        "(refused when there are more than tune_trials)",
+    ),
+    "tune_space": Field(
+        {}, {"type": "object"},
+        'hyperparameter -> values to try, e.g. {"max_depth": [3, 5, null]}; {} = the '
+        "estimator's default space. The hyperparameters above stay fixed in every trial",
+        json=True,
+    ),
+    "tune_folds": Field(3, {"type": "integer", "minimum": 2, "maximum": 20}, "cross-validation folds"),
+    "max_parallel": Field(
+        4, {"type": "integer", "minimum": 1, "maximum": 32},
+        "search pods running at once; more trials than this share the pods",
     ),
     "seed": Field(42, {"type": "integer"}),
     "holdout_fraction": Field(0.2, {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}),
@@ -158,14 +188,21 @@ def form(step: str) -> dict[str, Field]:
 FORM = "form"
 
 
+WHOLE = "*"
+"""An Input's `name` when the flag takes the earlier step's whole result (as JSON)."""
+
+
 @dataclass(frozen=True)
 class Input:
     """One flag of a step and where its value comes from: `source` is FORM (then `name` is a field
-    of the step's form) or an earlier step (then `name` is a key of that step's result)."""
+    of the step's form) or an earlier step (then `name` is a key of that step's result, or WHOLE).
+    An `optional` result comes from a step that may not have run (the search): then the flag's
+    value is JSON `null`."""
 
     flag: str
     source: str
     name: str
+    optional: bool = False
 
 
 INPUTS: dict[str, tuple[Input, ...]] = {
@@ -194,6 +231,8 @@ INPUTS: dict[str, tuple[Input, ...]] = {
         Input("--estimator", FORM, "estimator"),
         Input("--hyperparameters", FORM, "hyperparameters"),
         Input("--seed", FORM, "seed"),
+        # the search's best hyperparameters (JSON), null when there was no search
+        Input("--tuned-hyperparameters", TUNE_BEST, "hyperparameters", optional=True),
     ),
     "evaluate": (
         Input("--model-uri", "train", "model_uri"),
@@ -213,6 +252,22 @@ INPUTS: dict[str, tuple[Input, ...]] = {
         Input("--margin", FORM, "margin"),
         Input("--auto-promote", FORM, "auto_promote"),
     ),
+    TUNE_PLAN: (
+        Input("--train-uri", "featurize", "train_uri"),
+        Input("--features-uri", "featurize", "features_uri"),
+        Input("--estimator", FORM, "estimator"),
+        Input("--hyperparameters", FORM, "hyperparameters"),
+        Input("--seed", FORM, "seed"),
+        Input("--metric", FORM, "metric"),
+        Input("--trials", FORM, "tune_trials"),
+        Input("--search", FORM, "tune_search"),
+        Input("--space", FORM, "tune_space"),
+        Input("--folds", FORM, "tune_folds"),
+        Input("--max-parallel", FORM, "max_parallel"),
+    ),
+    # each trial pod's flags are written by the plan (one share of the trials each): mapped
+    TUNE_TRIAL: (),
+    TUNE_BEST: (Input("--plan", TUNE_PLAN, WHOLE),),
     DRIFT: (
         Input("--model-name", FORM, "model_name"),
         Input("--alias", FORM, "alias"),
@@ -238,14 +293,15 @@ experiment, pipeline run key, XCom path)."""
 def render(
     step: str,
     form_value: Callable[[str, Field], str],
-    result_value: Callable[[str, str], str],
+    result_value: Callable[[Input], str],
 ) -> list[str]:
     """The step's flags, each followed by its value: `form_value(field name, field)` for a form
-    input, `result_value(earlier step, key)` for a result."""
+    input, `result_value(input)` for an earlier step's result (its source, name and whether it
+    is optional)."""
     fields = form(step)
     out: list[str] = []
     for i in INPUTS[step]:
-        value = form_value(i.name, fields[i.name]) if i.source == FORM else result_value(i.source, i.name)
+        value = form_value(i.name, fields[i.name]) if i.source == FORM else result_value(i)
         out += [i.flag, value]
     return out
 
@@ -271,7 +327,7 @@ def cli_text(value: Any) -> str:
 
 
 JSON_FLAGS: tuple[str, ...] = tuple(dict.fromkeys(
-    i.flag for step in (*STEPS, DRIFT, SCORE) for i in INPUTS[step]
+    i.flag for step in (*STEPS, TUNE_PLAN, DRIFT, SCORE) for i in INPUTS[step]
     if i.source == FORM and form(step)[i.name].json
 ))
 """Step flags that take JSON (inline, or @file.json: mlship.steps.common.json_arg)."""

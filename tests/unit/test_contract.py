@@ -27,6 +27,8 @@ import mlship_dagspec as spec  # noqa: E402
 pytestmark = pytest.mark.unit
 
 POD_STEPS = (*contract.STEPS, contract.DRIFT, contract.SCORE)
+# the training pipeline's steps in the order they run when a search runs too
+SEARCH_ORDER = (*contract.STEPS[:3], *contract.TUNE_STEPS, *contract.STEPS[3:])
 RESULTS = {
     "ingest": {"dataset_uri": "runs:/i/data/dataset.parquet", "task": "regression",
                "dataset_digest": "ab" * 16},
@@ -35,6 +37,8 @@ RESULTS = {
                   "features_uri": "runs:/f/features/features.json"},
     "train": {"model_uri": "models:/m-1"},
     "evaluate": {"evaluation_uri": "runs:/e/evaluation/evaluation.json"},
+    "tune_plan": [["trial", "--search-run-id", "s", "--share", "[]"]],
+    "tune_best": {"hyperparameters": {"max_depth": 5}},
 }
 
 
@@ -67,23 +71,26 @@ def test_the_dag_spec_loads_no_ml_library_as_the_dag_processor_imports_it() -> N
 
 
 def test_steps_read_only_their_form_and_the_results_of_earlier_steps() -> None:
-    assert set(contract.INPUTS) == set(POD_STEPS)
-    for n, step in enumerate(contract.STEPS):
+    assert set(contract.INPUTS) == set(POD_STEPS) | set(contract.TUNE_STEPS)
+    for n, step in enumerate(SEARCH_ORDER):
         for i in contract.INPUTS[step]:
             if i.source == contract.FORM:
                 assert i.name in contract.TRAINING_FORM, (step, i)
             else:
-                assert i.source in contract.STEPS[:n], (step, i)  # an earlier step
-                assert i.name in RESULTS[i.source], (step, i)  # a key that step returns
+                assert i.source in SEARCH_ORDER[:n], (step, i)  # an earlier step
+                # a key that step returns, or the whole result (the plan, for best)
+                assert i.name == contract.WHOLE or i.name in RESULTS[i.source], (step, i)
+                # a search step's result is optional to the pipeline's steps: it may not run
+                assert i.optional == (i.source in contract.TUNE_STEPS and step in contract.STEPS)
     assert {i.source for i in contract.INPUTS[contract.DRIFT]} == {contract.FORM}
     assert {i.source for i in contract.INPUTS[contract.SCORE]} == {contract.FORM}
-    for step in POD_STEPS:
+    for step in (*POD_STEPS, *contract.TUNE_STEPS):
         flags = [i.flag for i in contract.INPUTS[step]]
         assert len(flags) == len(set(flags)), step
 
 
 def test_every_form_field_is_read_by_some_step() -> None:
-    used = {i.name for s in contract.STEPS for i in contract.INPUTS[s] if i.source == contract.FORM}
+    used = {i.name for s in SEARCH_ORDER for i in contract.INPUTS[s] if i.source == contract.FORM}
     assert used == set(contract.TRAINING_FORM)
     assert {i.name for i in contract.INPUTS[contract.DRIFT]} == set(contract.DRIFT_FORM)
     assert contract.form(contract.DRIFT) is contract.DRIFT_FORM
@@ -96,6 +103,7 @@ def test_the_form_defaults() -> None:
     assert {n: f.default for n, f in contract.TRAINING_FORM.items()} == {
         "dataset": "sklearn:iris", "target": "target", "task": "auto", "estimator": "auto",
         "hyperparameters": {}, "seed": 42, "holdout_fraction": 0.2, "validation_rules": {},
+        "tune_trials": 0, "tune_search": "random", "tune_space": {}, "tune_folds": 3, "max_parallel": 4,
         "model_name": "iris", "metric": "auto", "threshold": None, "margin": 0.0, "auto_promote": True,
         "reason": "manual",
     }
@@ -103,7 +111,8 @@ def test_the_form_defaults() -> None:
         "model_name": "iris", "alias": "champion", "window_minutes": 60, "min_rows": 100,
         "threshold": 0.5, "inference_experiment": "mlship-inference", "report_experiment": "mlship-drift",
     }
-    assert contract.JSON_FLAGS == ("--rules", "--hyperparameters")
+    assert contract.JSON_FLAGS == ("--rules", "--hyperparameters", "--space")
+    assert contract.TRAINING_FORM["tune_search"].schema["enum"] == ["random", "grid"]
 
 
 def test_a_step_default_is_a_fresh_copy_of_its_form_fields() -> None:
@@ -124,9 +133,13 @@ def test_cli_text(value, text) -> None:
     assert contract.cli_text(value) == text
 
 
+def step_module(step: str):
+    return importlib.import_module(cli.step_module(step))
+
+
 def test_cli_text_of_every_default_reads_back_as_the_default() -> None:
-    for step in POD_STEPS:
-        parser = importlib.import_module(f"mlship.steps.{step}").build()
+    for step in (*POD_STEPS, contract.TUNE_PLAN):
+        parser = step_module(step).build()
         actions = {o: a for a in parser._actions for o in a.option_strings}
         for i in contract.INPUTS[step]:
             if i.source == contract.FORM:
@@ -138,6 +151,10 @@ def test_cli_text_of_every_default_reads_back_as_the_default() -> None:
 # --- the names it shares with mlship.ml --------------------------------------------------------
 
 def test_task_estimator_and_metric_names_are_mlship_mls() -> None:
+    from mlship.ml import tuning
+
+    assert contract.TUNE_SEARCHES == tuning.SEARCHES
+    assert contract.TRAINING_FORM["tune_trials"].schema["maximum"] == tuning.MAX_TRIALS
     assert contract.TASKS == datasets.TASKS
     for task in contract.TASKS:
         assert contract.ESTIMATORS[task] == tuple(estimators.REGISTRY[task]), task
@@ -196,17 +213,22 @@ def test_the_charts_defaults_are_the_contracts() -> None:
 # --- what is rendered from it ------------------------------------------------------------------
 
 def expected_pod_arguments(step: str) -> list[str]:
-    out = []
+    out = [contract.TUNE_COMMANDS[step]] if step in contract.TUNE_STEPS else []
     for i in contract.INPUTS[step]:
+        pull = "ti.xcom_pull(task_ids='%s')" % i.source  # noqa: UP031 - Jinja braces
         if i.source == contract.FORM:
             pipe = " | tojson" if contract.form(step)[i.name].json else ""
             out += [i.flag, "{{ params.%s%s }}" % (i.name, pipe)]  # noqa: UP031 - Jinja braces
+        elif i.name == contract.WHOLE:
+            out += [i.flag, "{{ %s | tojson }}" % pull]  # noqa: UP031
+        elif i.optional:
+            out += [i.flag, "{{ (%s or {}).get('%s') | tojson }}" % (pull, i.name)]  # noqa: UP031
         else:
-            out += [i.flag, "{{ ti.xcom_pull(task_ids='%s')['%s'] }}" % (i.source, i.name)]  # noqa: UP031
+            out += [i.flag, "{{ %s['%s'] }}" % (pull, i.name)]  # noqa: UP031
     return [*out, "--pipeline-run-key", "{{ run_id }}", "--xcom-path", spec.XCOM_PATH]
 
 
-@pytest.mark.parametrize("step", POD_STEPS)
+@pytest.mark.parametrize("step", (*POD_STEPS, contract.TUNE_PLAN, contract.TUNE_BEST))
 def test_the_dags_pod_arguments_are_the_contracts_inputs(step: str) -> None:
     assert spec.step_arguments(step) == expected_pod_arguments(step)
     assert spec.POD_STEPS == POD_STEPS and spec.STEPS == contract.STEPS
@@ -263,45 +285,59 @@ def local_commands(*flags: str) -> dict[str, list[str]]:
 def expected_local_flags(step: str, form: dict[str, str]) -> list[str]:
     out = []
     for i in contract.INPUTS[step]:
-        value = form[i.name] if i.source == contract.FORM else RESULTS[i.source][i.name]
+        if i.source == contract.FORM:
+            value = form[i.name]
+        elif i.name == contract.WHOLE:
+            value = json.dumps(RESULTS[i.source])
+        elif i.optional:
+            value = json.dumps(RESULTS[i.source][i.name])
+        else:
+            value = RESULTS[i.source][i.name]
         out += [i.flag, value]
     return out
 
 
-@pytest.mark.parametrize("step", contract.STEPS)
+LOCAL_STEPS = (*contract.STEPS, contract.TUNE_PLAN, contract.TUNE_BEST)
+
+
+@pytest.mark.parametrize("step", LOCAL_STEPS)
 def test_the_local_runners_commands_are_the_contracts_inputs_with_its_defaults(step: str) -> None:
     defaults = {n: contract.cli_text(f.default) for n, f in contract.TRAINING_FORM.items()}
     form = {**defaults, "dataset": "data/houses.csv", "model_name": "houses"}  # the dataset's name
     assert local_commands()[step] == expected_local_flags(step, form)
 
 
-@pytest.mark.parametrize("step", contract.STEPS)
+@pytest.mark.parametrize("step", LOCAL_STEPS)
 def test_the_local_runners_flags_fill_the_form(step: str) -> None:
     form = {
         "dataset": "data/houses.csv", "target": "price", "task": "regression", "estimator": "ridge",
         "hyperparameters": "@hp.json", "seed": "7", "holdout_fraction": "0.3",
         "validation_rules": '{"min_rows": 3}', "model_name": "m", "metric": "r2", "threshold": "0.5",
-        "margin": "0.1", "auto_promote": "false", "reason": "manual",
+        "margin": "0.1", "auto_promote": "false", "reason": "manual", "tune_trials": "5",
+        "tune_search": "grid", "tune_space": '{"alpha": [1, 2]}', "tune_folds": "4", "max_parallel": "2",
     }
     assert set(form) == set(contract.TRAINING_FORM)
     commands = local_commands(
         "--target", "price", "--task", "regression", "--estimator", "ridge", "--hyperparameters",
         "@hp.json", "--seed", "7", "--holdout-fraction", "0.3", "--rules", '{"min_rows": 3}',
         "--model-name", "m", "--metric", "r2", "--threshold", "0.5", "--margin", "0.1",
-        "--no-auto-promote",
+        "--no-auto-promote", "--tune-trials", "5", "--tune-search", "grid", "--tune-space",
+        '{"alpha": [1, 2]}', "--tune-folds", "4", "--max-parallel", "2",
     )
     assert commands[step] == expected_local_flags(step, form)
 
 
-def test_a_result_not_there_yet_renders_empty() -> None:
+def test_a_result_not_there_yet_renders_empty_and_no_search_renders_null() -> None:
     args = cli.build_parser().parse_args(["run", "--dataset", "sklearn:iris"])
+    train = cli.step_commands(args, {})["train"]
+    assert train[train.index("--tuned-hyperparameters") + 1] == "null"
     validate = cli.step_commands(args, {})["validate"]
     assert validate[validate.index("--dataset-uri") + 1] == "" == validate[validate.index("--task") + 1]
 
 
-@pytest.mark.parametrize("step", POD_STEPS)
+@pytest.mark.parametrize("step", (*POD_STEPS, *contract.TUNE_STEPS))
 def test_each_step_clis_flags_and_defaults_are_the_contracts(step: str) -> None:
-    parser: argparse.ArgumentParser = importlib.import_module(f"mlship.steps.{step}").build()
+    parser: argparse.ArgumentParser = step_module(step).build()
     actions = {o: a for a in parser._actions for o in a.option_strings}
     for i in contract.INPUTS[step]:
         assert i.flag in actions, (step, i.flag)
@@ -311,5 +347,10 @@ def test_each_step_clis_flags_and_defaults_are_the_contracts(step: str) -> None:
             assert i.name in ("dataset", "model_name"), (step, i.flag)
         elif i.source == contract.FORM:
             assert actions[i.flag].default == contract.form(step)[i.name].default, (step, i.flag)
+        elif i.optional:
+            assert actions[i.flag].default is None, (step, i.flag)  # null: its step did not run
+        elif step in contract.TUNE_STEPS:
+            # one parser for the search's commands: each checks its own when it runs
+            assert actions[i.flag].default is None, (step, i.flag)
         else:
             assert actions[i.flag].required, (step, i.flag)  # nothing to default to

@@ -18,6 +18,9 @@ pytestmark = pytest.mark.unit
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 STEPS = ["ingest", "validate", "featurize", "train", "evaluate", "register"]
+SEARCH = ["tune_plan", "tune_trial", "tune_best"]  # pods of train's image, when a search runs
+# one trial pod's arguments, as a plan's result has them (the probe unmaps tune_trial with them)
+TRIAL_ARGS = ["trial", "--search-run-id", "s", "--share", "[]"]
 
 PROBE = r"""
 import json, sys
@@ -25,6 +28,7 @@ from pathlib import Path
 from kubernetes.client import ApiClient
 from airflow.dag_processing.dagbag import BundleDagBag
 from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+from airflow.sdk.definitions.mappedoperator import MappedOperator
 
 folder = Path(sys.argv[1])
 bag = BundleDagBag(dag_folder=str(folder), bundle_path=folder, include_examples=False)
@@ -35,7 +39,15 @@ def describe(dag):
          "max_active_runs": dag.max_active_runs,
          "params": {k: dag.params[k] for k in dag.params}, "tasks": {}}
     for t in dag.tasks:
+        mapped = isinstance(t, MappedOperator)
+        expanded = sorted(t.expand_input.value) if mapped else []
+        if mapped:  # one trial pod, as the plan's result would make it
+            t = t.unmap({"arguments": ["trial", "--search-run-id", "s", "--share", "[]"]})
         d["tasks"][t.task_id] = {
+            "mapped": mapped,
+            "expanded": expanded,
+            "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
+            "max_active_tis_per_dagrun": t.max_active_tis_per_dagrun,
             "type": type(t).__name__,
             "is_kpo": isinstance(t, KubernetesPodOperator),
             "upstream": sorted(t.upstream_task_ids),
@@ -135,10 +147,16 @@ def run_probe(home: Path, probe: str = PROBE, **settings: str) -> dict:
     return json.loads(lines[-1].removeprefix("PROBE-RESULT "))
 
 
+def pods(probe: dict) -> dict[str, dict]:
+    """mlship_training's pod tasks (all but the search's ShortCircuitOperator), tune_trial as one
+    of its mapped pods."""
+    return {task_id: t for task_id, t in probe["tasks"].items() if t["is_kpo"]}
+
+
 def sidecars(probe: dict) -> dict[str, dict]:
     return {
         step: next(c for c in t["pod"]["spec"]["containers"] if c["name"] == "airflow-xcom-sidecar")
-        for step, t in probe["tasks"].items()
+        for step, t in pods(probe).items()
     }
 
 
@@ -166,22 +184,64 @@ def test_dag_folder_imports_without_errors(probe):
 
 def test_steps_run_in_order(probe):
     tasks = probe["tasks"]
-    assert sorted(tasks) == sorted(STEPS)
+    assert sorted(tasks) == sorted([*STEPS, *SEARCH, "tune_needed"])
     for before, after in zip(STEPS, STEPS[1:], strict=False):
-        assert tasks[after]["upstream"] == [before]
+        if after != "train":
+            assert tasks[after]["upstream"] == [before]
     assert tasks["ingest"]["upstream"] == []
+    assert tasks["train"]["upstream"] == ["featurize", "tune_best"]  # with or without a search
+    assert pods(probe).keys() == {*STEPS, *SEARCH}
+
+
+def test_the_search_sits_between_featurize_and_train_and_is_skipped_without_trials(probe):
+    tasks = probe["tasks"]
+    assert tasks["tune_needed"]["type"] == "ShortCircuitOperator"  # no pod decides it
+    assert tasks["tune_needed"]["upstream"] == ["featurize"]
+    assert tasks["tune_plan"]["upstream"] == ["tune_needed"]
+    assert tasks["tune_trial"]["upstream"] == ["tune_plan"]
+    assert tasks["tune_best"]["upstream"] == ["tune_trial"]
+    # one pod per item of the plan's result; max_parallel bounds the items, not Airflow
+    assert (tasks["tune_trial"]["mapped"], tasks["tune_trial"]["expanded"]) == (True, ["arguments"])
+    assert tasks["tune_trial"]["max_active_tis_per_dagrun"] is None
+    assert not any(t["mapped"] for task_id, t in tasks.items() if task_id != "tune_trial")
+    # a failed trial does not stop best; a skipped search (tune_needed false) skips best, and
+    # train runs after featurize alone
+    assert tasks["tune_best"]["trigger_rule"] == "all_done_min_one_success"
+    assert tasks["train"]["trigger_rule"] == "none_failed_min_one_success"
+    assert {t["trigger_rule"] for task_id, t in tasks.items()
+            if task_id not in ("train", "tune_best")} == {"all_success"}
+    for step in SEARCH:  # train's image, its resources, the tune module with its command first
+        container = tasks[step]["pod"]["spec"]["containers"][0]
+        assert tasks[step]["image"] == "registry.test/mlship/step-train:1.0"
+        assert container["command"] == ["python", "-m", "mlship.steps.tune"]
+        assert container["args"][0] == step.removeprefix("tune_")
+        assert container["resources"] == tasks["train"]["pod"]["spec"]["containers"][0]["resources"]
+        assert tasks[step]["pod"]["metadata"]["name"].startswith(f"mlship-{step.replace('_', '-')}-")
+    assert tasks["tune_trial"]["pod"]["spec"]["containers"][0]["args"] == TRIAL_ARGS
+    best_args = tasks["tune_best"]["pod"]["spec"]["containers"][0]["args"]
+    assert best_args[:3] == ["best", "--plan", "{{ ti.xcom_pull(task_ids='tune_plan') | tojson }}"]
+    train_args = tasks["train"]["pod"]["spec"]["containers"][0]["args"]
+    assert train_args[train_args.index("--tuned-hyperparameters") + 1] == (
+        "{{ (ti.xcom_pull(task_ids='tune_best') or {}).get('hyperparameters') | tojson }}")
+
+
+def test_the_trigger_forms_search_fields_default_to_no_search(probe):
+    params = probe["params"]
+    assert (params["tune_trials"], params["tune_search"], params["tune_space"]) == (0, "random", {})
+    assert (params["tune_folds"], params["max_parallel"]) == (3, 4)
 
 
 def test_every_step_has_its_own_image_from_configuration(probe):
-    images = {step: t["image"] for step, t in probe["tasks"].items()}
-    assert len(set(images.values())) == len(STEPS)
+    images = {step: t["image"] for step, t in pods(probe).items()}
+    assert len({images[step] for step in STEPS}) == len(STEPS)  # the search's are train's
     assert images["train"] == "registry.test/mlship/step-train:1.0"
     assert images["ingest"] == "mlship-step-ingest:dev"
-    for step, t in probe["tasks"].items():
+    for step, t in pods(probe).items():
         assert t["is_kpo"], t["type"]
         container = t["pod"]["spec"]["containers"][0]
         assert container["image"] == images[step]
-        assert container["command"] == ["python", "-m", f"mlship.steps.{step}"]
+        module = "tune" if step in SEARCH else step
+        assert container["command"] == ["python", "-m", f"mlship.steps.{module}"]
         assert t["pod"]["metadata"]["namespace"] == "ml-pipelines"
 
 
@@ -189,7 +249,7 @@ def test_schedule_retries_xcom_and_pod_lifecycle(probe):
     assert probe["schedule"] == "@hourly"
     assert probe["catchup"] is False
     assert probe["max_active_runs"] == 1
-    for t in probe["tasks"].values():
+    for t in pods(probe).values():
         assert t["retries"] == 2 and t["retry_delay"] == 60.0
         assert t["do_xcom_push"] is True and t["get_logs"] is True
         assert t["on_finish_action"] == "delete_succeeded_pod"
@@ -206,7 +266,7 @@ def test_trigger_form_params(probe):
 
 
 def test_pods_meet_the_restricted_pod_security_profile(probe):
-    for step, t in probe["tasks"].items():
+    for step, t in pods(probe).items():
         spec = t["pod"]["spec"]
         pod_sc = spec.get("securityContext", {})
         assert pod_sc.get("runAsNonRoot") is True, step
@@ -225,7 +285,7 @@ def test_pods_meet_the_restricted_pod_security_profile(probe):
 
 
 def test_resources_requests_and_limits(probe):
-    for step, t in probe["tasks"].items():
+    for step, t in pods(probe).items():
         res = t["pod"]["spec"]["containers"][0]["resources"]
         assert set(res) == {"requests", "limits"}, step
         assert {"cpu", "memory"} <= set(res["requests"]) and "memory" in res["limits"], step
@@ -260,7 +320,7 @@ def test_only_the_source_pods_read_the_source_secrets(probe):
 
 
 def test_xcom_sidecar_runs_from_the_configured_image_not_alpine(probe):
-    for step, t in probe["tasks"].items():
+    for step, t in pods(probe).items():
         containers = {c["name"]: c for c in t["pod"]["spec"]["containers"]}
         sidecar = containers["airflow-xcom-sidecar"]
         assert sidecar["image"] == "registry.test/mlship/base:1.0", step  # not the connection's

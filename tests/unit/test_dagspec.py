@@ -33,8 +33,13 @@ XCOMS = {
 
 
 class FakeTI:
-    def xcom_pull(self, task_ids: str) -> dict:
-        return XCOMS[task_ids]
+    """Airflow's: None for a task that did not run (the search, skipped without trials)."""
+
+    def xcom_pull(self, task_ids: str) -> dict | list | None:
+        return XCOMS.get(task_ids)
+
+
+PLAN = [["trial", "--search-run-id", "s1", "--share", '[{"index": 0, "params": {"C": 1}}]']]
 
 
 def render(args: list[str], params: dict) -> list[str]:
@@ -157,6 +162,7 @@ def test_rendered_arguments_parse_with_the_step_cli(step):
     if step == "train":
         assert args.hyperparameters == {"n_estimators": 7}
         assert args.features_uri == XCOMS["featurize"]["features_uri"]
+        assert args.tuned_hyperparameters is None  # no search ran
     if step == "validate":
         assert args.rules == {"columns": {"a": {"min": 0}}}
         assert args.task == "classification"
@@ -201,6 +207,11 @@ TRAINING_PARAMS = {
     "estimator": (["auto", *estimators.names("classification"), *estimators.names("regression")],
                   ["svm", ""]),
     "hyperparameters": ([{}, {"n_estimators": 3}], [[], "x"]),
+    "tune_trials": ([1, 1000], [-1, 1001, 1.5, "3", None]),
+    "tune_search": (["random", "grid"], ["Grid", "", None]),
+    "tune_space": ([{}, {"max_depth": [3, None]}], [[], "x"]),
+    "tune_folds": ([2, 20], [1, 21, 2.5]),
+    "max_parallel": ([1, 32], [0, 33, 1.5, None]),
     "seed": ([0, 42, -1], [1.5, "42", None]),
     "holdout_fraction": ([0.001, 0.5, 0.999], [0, 1, -0.1, "0.2"]),
     "validation_rules": ([{}, {"min_rows": 3}], [[], "x"]),
@@ -249,7 +260,7 @@ def test_every_param_a_step_renders_is_in_its_form(step: str) -> None:
 
 
 def test_the_training_form_has_no_param_no_step_uses() -> None:
-    used = {m for step in spec.STEPS
+    used = {m for step in (*spec.STEPS, *spec.contract.TUNE_STEPS)
             for m in re.findall(r"params\.(\w+)", " ".join(spec.step_arguments(step)))}
     assert used == set(spec.params_schema(spec.settings_from_env({})))
 
@@ -341,7 +352,8 @@ def test_the_training_forms_defaults():
         "dataset": "sklearn:iris", "target": "target", "task": "auto", "estimator": "auto",
         "hyperparameters": {}, "seed": 42, "holdout_fraction": 0.2, "validation_rules": {},
         "model_name": "iris", "metric": "auto", "threshold": None, "margin": 0.0, "auto_promote": True,
-        "reason": "manual",
+        "reason": "manual", "tune_trials": 0, "tune_search": "random", "tune_space": {}, "tune_folds": 3,
+        "max_parallel": 4,
     }
 
 
@@ -438,3 +450,41 @@ def test_a_bad_source_credentials_secret_is_named_with_the_others():
     assert str(err.value) == (
         "MLSHIP_SOURCE_HEADERS_SECRET='Api_Headers' is not a Secret name; "
         "MLSHIP_SOURCE_CREDENTIALS_SECRET='Cloud_Creds' is not a Secret name")
+
+
+# ------------------------------------------------------------------ the hyperparameter search
+
+def test_the_search_steps_run_mlship_steps_tune_from_trains_image_and_resources() -> None:
+    settings = spec.settings_from_env({"MLSHIP_IMAGE_TRAIN": "r/train:1"})
+    for step in spec.contract.TUNE_STEPS:
+        assert spec.step_command(step) == ["python", "-m", "mlship.steps.tune"]
+        assert spec.image_step(step) == "train"
+        assert settings.images[spec.image_step(step)] == "r/train:1"
+    assert spec.image_step("evaluate") == "evaluate"
+
+
+@pytest.mark.parametrize(("trials", "wanted"), [(0, False), (None, False), (1, True), (40, True)])
+def test_the_search_runs_only_when_trials_are_asked_for(trials, wanted) -> None:
+    assert spec.tune_requested({"tune_trials": trials}) is wanted
+    assert spec.tune_requested({}) is False
+
+
+def test_the_search_steps_rendered_arguments_parse_with_the_tune_cli(monkeypatch) -> None:
+    from mlship.steps import train, tune
+
+    params = default_params(tune_trials=6, tune_search="grid", tune_space={"C": [0.1, 1]},
+                            max_parallel=2, hyperparameters={"max_iter": 50})
+    plan = tune.build().parse_args(render(spec.step_arguments("tune_plan"), params))
+    assert plan.command == "plan"
+    assert (plan.trials, plan.search, plan.space, plan.max_parallel, plan.folds) == (
+        6, "grid", {"C": [0.1, 1]}, 2, 3)
+    assert plan.hyperparameters == {"max_iter": 50}
+    assert plan.train_uri == XCOMS["featurize"]["train_uri"]
+    monkeypatch.setitem(XCOMS, "tune_plan", PLAN)
+    best = tune.build().parse_args(render(spec.step_arguments("tune_best"), params))
+    assert best.command == "best" and best.plan == PLAN
+    assert tune.search_run_id(best.plan) == ("s1", 1)
+    monkeypatch.setitem(XCOMS, "tune_best", {"hyperparameters": {"C": 1, "max_iter": 50}})
+    args = train.build().parse_args(render(spec.step_arguments("train"), params))
+    assert args.tuned_hyperparameters == {"C": 1, "max_iter": 50}
+

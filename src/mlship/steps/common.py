@@ -69,7 +69,7 @@ def json_arg(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON ({exc}): {text[:80]!r}") from exc
 
 
-def write_result(result: dict[str, Any], xcom_path: str | None) -> None:
+def write_result(result: dict[str, Any] | list[Any], xcom_path: str | None) -> None:
     text = json.dumps(result, sort_keys=True)
     if xcom_path:
         path = Path(xcom_path)
@@ -93,7 +93,7 @@ def _write_termination_message(message: str) -> None:
 def run(
     step: str,
     build: Callable[[], argparse.ArgumentParser],
-    body: Callable[[argparse.Namespace], dict[str, Any]],
+    body: Callable[[argparse.Namespace], dict[str, Any] | list[Any]],
     argv: Sequence[str] | None = None,
 ) -> int:
     """Parse, run the step's body, emit its result; any failure is one line on stderr (and in

@@ -1,6 +1,8 @@
 """train: fit preprocessing + estimator as one scikit-learn Pipeline; log it with its signature.
 
 Result: model_uri (models:/<model id>, resolvable through the tracking server), run_id.
+After a hyperparameter search (mlship.steps.tune) the best trial's hyperparameters come in
+--tuned-hyperparameters and replace --hyperparameters (they already hold its values).
 """
 
 from __future__ import annotations
@@ -40,6 +42,11 @@ def build() -> argparse.ArgumentParser:
         "--seed", type=int, default=contract.default(STEP, "--seed"),
         help="estimator seed (default: %(default)s)",
     )
+    p.add_argument(
+        "--tuned-hyperparameters", type=common.json_arg, default=None,
+        help="the hyperparameter search's best (tune best's result), JSON; null or absent: no "
+        "search ran, --hyperparameters are used",
+    )
     return p
 
 
@@ -70,6 +77,10 @@ def log_model(model: Any, X: pd.DataFrame) -> mlflow.models.model.ModelInfo:
 def body(args: argparse.Namespace) -> dict[str, Any]:
     if not isinstance(args.hyperparameters, dict):
         raise BadInput("--hyperparameters must be a JSON object")
+    tuned = args.tuned_hyperparameters
+    if tuned is not None and not isinstance(tuned, dict):
+        raise BadInput("--tuned-hyperparameters must be a JSON object or null")
+    hyperparameters = args.hyperparameters if tuned is None else tuned
     client = tracking.connect(args.tracking_uri)
     with tracking.step_run(client, args.experiment, args.pipeline_run_key, STEP) as (_, run):
         spec = features.FeatureSpec.from_dict(
@@ -78,7 +89,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         name = args.estimator
         if name == "auto":
             name = estimators.DEFAULT_ESTIMATOR[spec.task]
-        estimator = estimators.build_estimator(spec.task, name, args.hyperparameters, args.seed)
+        estimator = estimators.build_estimator(spec.task, name, hyperparameters, args.seed)
         train = pd.read_parquet(tracking.fetch(args.train_uri))
         X, y = train[spec.columns], train[spec.target]
         model = estimators.model_pipeline(spec.numeric, spec.categorical, estimator)
@@ -88,8 +99,9 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 "estimator": name,
                 "task": spec.task,
                 "seed": args.seed,
-                "hyperparameters": json.dumps(args.hyperparameters, sort_keys=True),
-                **{f"hp.{k}": v for k, v in args.hyperparameters.items()},
+                "hyperparameters": json.dumps(hyperparameters, sort_keys=True),
+                "tuned": tuned is not None,
+                **{f"hp.{k}": v for k, v in hyperparameters.items()},
             }
         )
         train_scores = metrics.finite(metrics.evaluate(spec.task, model, X, y))
