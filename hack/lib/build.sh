@@ -52,7 +52,7 @@ kube_ldflags() {
 build_binaries() {
   mkdir -p "$CACHE_DIR"
   [ -f "$BIN_DIR/.kubernetes-$KUBE_VERSION" ] ||
-    log "first build: about 15 minutes on 2 cores (Kubernetes ~9, CoreDNS ~2, helm ~1.5), then cached"
+    log "first build: about 18 minutes on 2 cores (Kubernetes ~9, CoreDNS ~2, metrics-server ~3, helm ~1.5), then cached"
   # One `go build` for all Kubernetes commands shares their compiled packages.
   go_build "kubernetes $KUBE_VERSION" "kubernetes-$KUBE_VERSION" "$HACK_DIR/build/kubernetes" \
     build -trimpath -ldflags "$(kube_ldflags)" -o "$BIN_DIR/" tool ./mlship-provisioner
@@ -62,7 +62,8 @@ build_binaries() {
     build -trimpath -ldflags "-s -w -X sigs.k8s.io/cri-tools/pkg/version.Version=$CRICTL_VERSION" \
     -o "$BIN_DIR/crictl" tool
   local tool
-  for tool in "coredns github.com/coredns/coredns@$COREDNS_VERSION" "helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION"; do
+  for tool in "coredns github.com/coredns/coredns@$COREDNS_VERSION" "helm helm.sh/helm/v3/cmd/helm@$HELM_VERSION" \
+    "metrics-server sigs.k8s.io/metrics-server/cmd/metrics-server@$METRICS_SERVER_VERSION"; do
     set -- $tool
     go_build "$1 ${2#*@}" "$1-${2#*@}" /tmp install -trimpath -ldflags "-s -w" "$2"
   done

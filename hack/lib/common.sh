@@ -7,8 +7,10 @@ ETCD_VERSION=v3.5.35
 COREDNS_VERSION=v1.12.4
 HELM_VERSION=v3.19.0
 CRICTL_VERSION=v1.34.0
+METRICS_SERVER_VERSION=v0.8.0
 PAUSE_IMAGE=registry.k8s.io/pause:3.10
 COREDNS_IMAGE=mlship.local/coredns:${COREDNS_VERSION}
+METRICS_SERVER_IMAGE=mlship.local/metrics-server:${METRICS_SERVER_VERSION}
 
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # The cache survives `down`: compiled binaries and base-image root filesystems.

@@ -66,7 +66,7 @@ docker_build() {
   rm -rf "$ctx"
 }
 
-# Images the cluster itself runs: the pod sandbox and CoreDNS, both from binaries built here.
+# Images the cluster itself runs: the pod sandbox, CoreDNS and metrics-server, from binaries built here.
 build_cluster_images() {
   local dir
   if ! have_image "$PAUSE_IMAGE"; then
@@ -79,6 +79,13 @@ build_cluster_images() {
     dir=$(mktemp -d)
     cp "$BIN_DIR/coredns" "$dir/coredns"
     tar -C "$dir" -c coredns | docker import --change 'ENTRYPOINT ["/coredns"]' --change 'USER 65532' - "$COREDNS_IMAGE" >/dev/null
+    rm -rf "$dir"
+  fi
+  if ! have_image "$METRICS_SERVER_IMAGE"; then
+    dir=$(mktemp -d)
+    cp "$BIN_DIR/metrics-server" "$dir/metrics-server"
+    tar -C "$dir" -c metrics-server | docker import --change 'ENTRYPOINT ["/metrics-server"]' \
+      --change 'USER 65534' - "$METRICS_SERVER_IMAGE" >/dev/null
     rm -rf "$dir"
   fi
 }

@@ -60,6 +60,7 @@ make_pki() {
     "DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,DNS:localhost,DNS:$NODE_NAME,IP:127.0.0.1,IP:$ip,IP:$KUBERNETES_SVC_IP"
   cert apiserver-kubelet-client kube-apiserver-kubelet-client system:masters
   cert kubelet-serving "system:node:$NODE_NAME" system:nodes "DNS:$NODE_NAME,DNS:localhost,IP:127.0.0.1,IP:$ip"
+  front_proxy_pki
   cert admin kubernetes-admin system:masters
   cert controller-manager system:kube-controller-manager ""
   cert scheduler system:kube-scheduler ""
@@ -68,4 +69,24 @@ make_pki() {
   cert provisioner system:mlship-provisioner ""
   local n
   for n in admin controller-manager scheduler kubelet kube-proxy provisioner; do kubeconfig "$n" "$n"; done
+}
+
+# The aggregation layer (metrics-server's metrics.k8s.io API): the API server proxies requests to
+# an extension API server with a client certificate of a CA of its own, so that no other
+# certificate of the cluster CA can assert a user to the extension server.
+front_proxy_pki() {
+  [ -f "$PKI_DIR/front-proxy-client.crt" ] && return
+  local ext
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=mlship-front-proxy-ca" \
+    -keyout "$PKI_DIR/front-proxy-ca.key" -out "$PKI_DIR/front-proxy-ca.crt" 2>/dev/null
+  ext=$(mktemp)
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature,keyEncipherment" \
+    "extendedKeyUsage=clientAuth" > "$ext"
+  openssl genrsa -out "$PKI_DIR/front-proxy-client.key" 2048 2>/dev/null
+  openssl req -new -key "$PKI_DIR/front-proxy-client.key" -subj "/CN=front-proxy-client" \
+    -out "$PKI_DIR/front-proxy-client.csr" 2>/dev/null
+  openssl x509 -req -in "$PKI_DIR/front-proxy-client.csr" -CA "$PKI_DIR/front-proxy-ca.crt" \
+    -CAkey "$PKI_DIR/front-proxy-ca.key" -CAcreateserial -days 365 -extfile "$ext" \
+    -out "$PKI_DIR/front-proxy-client.crt" 2>/dev/null
+  rm -f "$ext" "$PKI_DIR/front-proxy-client.csr"
 }

@@ -144,6 +144,11 @@ start_control_plane() {
     --service-account-key-file "$PKI_DIR/sa.pub" --service-account-signing-key-file "$PKI_DIR/sa.key" \
     --service-cluster-ip-range "$SERVICE_CIDR" --authorization-mode Node,RBAC \
     --enable-admission-plugins NodeRestriction,PodSecurity --allow-privileged=true \
+    --requestheader-client-ca-file "$PKI_DIR/front-proxy-ca.crt" \
+    --requestheader-allowed-names front-proxy-client --requestheader-username-headers X-Remote-User \
+    --requestheader-group-headers X-Remote-Group --requestheader-extra-headers-prefix X-Remote-Extra- \
+    --proxy-client-cert-file "$PKI_DIR/front-proxy-client.crt" \
+    --proxy-client-key-file "$PKI_DIR/front-proxy-client.key" --enable-aggregator-routing=true \
     --profiling=false
   wait_for kube-apiserver 120 apiserver_ready
   start_daemon kube-controller-manager "$BIN_DIR/kube-controller-manager" \
@@ -168,7 +173,7 @@ start_node() {
   local img
   # The upstream stand-ins go in too: the chart runs postgres and kafka, step pods use python as
   # their XCom sidecar, and smoke tests run it (a kind or minikube node would pull them).
-  for img in "$PAUSE_IMAGE" "$COREDNS_IMAGE" python:3.11-slim-bookworm postgres:15-bookworm \
+  for img in "$PAUSE_IMAGE" "$COREDNS_IMAGE" "$METRICS_SERVER_IMAGE" python:3.11-slim-bookworm postgres:15-bookworm \
     "apache/kafka:$KAFKA_VERSION"; do
     ctr -a "$CONTAINERD_SOCK" -n k8s.io images check "name==$img" 2>/dev/null | grep -q complete \
       || load_images "$img"
@@ -188,10 +193,11 @@ node_ready() {
 }
 
 apply_addons() {
-  step "installing add-ons: RBAC for host components, CoreDNS, default StorageClass"
+  step "installing add-ons: RBAC for host components, CoreDNS, metrics-server, default StorageClass"
   local f
   for f in "$HACK_DIR"/addons/*.yaml; do
-    sed -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" "$f"
+    sed -e "s|@DNS_SVC_IP@|$DNS_SVC_IP|g" -e "s|@COREDNS_IMAGE@|$COREDNS_IMAGE|g" \
+      -e "s|@METRICS_SERVER_IMAGE@|$METRICS_SERVER_IMAGE|g" "$f"
     echo "---"
   done | kubectl_admin apply -f - >/dev/null
   wait_for "CoreDNS" 180 kubectl_admin -n kube-system rollout status deployment/coredns --timeout=5s

@@ -42,6 +42,28 @@ def test_node_is_ready(core: client.CoreV1Api) -> None:
     assert set(ready.values()) == {"True"}, ready
 
 
+def test_the_metrics_api_reports_the_node_and_pods(kube: client.ApiClient) -> None:
+    """What a HorizontalPodAutoscaler (spec.autoscaling) scales on: metrics.k8s.io answers, with
+    the CPU of the node and of running pods (hack/cluster runs metrics-server)."""
+    objects = client.CustomObjectsApi(kube)
+    try:
+        objects.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
+    except ApiException as err:
+        if err.status not in (404, 503):
+            raise
+        require_or_skip(f"no metrics server (metrics.k8s.io: {err.status} {err.reason}); on kind"
+                        " apply metrics-server's manifest, on minikube enable its addon", "cluster")
+
+    def usage() -> tuple[list, list] | None:
+        nodes = objects.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")["items"]
+        pods = objects.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "pods")["items"]
+        return (nodes, pods) if nodes and pods else None
+
+    nodes, pods = wait_for("node and pod metrics", usage, 120, interval=3)
+    assert all(n["usage"]["cpu"] and n["usage"]["memory"] for n in nodes)
+    assert all(c["usage"]["cpu"] for p in pods for c in p["containers"])
+
+
 def test_pod_from_local_image_runs_to_completion(core: client.CoreV1Api, namespace: str) -> None:
     logs = run_to_completion(core, namespace, python_pod("hello", "import os; print('uid', os.getuid())"))
     assert logs.strip() == "uid 10001"
