@@ -90,6 +90,29 @@ def test_process_command_runs_the_step_module_with_its_result_in_the_logdir():
     assert cmd[-2:] == ["--estimator", "ridge"]
 
 
+def test_the_search_runs_mlship_steps_tune_from_trains_image_each_trial_its_own_result():
+    from mlship.steps import tune
+
+    trial = ["trial", "--search-run-id", "s", "--share", "[]"]
+    cmd = cli.process_command("tune_trial", trial, COMMON, LOGDIR, "tune_trial-1")
+    assert cmd[:3] == [sys.executable, "-m", "mlship.steps.tune"]
+    assert option_values(cmd, "--xcom-path") == [str(LOGDIR / "tune_trial-1.json")]
+    cmd = cli.docker_command("tune_trial", trial, COMMON, image="mlship-step-train:dev", logdir=LOGDIR,
+                             cwd=Path("/home/u/project"), name="tune_trial-1")
+    image = cmd.index("mlship-step-train:dev")
+    assert cmd[image - 2:image] == ["--entrypoint", "python"]  # train's entrypoint is train
+    assert cmd[image + 1:image + 3] == ["-m", "mlship.steps.tune"]
+    parsed = tune.build().parse_args(cmd[image + 3:])
+    assert (parsed.command, parsed.search_run_id) == ("trial", "s")
+    assert parsed.xcom_path == "/airflow/xcom/tune_trial-1.json"
+    assert "--entrypoint" not in docker_cmd("train", [])
+
+
+def test_without_flag_drops_the_flag_and_its_value():
+    assert cli.without_flag(["a", "--xcom-path", "/p", "--x", "1"], "--xcom-path") == ["a", "--x", "1"]
+    assert cli.without_flag(["a"], "--xcom-path") == ["a"]
+
+
 @pytest.mark.parametrize("step", cli.STEPS)
 def test_docker_command_runs_the_step_image_with_flags_its_cli_accepts(step):
     args = cli.build_parser().parse_args(["run", "--dataset", "sklearn:iris"])
