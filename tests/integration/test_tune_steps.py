@@ -73,7 +73,7 @@ def test_a_search_with_a_failed_trial_still_gives_train_the_best_hyperparameters
             results.append(result)
     assert all(r["trials"][0]["score"] > 0.5 for r in results)
 
-    best, stdout_err = steps.run("tune", "best", "--plan", json.dumps(planned), key=key)
+    best, _ = steps.run("tune", "best", "--plan", json.dumps(planned), key=key)
     assert (best["trials"], best["succeeded"], best["failed"]) == (3, 2, 1)
     assert best["metric"] == "accuracy"  # classification's default
     scores = {r["trials"][0]["params"]["C"]: r["trials"][0]["score"] for r in results}

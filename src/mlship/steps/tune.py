@@ -200,6 +200,8 @@ def trial(args: argparse.Namespace) -> dict[str, Any]:
     search = client.get_run(args.search_run_id)
     spec = _spec(args.features_uri)
     metric = _metric(spec.task, args.metric)
+    # the plan names the estimator; auto is the task's default here too, as in train
+    name = estimators.DEFAULT_ESTIMATOR[spec.task] if args.estimator == contract.AUTO else args.estimator
     train = pd.read_parquet(tracking.fetch(args.train_uri))
     done: list[dict[str, Any]] = []
     failures: list[Exception] = []
@@ -215,14 +217,13 @@ def trial(args: argparse.Namespace) -> dict[str, Any]:
         client.log_batch(run_id, params=[
             Param(PARAM_TRIAL, json.dumps(params, sort_keys=True)),
             Param("hyperparameters", json.dumps(merged, sort_keys=True)),
-            Param("estimator", args.estimator), Param("metric", metric),
+            Param("estimator", name), Param("metric", metric),
             Param("folds", str(args.folds)),
             *(Param(f"hp.{k}", str(v)) for k, v in params.items()),
         ])
         started = time.monotonic()
         try:
-            scores = cv_scores(spec.task, spec, args.estimator, merged, train, metric,
-                               args.folds, args.seed)
+            scores = cv_scores(spec.task, spec, name, merged, train, metric, args.folds, args.seed)
         except Exception as exc:  # the trial's own failure: recorded, and the next one runs
             failures.append(exc)
             message = describe(exc)
