@@ -13,6 +13,13 @@ from .resource import FIELD_MANAGER
 
 _TIMEOUT = (5, 30)  # connect, read
 _APPLY = "application/apply-patch+yaml"
+# The kinds the operator writes: the client API that has them, and their name in its methods.
+_KINDS = {
+    "Deployment": ("apps", "deployment"),
+    "Service": ("core", "service"),
+    "HorizontalPodAutoscaler": ("autoscaling", "horizontal_pod_autoscaler"),
+    "PodDisruptionBudget": ("policy", "pod_disruption_budget"),
+}
 
 
 def load_credentials() -> None:
@@ -35,29 +42,15 @@ class Kube:
         self.autoscaling = client.AutoscalingV2Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
 
-    def _calls(self, kind: str) -> tuple[Any, Any, Any]:
-        """read, patch and delete of a namespaced kind the operator writes."""
-        if kind == "Deployment":
-            a: Any = self.apps
-            return (a.read_namespaced_deployment, a.patch_namespaced_deployment,
-                    a.delete_namespaced_deployment)
-        if kind == "Service":
-            c: Any = self.core
-            return c.read_namespaced_service, c.patch_namespaced_service, c.delete_namespaced_service
-        if kind == "HorizontalPodAutoscaler":
-            h: Any = self.autoscaling
-            return (h.read_namespaced_horizontal_pod_autoscaler,
-                    h.patch_namespaced_horizontal_pod_autoscaler,
-                    h.delete_namespaced_horizontal_pod_autoscaler)
-        if kind == "PodDisruptionBudget":
-            p: Any = self.policy
-            return (p.read_namespaced_pod_disruption_budget,
-                    p.patch_namespaced_pod_disruption_budget,
-                    p.delete_namespaced_pod_disruption_budget)
-        raise ValueError(f"cannot handle kind {kind!r}")
+    def _call(self, verb: str, kind: str) -> Any:
+        """The client's `<verb>_namespaced_<kind>` for a kind the operator writes."""
+        if kind not in _KINDS:
+            raise ValueError(f"cannot handle kind {kind!r}")
+        api, name = _KINDS[kind]
+        return getattr(getattr(self, api), f"{verb}_namespaced_{name}")
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        read = self._calls(kind)[0]
+        read = self._call("read", kind)
         try:
             return _decode(read(name, namespace, _preload_content=False, _request_timeout=_TIMEOUT))
         except ApiException as err:
@@ -67,7 +60,7 @@ class Kube:
 
     def delete(self, kind: str, namespace: str, name: str, uid: str) -> None:
         """Delete the object only if it is still the one with `uid` (gone already is fine)."""
-        delete = self._calls(kind)[2]
+        delete = self._call("delete", kind)
         try:
             only_that = client.V1DeleteOptions(preconditions=client.V1Preconditions(uid=uid))
             delete(name, namespace, body=only_that, _request_timeout=_TIMEOUT)
@@ -98,7 +91,7 @@ class Kube:
             "_preload_content": False,
             "_request_timeout": _TIMEOUT,
         }
-        patch = self._calls(obj["kind"])[1]
+        patch = self._call("patch", obj["kind"])
         return _decode(patch(meta["name"], meta["namespace"], obj, **kwargs))
 
 

@@ -382,22 +382,21 @@ def test_the_rbac_manifest_is_enough(
         rbac.delete_cluster_role(role_name)
 
 
-def hpa(kube: client.ApiClient, namespace: str, name: str) -> Any:
+def _or_none(read: Callable[..., Any], name: str, namespace: str) -> Any:
     try:
-        return client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler(name, namespace)
+        return read(name, namespace)
     except ApiException as err:
         if err.status == 404:
             return None
         raise
+
+
+def hpa(kube: client.ApiClient, namespace: str, name: str) -> Any:
+    return _or_none(client.AutoscalingV2Api(kube).read_namespaced_horizontal_pod_autoscaler, name, namespace)
 
 
 def pdb(kube: client.ApiClient, namespace: str, name: str) -> Any:
-    try:
-        return client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget(name, namespace)
-    except ApiException as err:
-        if err.status == 404:
-            return None
-        raise
+    return _or_none(client.PolicyV1Api(kube).read_namespaced_pod_disruption_budget, name, namespace)
 
 
 def remove_autoscaling(namespace: str, name: str) -> None:
