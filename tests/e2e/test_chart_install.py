@@ -441,6 +441,8 @@ def test_a_dataset_that_fails_validation_stops_at_validate_and_changes_nothing(r
         "ingest": "success",
         "validate": "failed",
         **dict.fromkeys(("featurize", "train", "evaluate", "register"), "upstream_failed"),
+        # the hyperparameter search's tasks, after featurize
+        **dict.fromkeys(("tune_needed", "tune_plan", "tune_trial", "tune_best"), "upstream_failed"),
     }
     release.figures["failed_run_validate_tries"] = tasks["validate"]["try_number"]
     expected = "column 'petal width (cm)': rule max_nulls=0 violated by 3 (3 null value(s))"
