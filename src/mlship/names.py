@@ -65,6 +65,10 @@ TAG_TASK = "mlship.task"
 TAG_METRIC_PREFIX = "mlship.metric."
 TAG_GATE = "mlship.gate"
 TAG_GATE_REASON = "mlship.gate_reason"
+# The hyperparameter search (steps/tune.py): a trial's index and error, the search's best trial.
+TAG_TRIAL = "mlship.trial"
+TAG_TRIAL_ERROR = "mlship.error"
+TAG_BEST_RUN = "mlship.best_run_id"
 
 # On a registered model version: its compiled predictor (mlship.ml.compiled), logged with the
 # version's run under COMPILED_ARTIFACT, and the parity check against scikit-learn on the holdout.

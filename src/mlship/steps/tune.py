@@ -33,7 +33,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from mlship import contract
+from mlship import contract, names
 from mlship.errors import BadInput, describe
 from mlship.ml import estimators, features, metrics, tuning
 from mlship.mlflow_io import tracking
@@ -41,9 +41,7 @@ from mlship.steps import common
 
 STEP = contract.TUNE_MODULE
 COMMANDS = {c: step for step, c in contract.TUNE_COMMANDS.items()}  # plan -> tune_plan, ...
-TAG_TRIAL = "mlship.trial"
-TAG_ERROR = "mlship.error"
-TAG_BEST_RUN = "mlship.best_run_id"
+TAG_TRIAL, TAG_ERROR, TAG_BEST_RUN = names.TAG_TRIAL, names.TAG_TRIAL_ERROR, names.TAG_BEST_RUN
 PARAM_TRIAL = "trial_params"  # the trial's own hyperparameters, JSON
 
 
