@@ -15,7 +15,7 @@ export PATH := /var/cache/mlship/bin:$(PATH)
 endif
 endif
 
-.PHONY: help up down test test-unit test-integration test-images test-chart test-cluster test-e2e test-faults \
+.PHONY: help up down test test-unit test-integration test-images test-chart test-cluster test-e2e test-faults test-security \
 	lint bench images skaffold cluster-up cluster-down setup-env setup-test setup-bench
 .DEFAULT_GOAL := help
 
@@ -51,6 +51,9 @@ test-e2e: setup-test ## the whole chart installed and used as a person would
 
 test-faults: setup-env ## faults on the installed system (pods killed, MLflow away, the node restarted)
 	$(PYTEST) -m faults
+
+test-security: setup-env ## attacks on the installed system from inside the cluster, each refused
+	$(PYTEST) -m security
 
 lint: setup-env ## ruff, and mypy --strict on the operator, the steps and serving
 	$(RUN) ruff check .

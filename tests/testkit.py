@@ -26,7 +26,7 @@ from devkit import free_port
 # image not built, no docker, no chromium) then fails with the reason instead of skipping, so a
 # green run has run every tier. A comma-separated list of tiers requires only those.
 REQUIRE = "MLSHIP_REQUIRE"
-TIERS = ("unit", "integration", "images", "chart", "cluster", "e2e", "faults")
+TIERS = ("unit", "integration", "images", "chart", "cluster", "e2e", "faults", "security")
 
 
 def required(tier: str) -> bool:

@@ -452,3 +452,54 @@ class TestTriggererDeployment:
             render_chart({"airflow": {"triggerer": {"enabled": False}}}, T + "triggerer-deployment.yaml")
             == []
         )
+
+
+class TestStepPods:
+    """The step pods' ServiceAccount and the admission policy that keeps Airflow to step pods (the
+    security tier proves the policy on a real API server)."""
+
+    def policy(self, values: dict | None = None) -> tuple[dict, dict]:
+        objs = render_chart(values, T + "pod-launcher-policy.yaml")
+        return one(objs, "ValidatingAdmissionPolicy"), one(objs, "ValidatingAdmissionPolicyBinding")
+
+    @staticmethod
+    def variables(policy: dict) -> dict[str, str]:
+        return {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+
+    def test_by_default_steps_run_as_their_own_account_without_a_token(self) -> None:
+        sa = one(render_chart(None, T + "steps-serviceaccount.yaml"), "ServiceAccount")
+        assert sa["metadata"]["name"] == "mlship-steps"
+        assert sa["automountServiceAccountToken"] is False
+        e = env(main_container(deployment("scheduler-deployment.yaml")))
+        assert e["MLSHIP_SERVICE_ACCOUNT"] == "mlship-steps"
+        # nothing grants it anything
+        bindings = [o for o in render_chart() if o["kind"] in ("RoleBinding", "ClusterRoleBinding")]
+        assert all(s["name"] != "mlship-steps" for b in bindings for s in b["subjects"])
+
+    def test_a_named_account_is_used_and_none_created(self) -> None:
+        values = {"pipeline": {"serviceAccountName": "runner"}}
+        assert render_chart(values, T + "steps-serviceaccount.yaml") == []
+        assert self.variables(self.policy(values)[0])["steps"] == "'runner'"
+
+    def test_the_policy_binds_airflows_account_in_the_release_namespace(self) -> None:
+        policy, binding = self.policy()
+        name = "mlship-mlship-airflow-pod-launcher"  # cluster-scoped: the namespace, then the release
+        assert policy["metadata"]["name"] == binding["spec"]["policyName"] == name
+        assert policy["spec"]["failurePolicy"] == "Fail"
+        assert binding["spec"]["validationActions"] == ["Deny"]
+        assert binding["spec"]["matchResources"]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "mlship"}
+        [condition] = policy["spec"]["matchConditions"]
+        assert "'system:serviceaccount:mlship:mlship-airflow'" in condition["expression"]
+        rules = policy["spec"]["matchConstraints"]["resourceRules"]
+        ops = {op: r["resources"] for r in rules for op in r["operations"]}
+        assert ops["CREATE"] == ops["UPDATE"] == ops["DELETE"] == ["pods"]
+        assert "pods/exec" in ops["CONNECT"]
+
+    def test_only_the_sources_secrets_are_allowed(self) -> None:
+        assert self.variables(self.policy()[0])["allowedSecrets"] == "[]"
+        values = {"pipeline": {"sourceHeadersSecret": "hdr", "sourceCredentialsSecret": "creds"}}
+        assert json.loads(self.variables(self.policy(values)[0])["allowedSecrets"]) == ["hdr", "creds"]
+
+    def test_it_can_be_turned_off(self) -> None:
+        assert render_chart({"pipeline": {"restrictStepPods": False}}, T + "pod-launcher-policy.yaml") == []

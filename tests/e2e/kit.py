@@ -132,6 +132,7 @@ class StepPods:
         self.release = release
         self.before = {p.metadata.uid for p in release.pods("app.kubernetes.io/component=training-step")}
         self.images: dict[str, set[str]] = {}  # step -> images of its new pods
+        self.accounts: set[str] = set()  # the ServiceAccounts the new pods ran as
 
     def poll(self) -> None:
         for pod in self.release.pods("app.kubernetes.io/component=training-step"):
@@ -140,6 +141,7 @@ class StepPods:
             step = pod.metadata.labels["mlship.io/step"]
             images = {c.image for c in pod.spec.containers if c.name == "base"}
             self.images.setdefault(step, set()).update(images)
+            self.accounts.add(pod.spec.service_account_name)
 
 
 def step_pods_state(release: Release) -> dict[str, str]:

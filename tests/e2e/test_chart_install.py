@@ -143,6 +143,8 @@ def test_training_dag_runs_each_step_in_its_own_pod(release: Release) -> None:
     assert set(pods.images) == set(STEPS), f"step pods seen: {pods.images}"
     for step in STEPS:
         assert pods.images[step] == {f"mlship-step-{step}:dev"}, f"{step} ran from {pods.images[step]}"
+    # the chart's own account, with no API rights; only step pods like these can Airflow start
+    assert pods.accounts == {release.name("steps")}
 
     with release.mlflow_client() as mlflow:
         assert CHAMPION in mlflow.get_registered_model(MODEL).aliases

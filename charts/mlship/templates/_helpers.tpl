@@ -122,6 +122,11 @@ already stored in the cluster (so `helm upgrade` keeps it), else a new random on
 {{- include "mlship.componentName" (dict "ctx" . "component" "airflow") -}}
 {{- end -}}
 
+{{/* The step pods' ServiceAccount: the chart's own (no API rights, no token) unless one is named. */}}
+{{- define "mlship.steps.serviceAccountName" -}}
+{{- .Values.pipeline.serviceAccountName | default (include "mlship.componentName" (dict "ctx" . "component" "steps")) -}}
+{{- end -}}
+
 {{- define "mlship.airflow.apiServerName" -}}
 {{- include "mlship.componentName" (dict "ctx" . "component" "airflow-api-server") -}}
 {{- end -}}

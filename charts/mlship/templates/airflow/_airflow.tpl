@@ -83,7 +83,7 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
 - name: MLSHIP_IMAGE_PULL_SECRETS
   value: {{ join "," .Values.images.pullSecrets | quote }}
 - name: MLSHIP_SERVICE_ACCOUNT
-  value: {{ .Values.pipeline.serviceAccountName | quote }}
+  value: {{ include "mlship.steps.serviceAccountName" . | quote }}
 # The source steps' pods (ingest, score) read the sources' headers from this Secret, and their
 # environment from the credentials Secret (the kubelet resolves both; Airflow gets names only).
 - name: MLSHIP_SOURCE_HEADERS_SECRET
