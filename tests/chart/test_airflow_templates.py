@@ -28,8 +28,10 @@ class TestConfigMap:
         assert cfg["core"]["parallelism"] == "4"
         assert cfg["core"]["load_examples"] == "False"
         assert cfg["core"]["dags_are_paused_at_creation"] == "True"
-        assert cfg["core"]["auth_manager"].endswith("SimpleAuthManager")
-        assert cfg["core"]["simple_auth_manager_users"] == "admin:admin"
+        # production's auth manager, not the development one (SimpleAuthManager)
+        fab = "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+        assert cfg["core"]["auth_manager"] == fab
+        assert not any(k.startswith("simple_auth_manager") for k in cfg["core"])
         # Task processes report to the API server by its in-cluster name.
         assert cfg["core"]["execution_api_server_url"] == (
             "http://mlship-airflow-api-server.mlship.svc.cluster.local:8080/execution/"
@@ -47,7 +49,6 @@ class TestConfigMap:
                 "airflow": {
                     "parallelism": 8,
                     "dagsArePausedAtCreation": False,
-                    "admin": {"username": "ops"},
                     "apiServer": {"workers": 2, "service": {"port": 9090}},
                 },
                 "clusterDomain": "k8s.example",
@@ -55,7 +56,6 @@ class TestConfigMap:
         )
         assert cfg["core"]["parallelism"] == "8"
         assert cfg["core"]["dags_are_paused_at_creation"] == "False"
-        assert cfg["core"]["simple_auth_manager_users"] == "ops:admin"
         assert cfg["api"]["workers"] == "2"
         assert cfg["core"]["execution_api_server_url"] == (
             "http://mlship-airflow-api-server.mlship.svc.k8s.example:9090/execution/"
@@ -168,9 +168,22 @@ class TestMigrateJob:
         assert job["metadata"]["name"] == "mlship-airflow-migrate-1"
         (c,) = pod_spec(job)["containers"]
         assert c["command"] == ["sh", "-c"]
-        assert c["args"][0].endswith("exec airflow db migrate")
-        assert "airflow db check --retry" in c["args"][0]
+        script = c["args"][0]
+        assert script.startswith("airflow db check --retry")
+        assert "&& airflow db migrate &&" in script
         assert job["spec"]["backoffLimit"] == 6
+
+    def test_it_creates_the_admin_with_the_secrets_password(self) -> None:
+        job = one(render_chart({"airflow": {"admin": {"username": "ops"}}}, T + "migrate-job.yaml"), "Job")
+        (c,) = pod_spec(job)["containers"]
+        script = c["args"][0]
+        # after the schema exists; a user that exists already gets the Secret's password again
+        assert script.index("airflow db migrate") < script.index("airflow users create --role Admin")
+        assert script.endswith(
+            'exec airflow users reset-password --username "$ADMIN_USERNAME" --password "$ADMIN_PASSWORD"')
+        e = env(c)
+        assert e["ADMIN_USERNAME"] == "ops"
+        assert e["ADMIN_PASSWORD"] == {"secretKeyRef": {"name": "mlship-airflow", "key": "admin-password"}}
 
     def test_backoff_and_resources(self) -> None:
         job = one(
@@ -376,13 +389,8 @@ class TestApiServerDeployment:
         assert spec["automountServiceAccountToken"] is False
         assert c["readinessProbe"]["httpGet"] == {"path": "/api/v2/version", "port": "http"}
         assert c["resources"] == {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
-        # the admin's password reaches SimpleAuthManager as a writable file made from the Secret
-        passwords = next(i for i in spec["initContainers"] if i["name"] == "passwords-file")
-        assert env(passwords)["ADMIN_PASSWORD"] == {
-            "secretKeyRef": {"name": "mlship-airflow", "key": "admin-password"}
-        }
         mounts = {m["mountPath"] for m in c["volumeMounts"]}
-        assert {"/opt/airflow/auth", "/opt/airflow/airflow.cfg", "/opt/airflow/logs", "/tmp"} <= mounts
+        assert {"/opt/airflow/airflow.cfg", "/opt/airflow/logs", "/tmp"} <= mounts
 
     def test_resources(self) -> None:
         res = {"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "3Gi"}}

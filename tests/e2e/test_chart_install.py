@@ -497,13 +497,13 @@ def test_the_airflow_and_mlflow_uis_render_in_a_headless_browser(release: Releas
         try:
             page = browser.new_page(viewport={"width": 1440, "height": 900})
             start = time.monotonic()
-            # Airflow: the login form, then the DAG's page with its runs
+            # Airflow: the auth manager's login form, then the DAG's page with its runs
             # "load", not "networkidle": both UIs keep polling their APIs
             page.goto(f"{airflow.url}/")
-            page.get_by_label("Username").fill("admin")
-            page.get_by_label("Password").fill(password)
-            page.get_by_role("button", name="Sign in").click()
-            page.get_by_label("Password").wait_for(state="detached", timeout=60_000)
+            page.locator("input[name=username]").fill("admin")
+            page.locator("input[name=password]").fill(password)
+            page.locator("input[name=password]").press("Enter")
+            page.locator("input[name=password]").wait_for(state="detached", timeout=60_000)
             page.goto(f"{airflow.url}/dags/{DAG}/runs")
             page.get_by_text(release.run_id or "", exact=False).first.wait_for(timeout=60_000)
             airflow_text = page.inner_text("body")

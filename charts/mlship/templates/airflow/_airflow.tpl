@@ -12,9 +12,7 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
     "dags_folder" "/opt/airflow/dags"
     "load_examples" "False"
     "dags_are_paused_at_creation" (ternary "True" "False" $v.dagsArePausedAtCreation)
-    "auth_manager" "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager"
-    "simple_auth_manager_users" (printf "%s:admin" $v.admin.username)
-    "simple_auth_manager_passwords_file" "/opt/airflow/auth/passwords.json"
+    "auth_manager" "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
     "execution_api_server_url" (printf "%s/execution/" (include "mlship.airflow.apiServerURL" .))
     "hostname_callable" "airflow.utils.net.get_host_ip_address")
   "logging" (dict
