@@ -130,6 +130,8 @@ class ServingEnv:
     KAFKA_LABELS_TOPIC = "MLSHIP_KAFKA_LABELS_TOPIC"
     KAFKA_QUEUE_MAX_MESSAGES = "MLSHIP_KAFKA_QUEUE_MAX_MESSAGES"
     KAFKA_LINGER_MS = "MLSHIP_KAFKA_LINGER_MS"
+    # The bearer token /invocations, /feedback and the V2 infer endpoints require; unset: none.
+    AUTH_TOKEN = "MLSHIP_AUTH_TOKEN"  # noqa: S105 - a variable's name, not a secret
 
 
 class RecordEnv:

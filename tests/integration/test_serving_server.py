@@ -365,6 +365,46 @@ def _batch_calls(server: Server) -> float:
     return sum(value for (name, _), value in _metrics(server).items() if name == "mlship_batch_rows_count")
 
 
+# --- the bearer token ----------------------------------------------------------------------------
+
+
+def test_with_a_token_scoring_and_labels_need_it_and_probes_do_not(start, versions: Versions) -> None:
+    token = "integration-token-0123456789"  # noqa: S105 - a test's own
+    server = start(MLSHIP_MODEL_NAME=MODEL, MLSHIP_MODEL_VERSION=versions.skops, MLSHIP_AUTH_TOKEN=token)
+    server.wait_ready()  # /livez and /health without a header
+    assert server.get("/health").status_code == 200
+    assert server.get("/metrics").status_code == 200
+    rows = X.iloc[[0, 75]]
+    body = {"dataframe_records": rows.to_dict(orient="records")}
+
+    def invoke(**headers: str) -> requests.Response:
+        return requests.post(server.url + "/invocations", json=body, headers=headers, timeout=30)
+
+    missing = invoke()
+    assert missing.status_code == 401
+    assert missing.headers["WWW-Authenticate"] == 'Bearer realm="mlship"'
+    assert missing.json()["error_code"] == "UNAUTHENTICATED"
+    assert "Authorization: Bearer <token>" in missing.json()["message"]
+    wrong = invoke(Authorization="Bearer not-the-token-0123456789")
+    assert (wrong.status_code, wrong.json()["error_code"]) == (401, "UNAUTHENTICATED")
+    assert "not-the-token" not in wrong.text
+    right = invoke(Authorization=f"Bearer {token}")
+    assert right.status_code == 200, right.text
+    assert right.json() == {"predictions": expected(versions.pipeline, rows)}
+
+    infer = f"{server.url}/v2/models/{MODEL}/infer"
+    data = rows.to_numpy().tolist()
+    tensor = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": data}]}
+    assert requests.post(infer, json=tensor, timeout=30).status_code == 401
+    scored = requests.post(infer, json=tensor, headers={"Authorization": f"bearer {token}"}, timeout=30)
+    assert scored.status_code == 200, scored.text
+    assert scored.json()["outputs"][0]["data"] == expected(versions.pipeline, rows)
+    # Kafka is off, yet the missing token is what /feedback answers first.
+    feedback = requests.post(server.url + "/feedback", json={"request_id": "r-1", "label": 0}, timeout=30)
+    assert (feedback.status_code, feedback.json()["error_code"]) == (401, "UNAUTHENTICATED")
+    assert token not in server.log()
+
+
 # --- other versions and start-up failures -----------------------------------------------------
 
 

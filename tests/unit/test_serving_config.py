@@ -315,3 +315,27 @@ def test_predictions_and_labels_need_topics_of_their_own() -> None:
                        "are both 'events': predictions and labels need topics of their own"):
         load_config(REGISTRY | {"MLSHIP_KAFKA_PREDICTIONS_TOPIC": "events",
                                 "MLSHIP_KAFKA_LABELS_TOPIC": "events"})
+
+
+def test_no_auth_token_unless_one_is_set() -> None:
+    assert load_config(REGISTRY).auth_token is None
+    assert load_config(REGISTRY | {"MLSHIP_AUTH_TOKEN": "  "}).auth_token is None
+
+
+def test_the_auth_token_is_stripped_and_kept_out_of_the_repr() -> None:
+    config = load_config(REGISTRY | {"MLSHIP_AUTH_TOKEN": " \tabcdefghijklmnop-1234\n"})
+    assert config.auth_token == "abcdefghijklmnop-1234"  # noqa: S105 - a test's own
+    assert "abcdefghijklmnop" not in repr(config)
+    assert load_config(REGISTRY | {"MLSHIP_AUTH_TOKEN": "x" * 16}).auth_token == "x" * 16
+
+
+@pytest.mark.parametrize("token", ["x" * 15, "short", "sixteen-chars-or more", "tab\tinside-0123456789"])
+def test_an_auth_token_too_short_or_with_whitespace_is_refused_without_showing_it(token: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(REGISTRY | {"MLSHIP_AUTH_TOKEN": token, "MLSHIP_MAX_BATCH_SIZE": "0"})
+    assert str(info.value) == (
+        "invalid serving configuration: MLSHIP_MAX_BATCH_SIZE=0 is out of range [1, 100000]; "
+        "MLSHIP_AUTH_TOKEN must be at least 16 characters with no whitespace inside "
+        "(the value is not shown)"
+    )
+    assert token not in str(info.value)

@@ -29,6 +29,7 @@ from starlette.routing import Route
 from mlship.events import schema
 from mlship.names import TAG_TASK
 from mlship.serving import v2
+from mlship.serving.auth import require_token
 from mlship.serving.batcher import BatcherClosed, MicroBatcher
 from mlship.serving.config import ServingConfig
 from mlship.serving.events import EventProducer, QueueFull, producer_config
@@ -284,6 +285,10 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
 
         return wrapped
 
+    def protected(endpoint: str, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+        """`timed`, behind the bearer token when one is configured (its 401s are counted too)."""
+        return timed(endpoint, require_token(config.auth_token, handler))
+
     async def health(request: Request) -> Response:
         if state.ready:
             return Response(b"\n", media_type=JSON_TYPE)
@@ -397,15 +402,15 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
 
     routes = [
         # The body limit is read_body's: Starlette's max_body_size answers 413 in plain text.
-        Route("/invocations", timed("/invocations", invocations), methods=["POST"]),
-        Route("/feedback", timed("/feedback", feedback), methods=["POST"]),
+        Route("/invocations", protected("/invocations", invocations), methods=["POST"]),
+        Route("/feedback", protected("/feedback", feedback), methods=["POST"]),
         Route("/ping", timed("/ping", health), methods=["GET"]),
         Route("/health", timed("/health", health), methods=["GET"]),
         Route("/livez", livez, methods=["GET"]),
         Route("/version", timed("/version", version), methods=["GET"]),
         Route("/metadata", timed("/metadata", model_metadata), methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
-        *v2.routes(state, timed),  # the Open Inference Protocol (docs/serving-v2.md)
+        *v2.routes(state, timed, protected),  # the Open Inference Protocol (docs/serving-v2.md)
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.serving = state

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from mlship.events import schema
@@ -25,6 +25,7 @@ DEFAULT_KAFKA_QUEUE_MAX_MESSAGES = 100_000
 # thread spent 27 us per event at 5 ms, 4.8 at 50 and 1.4 at 200 (and the broker far less too);
 # an event is for analysis, where 50 ms more make no difference.
 DEFAULT_KAFKA_LINGER_MS = 50.0
+MIN_AUTH_TOKEN_CHARS = 16
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 # models:/<name>/<version> or models:/<name>@<alias>
@@ -59,6 +60,9 @@ class ServingConfig:
     labels_topic: str = schema.LABELS_TOPIC
     kafka_queue_max_messages: int = DEFAULT_KAFKA_QUEUE_MAX_MESSAGES
     kafka_linger_ms: float = DEFAULT_KAFKA_LINGER_MS
+    # The bearer token the scoring and label endpoints require (mlship.serving.auth); None = off.
+    # Out of the repr, so a logged configuration never shows it.
+    auth_token: str | None = field(default=None, repr=False)
 
 
 def _is_local(uri: str) -> bool:
@@ -118,6 +122,20 @@ def _topic(env: Mapping[str, str], key: str, default: str, errs: list[str]) -> s
     if not _TOPIC.match(topic) or topic in (".", ".."):
         errs.append(f"{key}={topic!r} is not a Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)")
     return topic
+
+
+def _auth_token(env: Mapping[str, str], errs: list[str]) -> str | None:
+    """The bearer token, or None when unset or empty; its problems never quote it."""
+    token = env.get(E.AUTH_TOKEN, "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_AUTH_TOKEN_CHARS or any(c.isspace() for c in token):
+        errs.append(
+            f"{E.AUTH_TOKEN} must be at least {MIN_AUTH_TOKEN_CHARS} characters with no "
+            "whitespace inside (the value is not shown)"
+        )
+        return None
+    return token
 
 
 def load_config(env: Mapping[str, str]) -> ServingConfig:
@@ -187,6 +205,7 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         env, E.KAFKA_QUEUE_MAX_MESSAGES, DEFAULT_KAFKA_QUEUE_MAX_MESSAGES, 1, 10_000_000, errs
     )
     linger_ms = _float(env, E.KAFKA_LINGER_MS, DEFAULT_KAFKA_LINGER_MS, 0.0, 60_000.0, errs)
+    auth_token = _auth_token(env, errs)
     if sample_rate > 0 and tracking_uri is None and bootstrap is None:
         errs.append(
             f"{E.INFERENCE_LOG_SAMPLE_RATE}={sample_rate:g} logs requests to MLflow, which needs "
@@ -215,4 +234,5 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         labels_topic=labels_topic,
         kafka_queue_max_messages=queue_max,
         kafka_linger_ms=linger_ms,
+        auth_token=auth_token,
     )

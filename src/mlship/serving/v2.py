@@ -424,8 +424,13 @@ def _show(value: Any) -> str:
 Handler = Callable[[Request], Any]
 
 
-def routes(state: ServingState, timed: Callable[[str, Handler], Handler]) -> list[Route]:
-    """The V2 endpoints over the app's state (`timed` counts them in the request metrics)."""
+def routes(
+    state: ServingState,
+    timed: Callable[[str, Handler], Handler],
+    protected: Callable[[str, Handler], Handler] | None = None,
+) -> list[Route]:
+    """The V2 endpoints over the app's state (`timed` counts them in the request metrics;
+    `protected`, `timed` by default, also guards the infer routes with the bearer token)."""
     from mlship.serving import app  # here: app imports this module to build its routes
 
     config = state.config
@@ -520,6 +525,7 @@ def routes(state: ServingState, timed: Callable[[str, Handler], Handler]) -> lis
         response.raw_headers.append((b"x-request-id", rid.encode()))
         return response
 
+    guard = protected or timed
     model_path = "/v2/models/{name}"
     version_path = "/v2/models/{name}/versions/{version}"
     get, post = ["GET"], ["POST"]
@@ -531,6 +537,6 @@ def routes(state: ServingState, timed: Callable[[str, Handler], Handler]) -> lis
         Route(version_path, timed(model_path, model), methods=get),
         Route(f"{model_path}/ready", timed(f"{model_path}/ready", model_ready), methods=get),
         Route(f"{version_path}/ready", timed(f"{model_path}/ready", model_ready), methods=get),
-        Route(f"{model_path}/infer", timed(f"{model_path}/infer", infer), methods=post),
-        Route(f"{version_path}/infer", timed(f"{model_path}/infer", infer), methods=post),
+        Route(f"{model_path}/infer", guard(f"{model_path}/infer", infer), methods=post),
+        Route(f"{version_path}/infer", guard(f"{model_path}/infer", infer), methods=post),
     ]
