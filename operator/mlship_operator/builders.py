@@ -89,6 +89,16 @@ def inference_log_env(spec: ServingSpec) -> list[dict[str, str]]:
     ]
 
 
+def auth_env(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The bearer token serving requires (spec.auth), read by the kubelet from the Secret: the
+    operator never sees it. A missing Secret or key keeps the new pods from starting."""
+    if spec.auth_token_secret is None:
+        return []
+    name, key = spec.auth_token_secret
+    ref = {"name": name, "key": key, "optional": False}
+    return [{"name": ServingEnv.AUTH_TOKEN, "valueFrom": {"secretKeyRef": ref}}]
+
+
 def events_env(config: Config) -> list[dict[str, str]]:
     """Where serving produces prediction events and labels; nothing when Kafka is not configured
     (serving then logs to MLflow)."""
@@ -112,6 +122,7 @@ def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
             {"name": "HOME", "value": "/tmp"},  # noqa: S108 - an emptyDir, see volumes
             *inference_log_env(spec),
             *events_env(config),
+            *auth_env(spec),
         ],
         "resources": copy.deepcopy(dict(spec.resources)),
         # Ready only once the model is loaded and a self-test prediction succeeded.

@@ -23,6 +23,7 @@ DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
 
 
 DEFAULT_CPU_UTILIZATION = 80
+DEFAULT_AUTH_TOKEN_KEY = "token"  # noqa: S105 - the name of a Secret key
 
 
 class InvalidSpec(ValueError):
@@ -66,6 +67,8 @@ class ServingSpec:
     inference_log_sample_rate: float
     """Share of requests the serving pods log to MLflow (0 = none)."""
     inference_log_flush_seconds: int
+    auth_token_secret: tuple[str, str] | None = None
+    """(Secret name, key) of the bearer token serving requires (spec.auth); None: no auth."""
 
     @property
     def registry_key(self) -> tuple[str, str, str | None, str | None]:
@@ -136,7 +139,17 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
         inference_log_flush_seconds=int(
             inference_log.get("flushSeconds") or DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
         ),
+        auth_token_secret=_auth_token_secret(spec.get("auth")),
     )
+
+
+def _auth_token_secret(value: Mapping[str, Any] | None) -> tuple[str, str] | None:
+    if not value:
+        return None
+    ref = value.get("tokenSecretRef") or {}
+    if not ref.get("name"):  # the CRD requires it; this covers a CRD older than the field
+        raise InvalidSpec("spec.auth.tokenSecretRef.name is required: the Secret that holds the token")
+    return str(ref["name"]), str(ref.get("key") or DEFAULT_AUTH_TOKEN_KEY)
 
 
 def _autoscaling(value: Mapping[str, Any] | None) -> Autoscaling | None:

@@ -37,6 +37,7 @@ from operator_harness import (
     deployment,
     event_reasons,
     get_cr,
+    iris_request,
     register_real_versions,
     start_client,
     stop_client,
@@ -540,3 +541,44 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
     assert condition(got, "Degraded")["status"] == "False"
     assert got["status"]["lastGoodVersion"] == fixed and "lastFailure" not in got["status"]
     assert "Recovered" in event_reasons(core, namespace, "iris")
+
+
+def test_a_token_in_a_secret_guards_predictions_and_labels_only(
+    operator, objects, core, namespace, mlflow_server, serving_mlflow, tmp_path
+) -> None:
+    import requests
+    from devkit import port_forward
+
+    model, good, _, _ = register_real_versions(mlflow_server, tmp_path)
+    token = base64.urlsafe_b64encode(os.urandom(24)).decode()
+    secret = {"metadata": {"name": "iris-token"}, "stringData": {"bearer": token}}
+    core.create_namespaced_secret(namespace, secret)
+    op = operator(MLSHIP_SERVING_TRACKING_URI=serving_mlflow, MLSHIP_SERVING_IMAGE=SERVING_IMAGE)
+    create_cr(objects, namespace, "iris", {
+        "model": model, "progressDeadlineSeconds": 120,
+        "auth": {"tokenSecretRef": {"name": "iris-token", "key": "bearer"}}})
+    wait_for(f"Ready=True with version {good}\n{op.log()}",
+             lambda: condition(get_cr(objects, namespace, "iris"), "Ready").get("status") == "True", 240, 2)
+
+    def invoke(url: str, authorization: str | None) -> requests.Response:
+        headers = {"Content-Type": "application/json"}
+        if authorization:
+            headers["Authorization"] = authorization
+        return requests.post(f"{url}/invocations", data=iris_request(), headers=headers, timeout=30)
+
+    with port_forward(namespace, "svc/iris", 80) as url:
+        anonymous = invoke(url, None)
+        wrong = invoke(url, "Bearer " + "x" * len(token))
+        right = invoke(url, f"Bearer {token}")
+        labels = requests.post(f"{url}/feedback", json={"request_id": "r", "row": 0, "label": 1}, timeout=30)
+        health = requests.get(f"{url}/health", timeout=30)
+    assert (anonymous.status_code, wrong.status_code) == (401, 401), (anonymous.text, wrong.text)
+    assert anonymous.headers["WWW-Authenticate"].startswith("Bearer")
+    assert anonymous.json()["error_code"] == "UNAUTHENTICATED"
+    assert token not in wrong.text
+    assert right.status_code == 200 and len(right.json()["predictions"]) == 1, right.text
+    assert labels.status_code == 401, labels.text
+    assert health.status_code == 200  # the kubelet's probes need no token
+    # the token is the kubelet's to read: it is in neither the CR nor the Deployment
+    dep = client.AppsV1Api().read_namespaced_deployment("iris", namespace)
+    assert token not in json.dumps(client.ApiClient().sanitize_for_serialization(dep))

@@ -140,6 +140,11 @@ def test_config_hash_ignores_the_version_but_sees_spec_changes() -> None:
     assert deployment_config_hash(make_cr({"model": "iris", "image": "x:1"}), CONFIG) != h
     resources = {"requests": {"cpu": "1"}}
     assert deployment_config_hash(make_cr({"model": "iris", "resources": resources}), CONFIG) != h
+    # turning auth on, or naming another Secret, rolls the pods (the token itself is the kubelet's)
+    auth = {"model": "iris", "auth": {"tokenSecretRef": {"name": "a"}}}
+    with_auth = deployment_config_hash(make_cr(auth), CONFIG)
+    auth["auth"]["tokenSecretRef"]["name"] = "b"
+    assert len({h, with_auth, deployment_config_hash(make_cr(auth), CONFIG)}) == 3
 
 
 def test_scaling_alone_is_not_a_spec_change() -> None:

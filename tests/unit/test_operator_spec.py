@@ -145,3 +145,22 @@ def test_the_scale_down_window_is_kept_as_given_and_zero_is_not_unset(window, ex
         autoscaling["scaleDownStabilizationSeconds"] = window
     spec = serving_spec(make_cr({"model": "iris", "autoscaling": autoscaling}), CONFIG)
     assert spec.autoscaling is not None and spec.autoscaling.scale_down_window == expected
+
+
+@pytest.mark.parametrize(
+    ("auth", "expected"),
+    [
+        (None, None),
+        ({"tokenSecretRef": {"name": "iris-token"}}, ("iris-token", "token")),
+        ({"tokenSecretRef": {"name": "iris-token", "key": "bearer"}}, ("iris-token", "bearer")),
+    ],
+)
+def test_auth_names_the_tokens_secret_and_key(auth, expected) -> None:
+    spec = {"model": "iris"} if auth is None else {"model": "iris", "auth": auth}
+    assert serving_spec(make_cr(spec), CONFIG).auth_token_secret == expected
+
+
+def test_auth_without_a_secret_name_is_refused() -> None:
+    cr = make_cr({"model": "iris", "auth": {"tokenSecretRef": {"key": "token"}}})
+    with pytest.raises(InvalidSpec, match="spec.auth.tokenSecretRef.name is required"):
+        serving_spec(cr, CONFIG)

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.unit
 def serving_env(cr: dict[str, Any], version: str, config: Any = CONFIG) -> dict[str, str]:
     dep = build_deployment(cr, config, version)
     (container,) = dep["spec"]["template"]["spec"]["containers"]
-    return {e["name"]: e["value"] for e in container["env"]}
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
 
 
 @pytest.mark.parametrize(
@@ -57,3 +57,15 @@ def test_kafka_reaches_serving_only_when_the_operator_has_it() -> None:
     env = serving_env(make_cr(), "1", with_kafka)
     assert env[ServingEnv.KAFKA_BOOTSTRAP_SERVERS] == "mlship-kafka.ns.svc:9092"
     assert load_config(env).kafka_bootstrap_servers == "mlship-kafka.ns.svc:9092"
+
+
+def test_the_token_reaches_serving_from_the_secret_the_spec_names() -> None:
+    assert ServingEnv.AUTH_TOKEN not in serving_env(make_cr(), "1")
+    cr = make_cr({"model": "iris", "auth": {"tokenSecretRef": {"name": "iris-token"}}})
+    (container,) = build_deployment(cr, CONFIG, "1")["spec"]["template"]["spec"]["containers"]
+    [auth] = [e for e in container["env"] if e["name"] == ServingEnv.AUTH_TOKEN]
+    # the kubelet reads the Secret; the operator never sees the token
+    assert auth == {"name": ServingEnv.AUTH_TOKEN, "valueFrom": {"secretKeyRef": {
+        "name": "iris-token", "key": "token", "optional": False}}}
+    resolved = {e["name"]: e.get("value", "t" * 24) for e in container["env"]}  # as the pod sees it
+    assert load_config(resolved).auth_token == "t" * 24
