@@ -33,15 +33,15 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from mlship import contract, names
+from mlship import contract
 from mlship.errors import BadInput, describe
 from mlship.ml import estimators, features, metrics, tuning
 from mlship.mlflow_io import tracking
+from mlship.names import TAG_BEST_RUN, TAG_TRIAL, TAG_TRIAL_ERROR
 from mlship.steps import common
 
 STEP = contract.TUNE_MODULE
 COMMANDS = {c: step for step, c in contract.TUNE_COMMANDS.items()}  # plan -> tune_plan, ...
-TAG_TRIAL, TAG_ERROR, TAG_BEST_RUN = names.TAG_TRIAL, names.TAG_TRIAL_ERROR, names.TAG_BEST_RUN
 PARAM_TRIAL = "trial_params"  # the trial's own hyperparameters, JSON
 
 
@@ -226,7 +226,7 @@ def trial(args: argparse.Namespace) -> dict[str, Any]:
             failures.append(exc)
             message = describe(exc)
             print(f"trial {index} {json.dumps(params)} failed: {message}", file=sys.stderr, flush=True)
-            client.set_tag(run_id, TAG_ERROR, message)
+            client.set_tag(run_id, TAG_TRIAL_ERROR, message)
             client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
             done.append({"index": index, "run_id": run_id, "params": params, "error": message})
             continue
@@ -283,7 +283,7 @@ def recorded_trials(client: MlflowClient, search: Any, metric: str) -> list[tuni
             index=int(r.data.tags.get(TAG_TRIAL, "-1")),
             params=json.loads(r.data.params.get(PARAM_TRIAL, "{}")),
             score=score, run_id=r.info.run_id,
-            error=r.data.tags.get(TAG_ERROR, "" if finished else f"run {r.info.status}"),
+            error=r.data.tags.get(TAG_TRIAL_ERROR, "" if finished else f"run {r.info.status}"),
         ))
     return sorted(out, key=lambda t: (t.index, t.run_id))
 
