@@ -544,7 +544,7 @@ def test_ready_then_a_broken_version_is_rolled_back_and_not_retried(
 
 
 def test_a_token_in_a_secret_guards_predictions_and_labels_only(
-    operator, objects, core, namespace, mlflow_server, serving_mlflow, tmp_path
+    operator, objects, apps, core, namespace, mlflow_server, serving_mlflow, tmp_path
 ) -> None:
     import requests
     from devkit import port_forward
@@ -580,5 +580,6 @@ def test_a_token_in_a_secret_guards_predictions_and_labels_only(
     assert labels.status_code == 401, labels.text
     assert health.status_code == 200  # the kubelet's probes need no token
     # the token is the kubelet's to read: it is in neither the CR nor the Deployment
-    dep = client.AppsV1Api().read_namespaced_deployment("iris", namespace)
+    dep = deployment(apps, namespace, "iris")
+    assert dep is not None
     assert token not in json.dumps(client.ApiClient().sanitize_for_serialization(dep))

@@ -194,6 +194,11 @@ class Release:
     def pods(self, selector: str = "") -> list[client.V1Pod]:
         return self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
 
+    def own_pods(self) -> list[client.V1Pod]:
+        """The release's pods, step pods aside (failed ones of a bad dataset run are kept)."""
+        return [p for p in self.pods()
+                if p.metadata.labels.get("app.kubernetes.io/component") != "training-step"]
+
     def settle(self, timeout: float = 180) -> float:
         """Seconds until every pod of the release (step pods aside) is Ready, else an
         AssertionError naming those that are not. `helm --wait` returns once the Deployments are
@@ -203,8 +208,7 @@ class Release:
         waiting: list[str] = []
 
         def settled() -> bool:
-            pods = [p for p in self.pods()
-                    if p.metadata.labels.get("app.kubernetes.io/component") != "training-step"]
+            pods = self.own_pods()
             waiting[:] = not_ready(pods)
             return bool(pods) and not waiting
 

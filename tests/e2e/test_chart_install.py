@@ -565,11 +565,8 @@ def test_upgrade_keeps_generated_secrets_models_and_serving(release: Release) ->
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert {name: release.secret(release.name(name)) for name in ("airflow", "postgresql")} == secrets
-    # the release's own pods (failed step pods of the bad dataset run are kept on purpose)
     release.figures["settle_after_upgrade_seconds"] = release.settle()
-    pods = [
-        p for p in release.pods() if p.metadata.labels.get("app.kubernetes.io/component") != "training-step"
-    ]
+    pods = release.own_pods()
     # the changed values reached new pods (so the checks below meet freshly started components)
     renewed = {
         p.metadata.labels["app.kubernetes.io/component"] for p in pods if p.metadata.uid not in old_pods
