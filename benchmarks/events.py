@@ -65,9 +65,10 @@ def one_round(broker: KafkaBroker, seconds: float, rows: int, queue: int) -> dic
     metrics = ServingMetrics("iris", "1")
     topic = f"bench-{uuid.uuid4().hex[:8]}"
     events = EventProducer(
-        producer_config(broker.bootstrap, queue_max_messages=queue, linger_ms=DEFAULT_KAFKA_LINGER_MS),
+        producer_config(broker.bootstrap, queue_max_messages=queue),
         metrics, model="iris", version="1", columns=COLUMNS,
         predictions_topic=topic, labels_topic=topic + "-labels", sample_rate=1.0,
+        linger_s=DEFAULT_KAFKA_LINGER_MS / 1000,
     )  # fmt: skip
     events.start()
     batch, answers = tables(rows)

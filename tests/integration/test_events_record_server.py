@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pyarrow.parquet as pq
 import pytest
 from devkit import MlflowServer, stop_process, wait_for
@@ -154,6 +155,17 @@ def predictions(c: Consumer, n: int, start: int = 0, ts: float | None = None) ->
     return out
 
 
+def batched(c: Consumer, events: list[tuple[bytes, bytes]], size: int = 50) -> list[tuple[bytes, bytes]]:
+    """The same events as serving writes them: schema-2 messages of up to `size` events, no key."""
+    out = []
+    for i in range(0, len(events), size):
+        chunk = [orjson.loads(v) for _, v in events[i : i + size]]
+        items = [schema.prediction_item(e["request_id"], e["row"], e["ts"], e["inputs"], e["prediction"])
+                 for e in chunk]  # fmt: skip
+        out.append((b"", schema.predictions_message(c.model, "1", items)))
+    return out
+
+
 def produce_all(c: Consumer, events: list[tuple[bytes, bytes]], topic: str) -> None:
     producer = Producer(c.bootstrap)
     for key, value in events:
@@ -164,8 +176,9 @@ def produce_all(c: Consumer, events: list[tuple[bytes, bytes]], topic: str) -> N
 def test_predictions_and_labels_are_recorded_and_joined(kafka, mlflow_server, consumers, tmp_path) -> None:
     c = consumers.start(Consumer(kafka.bootstrap, mlflow_server, tmp_path))
     preds = predictions(c, 1000)
-    produce_all(c, preds, c.predictions)
-    labelled = [schema.read_prediction(v) for _, v in preds[::3]][:300]
+    # half one event a message (schema 1, as older serving wrote), half many (schema 2)
+    produce_all(c, preds[:500] + batched(c, preds[500:]), c.predictions)
+    labelled = [schema.read_predictions(v)[0] for _, v in preds[::3]][:300]
     labels = [schema.Label(p.request_id, p.row, p.prediction, p.ts + 5, c.model).encode() for p in labelled]
     labels.append(schema.Label("req-unknown", 0, 1, time.time(), c.model).encode())
     produce_all(c, [(schema.key(p.request_id, p.row), v) for p, v in zip(labelled, labels, strict=False)]

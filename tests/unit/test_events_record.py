@@ -88,6 +88,23 @@ def test_a_batch_groups_by_folder_and_partition_and_names_each_file_by_its_first
     assert b.events == 7 and b.malformed == 0
 
 
+def test_a_message_of_many_events_goes_to_the_folders_of_its_events_under_its_offset() -> None:
+    items = [schema.prediction_item(rid, 0, ts, {"x": 1.0}, 1)
+             for rid, ts in (("a", DAY1), ("b", DAY2), ("c", DAY1))]  # fmt: skip
+    b = record.Batch()
+    assert b.add(record.Event(P, 0, 10, pred("z", DAY1)), 0.0) is None  # schema 1 beside it
+    assert b.add(record.Event(P, 0, 11, schema.predictions_message("iris", "3", items)), 0.0) is None
+    files = {f.path: [r.request_id for r in f.rows] for f in b.files()}
+    assert files == {
+        f"predictions/model=iris/version=3/date=2026-12-01/{record.file_name(P, 0, 10)}": ["z", "a", "c"],
+        f"predictions/model=iris/version=3/date=2026-12-02/{record.file_name(P, 0, 11)}": ["b"],
+    }
+    assert b.events == 4 and b.next_offsets == {(P, 0): 12}
+    bad = schema.predictions_message("iris", "3", [*items, b'{"request_id":"d"}'])
+    assert b.add(record.Event(P, 0, 12, bad), 0.0) == "prediction 3: row must be an integer >= 0, got None"
+    assert b.events == 4 and b.malformed == 1  # a bad message is skipped whole
+
+
 def test_a_malformed_event_is_counted_and_skipped_but_its_offset_is_committed() -> None:
     b = record.Batch()
     assert b.add(record.Event(P, 0, 5, pred("a")), 0.0) is None
@@ -165,8 +182,8 @@ def test_a_batch_consumed_again_after_a_crash_overwrites_its_files_whatever_its_
 
 def test_columns_of_mixed_types_are_kept_as_json_and_read_back_as_they_came() -> None:
     preds = [
-        schema.read_prediction(pred("a", inputs={"x": 1.0, "c": "red"}, value=1)),
-        schema.read_prediction(pred("b", row=2, inputs={"x": 2, "y": None}, value="two")),
+        schema.read_predictions(pred("a", inputs={"x": 1.0, "c": "red"}, value=1))[0],
+        schema.read_predictions(pred("b", row=2, inputs={"x": 2, "y": None}, value="two"))[0],
     ]
     columns = record.prediction_columns(preds)
     assert list(columns) == ["request_id", "row", "ts", "model", "version", "input.x", "input.c",
@@ -194,7 +211,7 @@ def test_write_file_writes_parquet_at_the_files_path(tmp_path: Path) -> None:
 
 
 def frames(preds: list[bytes], labels: list[bytes]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    p = record.prediction_columns([schema.read_prediction(x) for x in preds])
+    p = record.prediction_columns([p for x in preds for p in schema.read_predictions(x)])
     lb = record.label_columns([schema.read_label(x) for x in labels])
     return pd.DataFrame(p), pd.DataFrame(lb)
 

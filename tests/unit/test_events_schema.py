@@ -65,15 +65,53 @@ def test_a_long_value_is_shown_cut_to_60_characters() -> None:
 # --- predictions --------------------------------------------------------------------------------
 
 
+def one(data: bytes) -> schema.Prediction:
+    [event] = schema.read_predictions(data)
+    return event
+
+
 def test_a_prediction_event_round_trips() -> None:
     data = schema.prediction("r1", 2, 1796127118.25, "iris", "3", {"a": 1.5, "b": "x"}, 1)
     assert orjson.loads(data) == {
         "schema": 1, "request_id": "r1", "row": 2, "ts": 1796127118.25, "model": "iris",
         "version": "3", "inputs": {"a": 1.5, "b": "x"}, "prediction": 1,
     }  # fmt: skip
-    assert schema.read_prediction(data) == schema.Prediction(
+    assert one(data) == schema.Prediction(
         "r1", 2, 1796127118.25, "iris", "3", {"a": 1.5, "b": "x"}, 1
     )
+
+
+def test_a_message_of_many_prediction_events_round_trips() -> None:
+    items = [schema.prediction_item("r1", 0, 1.5, {"a": 1.5}, 1),
+             schema.prediction_item("r2", 3, 2.5, {"a": None}, "x")]  # fmt: skip
+    data = schema.predictions_message("iris", "3", items)
+    assert orjson.loads(data) == {
+        "schema": 2, "model": "iris", "version": "3", "predictions": [
+            {"request_id": "r1", "row": 0, "ts": 1.5, "inputs": {"a": 1.5}, "prediction": 1},
+            {"request_id": "r2", "row": 3, "ts": 2.5, "inputs": {"a": None}, "prediction": "x"},
+        ],
+    }  # fmt: skip
+    assert schema.read_predictions(data) == [
+        schema.Prediction("r1", 0, 1.5, "iris", "3", {"a": 1.5}, 1),
+        schema.Prediction("r2", 3, 2.5, "iris", "3", {"a": None}, "x"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"predictions": []}, "predictions must be a non-empty list of events, got []"),
+        ({"predictions": None}, "predictions must be a non-empty list of events, got None"),
+        ({"predictions": [1]}, "prediction 0: must be a JSON object, got 1"),
+        ({"predictions": [{"request_id": "r", "row": 0, "ts": 1, "inputs": {}}, {"row": 0}]},
+         "prediction 1: request_id must be a non-empty string, got None"),
+        ({"model": None, "predictions": []}, "model must be a non-empty string, got None"),
+        ({"version": 3, "predictions": []}, "version must be a non-empty string, got 3"),
+    ],
+)
+def test_a_message_of_many_with_one_bad_event_is_refused_naming_it(message, error) -> None:
+    with fails(error):
+        schema.read_predictions(orjson.dumps({"schema": 2, "model": "m", "version": "1", **message}))
 
 
 def test_non_finite_inputs_are_written_as_null_and_numpy_is_welcome() -> None:
@@ -81,7 +119,7 @@ def test_non_finite_inputs_are_written_as_null_and_numpy_is_welcome() -> None:
 
     data = schema.prediction("r", 0, 1.0, "m", "1", {"a": math.nan, "b": np.float64(2.5)},
                              np.int64(3))  # fmt: skip
-    event = schema.read_prediction(data)
+    event = one(data)
     assert event.inputs == {"a": None, "b": 2.5} and event.prediction == 3
 
 
@@ -98,10 +136,10 @@ def _event(**change: object) -> bytes:
         (b"{", "a prediction event is not valid JSON: unexpected end of data: line 1 column 2 "
          "(char 1)"),
         (b"[1]", "a prediction event must be a JSON object, got [1]"),
-        (_event(schema=2), "schema version 2 is not supported (this reader knows 1)"),
-        (_event(schema=...), "schema version None is not supported (this reader knows 1)"),
-        (_event(schema=True), "schema version True is not supported (this reader knows 1)"),
-        (_event(schema="1"), "schema version '1' is not supported (this reader knows 1)"),
+        (_event(schema=3), "schema version 3 is not supported (this reader knows 1 and 2)"),
+        (_event(schema=...), "schema version None is not supported (this reader knows 1 and 2)"),
+        (_event(schema=True), "schema version True is not supported (this reader knows 1 and 2)"),
+        (_event(schema="1"), "schema version '1' is not supported (this reader knows 1 and 2)"),
         (_event(request_id="a/b"), "request_id 'a/b' must be printable ASCII without spaces or '/'"),
         (_event(row=-1), "row must be an integer >= 0, got -1"),
         (_event(row=1.0), "row must be an integer >= 0, got 1.0"),
@@ -117,14 +155,14 @@ def _event(**change: object) -> bytes:
 )
 def test_a_prediction_event_that_breaks_the_schema(data: bytes, message: str) -> None:
     with fails(message):
-        schema.read_prediction(data)
+        one(data)
 
 
 def test_a_prediction_reader_takes_added_fields_and_any_prediction() -> None:
-    event = schema.read_prediction(_event(extra="added later", prediction={"p": [0.1, 0.9]}))
+    event = one(_event(extra="added later", prediction={"p": [0.1, 0.9]}))
     assert event.prediction == {"p": [0.1, 0.9]}
-    assert schema.read_prediction(_event(prediction=...)).prediction is None
-    assert schema.read_prediction(_event(row=0, ts=0)).ts == 0.0  # the epoch is a time
+    assert one(_event(prediction=...)).prediction is None
+    assert one(_event(row=0, ts=0)).ts == 0.0  # the epoch is a time
 
 
 # --- labels per task ----------------------------------------------------------------------------

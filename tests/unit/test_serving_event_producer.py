@@ -11,6 +11,7 @@ import pytest
 from confluent_kafka import KafkaError
 
 from mlship.events import schema
+from mlship.serving import events as events_module
 from mlship.serving.app import model_headers, request_id
 from mlship.serving.events import EventProducer, QueueFull, producer_config
 from mlship.serving.metrics import ServingMetrics
@@ -34,10 +35,10 @@ def answer(n: int) -> bytes:
 def producer(queue: int = 100, rate: float = 1.0, columns=COLUMNS, rand=lambda: 0.0):
     metrics = ServingMetrics("iris", "3")
     events = EventProducer(
-        producer_config(NOWHERE, queue_max_messages=queue, linger_ms=5),
+        producer_config(NOWHERE, queue_max_messages=queue),
         metrics,
         model="iris", version="3", columns=columns,
-        predictions_topic="p", labels_topic="l", sample_rate=rate, rand=rand,
+        predictions_topic="p", labels_topic="l", sample_rate=rate, linger_s=0.05, rand=rand,
     )  # fmt: skip
     return events, metrics
 
@@ -51,11 +52,11 @@ def sample(metrics: ServingMetrics, name: str, topic: str, **labels: str) -> flo
 
 
 def test_the_producer_never_gives_up_nor_duplicates_and_its_queue_is_bounded() -> None:
-    config = producer_config("k:9092", queue_max_messages=7, linger_ms=2.5)
+    config = producer_config("k:9092", queue_max_messages=7)
     assert config["enable.idempotence"] is True and config["acks"] == "all"
     assert config["message.timeout.ms"] == 0
     assert config["queue.buffering.max.messages"] == 7
-    assert (config["linger.ms"], config["compression.type"]) == (2.5, "lz4")
+    assert (config["linger.ms"], config["compression.type"]) == (5, "lz4")
     assert config["bootstrap.servers"] == "k:9092"
     assert config["partitioner"] == "murmur2_random"  # as Java clients: labels land alike
 
@@ -125,65 +126,69 @@ def test_what_cannot_be_sent_at_stop_is_counted_as_unflushed() -> None:
     assert sample(metrics, "mlship_events_dropped_total", "p", reason="unflushed") == 3
 
 
-class Held:
-    """Stands in for librdkafka's queue: len() is what it still holds."""
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-
 class Refused:
     def topic(self) -> str:
         return "p"
 
 
-def test_delivered_is_derived_taken_minus_still_queued_minus_failed_and_never_goes_back() -> None:
+class Recorded:
+    """Stands in for librdkafka's producer: keeps what was produced."""
+
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+        self.keys: list[bytes | None] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None, on_delivery=None) -> None:
+        self.values.append(value)
+        self.keys.append(key)
+
+
+def test_the_events_of_many_requests_leave_as_one_message_settled_by_its_report() -> None:
     events, metrics = producer()
-    events.predictions("r", table(5), answer(5))
-    real = events._producer
-    try:
-        events._producer = Held(5)  # type: ignore[assignment]
-        events._advance()
-        assert sample(metrics, "mlship_events_delivered_total", "p") == 0
-        assert events.queued() == 5
-        events._producer = Held(2)  # type: ignore[assignment]  # 3 acknowledged
-        events._advance()
-        assert sample(metrics, "mlship_events_delivered_total", "p") == 3
-        assert events.queued() == 2
-        # A failure is reported while librdkafka still holds its message: nothing delivered.
-        events._on_prediction_failed(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), Refused())
-        events._advance()
-        assert sample(metrics, "mlship_events_delivery_failures_total", "p") == 1
-        assert sample(metrics, "mlship_events_delivered_total", "p") == 3
-        assert events.queued() == 1
-        events._producer = Held(1)  # type: ignore[assignment]  # the failed one let go
-        events._advance()
-        assert sample(metrics, "mlship_events_delivered_total", "p") == 3
-        # A success is never reported (delivery.report.only.error); if one were, it is no failure.
-        events._on_prediction_failed(None, Refused())
-        events._producer = Held(0)  # type: ignore[assignment]
-        events._advance()
-        assert sample(metrics, "mlship_events_delivered_total", "p") == 4
-        assert sample(metrics, "mlship_events_delivery_failures_total", "p") == 1
-        assert events.queued() == 0
-        events._producer = Held(2)  # type: ignore[assignment]  # e.g. a log line waiting for poll
-        events._advance()
-        assert sample(metrics, "mlship_events_delivered_total", "p") == 4  # a counter: no step back
-        assert events.queued() == 0
-    finally:
-        events._producer = real
+    recorded = Recorded()
+    events._producer = recorded  # type: ignore[assignment]
+    events.predictions("r1", table(2), answer(2))
+    events.predictions("r2", table(1), answer(1))
+    assert events.send() == 3
+    assert recorded.keys == [None]  # one message, not three, and no one key
+    assert [(e.request_id, e.row) for e in schema.read_predictions(recorded.values[0])] == [
+        ("r1", 0), ("r1", 1), ("r2", 0)
+    ]
+    assert events.queued() == 3 and events.send() == 0
+    events._on_predictions(3, None, Refused())
+    assert sample(metrics, "mlship_events_delivered_total", "p") == 3
+    assert events.queued() == 0
+    events.predictions("r3", table(2), answer(2))
+    events.send()
+    events._on_predictions(2, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), Refused())
+    assert sample(metrics, "mlship_events_delivery_failures_total", "p") == 2
+    assert sample(metrics, "mlship_events_delivered_total", "p") == 3
+    assert events.queued() == 0
 
 
-def test_only_failures_of_prediction_events_are_reported_and_labels_keep_every_report() -> None:
+def test_events_beyond_the_message_size_go_out_as_several_messages_in_order(monkeypatch) -> None:
+    monkeypatch.setattr(events_module, "MAX_MESSAGE_BYTES", 400)
     events, _ = producer()
-    assert events._producer is not events._labels_producer
+    recorded = Recorded()
+    events._producer = recorded  # type: ignore[assignment]
+    for i in range(10):
+        events.predictions(f"r{i}", table(1), answer(1))
+    assert events.send() == 10
+    assert len(recorded.values) > 1
+    assert all(len(v) <= 400 for v in recorded.values)
+    got = [e.request_id for v in recorded.values for e in schema.read_predictions(v)]
+    assert got == [f"r{i}" for i in range(10)]
+
+
+def test_labels_are_one_message_each_with_a_report_each() -> None:
+    events, metrics = producer()
+    recorded = Recorded()
+    events._producer = recorded  # type: ignore[assignment]
     events.labels(labels(2))
-    assert len(events._labels_producer) >= 2 and events.queued() == 2
-    events._on_label_delivery(None, Refused())
+    assert recorded.keys == [b"r0/0", b"r1/0"] and events.queued() == 2
+    events._on_label(None, Refused())
     assert events.queued() == 1
+    assert sample(metrics, "mlship_events_delivered_total", "l") == 1
 
 
 def test_every_drop_reason_is_a_series_from_the_start() -> None:

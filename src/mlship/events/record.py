@@ -24,7 +24,7 @@ overwrites what the first attempt stored, however differently it is cut: nothing
 and nothing is committed before it is stored, so nothing is lost. The reader deduplicates on
 (request_id, row) as a second guard (e.g. serving retrying a produce).
 
-A malformed event is counted, logged with its topic, partition and offset, and skipped (its
+A malformed message is counted, logged with its topic, partition and offset, and skipped (its
 offset is committed with the batch). MLflow away: the batch is kept, the partitions paused and
 the store retried with backoff (1 s doubling to 30 s), nothing committed. SIGTERM: the batch is
 flushed and committed, then the process exits (if MLflow stays away for the stop grace, it exits
@@ -178,7 +178,8 @@ class Batch:
     started: float | None = None
 
     def add(self, event: Event, now: float) -> str | None:
-        """Takes one event; returns why it is malformed (it is then counted and skipped), else None."""
+        """Takes one message (a label, or one or many prediction events); returns why it is
+        malformed (it is then counted and skipped whole), else None."""
         if self.started is None:
             self.started = now
         tp = (event.topic, event.partition)
@@ -187,9 +188,9 @@ class Batch:
             if event.value is None:
                 raise schema.BadEvent("the message has no value")
             if event.topic == self.predictions_topic:
-                p = schema.read_prediction(event.value)
-                group = (p.model, p.version, date_of(p.ts), event.topic, event.partition)
-                self.predictions[group].append((event.offset, p))
+                for p in schema.read_predictions(event.value):
+                    group = (p.model, p.version, date_of(p.ts), event.topic, event.partition)
+                    self.predictions[group].append((event.offset, p))
             elif event.topic == self.labels_topic:
                 label = schema.read_label(event.value)
                 self.labels[(label.model, date_of(label.ts), event.topic, event.partition)].append(

@@ -3,15 +3,19 @@ the ground-truth labels that arrive later (through serving's `POST /feedback`, o
 to the topic by any system). docs/events.md is the reference for people; this module is the one
 definition code uses (serving writes with it, the record reads with it).
 
-Both are JSON objects, UTF-8, one per Kafka message, keyed `<request_id>/<row>` so that a
-prediction and its label share a key. `schema` is the format's version: a reader refuses a
-version it does not know, and fields are only ever added within a version.
+Both are JSON objects, UTF-8. `schema` is the format's version: a reader refuses a version it does
+not know, and fields are only ever added within a version.
 
-    prediction  {"schema": 1, "request_id": "…", "row": 0, "ts": 1796127118.2,
-                 "model": "iris", "version": "3", "inputs": {"sepal length (cm)": 5.1, …},
-                 "prediction": 0}
+    predictions {"schema": 2, "model": "iris", "version": "3", "predictions": [
+                   {"request_id": "…", "row": 0, "ts": 1796127118.2,
+                    "inputs": {"sepal length (cm)": 5.1, …}, "prediction": 0}, …]}
     label       {"schema": 1, "request_id": "…", "row": 0, "label": 0,
                  "ts": 1796127200.0, "model": "iris"}
+
+Serving writes the prediction events of many requests as one message (version 2, no key): one
+message per row cost the broker and the pod as much as the rest of the request did. Version 1,
+one prediction event per message keyed `<request_id>/<row>` (the fields of a v2 item plus `model`
+and `version`), is still read. A label is one message keyed `<request_id>/<row>`.
 
 `row` is the row's index in its request (0 for a one-row request); `ts` is seconds since the epoch
 (the time of the answer, or the time the label was received). A label's `row` defaults to 0 and
@@ -21,6 +25,7 @@ its `ts` to the time it is received; `model` is set by serving from the Service 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +33,8 @@ import orjson
 
 from mlship import names
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 1  # labels, and single prediction events
+PREDICTIONS_VERSION = 2  # a message of many prediction events
 PREDICTIONS_TOPIC = names.TOPIC_PREDICTIONS
 LABELS_TOPIC = names.TOPIC_LABELS
 MAX_REQUEST_ID = 128
@@ -70,8 +76,9 @@ def prediction(
     inputs: dict[str, Any],
     value: Any,
 ) -> bytes:
-    """One prediction event, encoded. Non-finite floats in inputs are written as null (JSON has no
-    NaN), as serving's answers do."""
+    """One prediction event as a version-1 message (serving writes version 2; this stays for
+    tools and tests). Non-finite floats in inputs are written as null (JSON has no NaN), as
+    serving's answers do."""
     return orjson.dumps(
         {
             "schema": SCHEMA_VERSION,
@@ -98,15 +105,57 @@ class Prediction:
     prediction: Any
 
 
-def read_prediction(data: bytes) -> Prediction:
+def prediction_item(
+    request_id: str, row: int, ts: float, inputs: dict[str, Any], value: Any
+) -> bytes:
+    """One prediction event of a version-2 message, encoded (model and version are the
+    message's). Non-finite floats in inputs are written as null, as in `prediction`."""
+    return orjson.dumps(
+        {"request_id": request_id, "row": row, "ts": ts, "inputs": inputs, "prediction": value},
+        option=orjson.OPT_SERIALIZE_NUMPY,
+    )
+
+
+def predictions_message(model: str, version: str, items: Sequence[bytes]) -> bytes:
+    """A version-2 message of `prediction_item`s (at least one), all answered by `version`."""
+    head = orjson.dumps({"schema": PREDICTIONS_VERSION, "model": model, "version": version})
+    return head[:-1] + b',"predictions":[' + b",".join(items) + b"]}"
+
+
+def read_predictions(data: bytes) -> list[Prediction]:
+    """The prediction events of one message: version 2 (many) or version 1 (one). A message with
+    one bad event is refused whole, naming the event (serving writes them; none is expected)."""
     obj = _object(data, "prediction")
-    _version(obj)
+    version = obj.get("schema")
+    if version == SCHEMA_VERSION and not isinstance(version, bool):
+        return [_prediction(obj, _text(obj, "model"), _text(obj, "version"))]
+    if version != PREDICTIONS_VERSION or isinstance(version, bool):
+        raise BadEvent(
+            f"schema version {_show(version)} is not supported (this reader knows "
+            f"{SCHEMA_VERSION} and {PREDICTIONS_VERSION})"
+        )
+    model, model_version = _text(obj, "model"), _text(obj, "version")
+    items = obj.get("predictions")
+    if not isinstance(items, list) or not items:
+        raise BadEvent(f"predictions must be a non-empty list of events, got {_show(items)}")
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise BadEvent(f"prediction {i}: must be a JSON object, got {_show(item)}")
+        try:
+            out.append(_prediction(item, model, model_version))
+        except BadEvent as e:
+            raise BadEvent(f"prediction {i}: {e}") from None
+    return out
+
+
+def _prediction(obj: dict[str, Any], model: str, version: str) -> Prediction:
     return Prediction(
         request_id=check_request_id(obj.get("request_id")),
         row=_row(obj.get("row")),
         ts=_ts(obj.get("ts")),
-        model=_text(obj, "model"),
-        version=_text(obj, "version"),
+        model=model,
+        version=version,
         inputs=_inputs(obj.get("inputs")),
         prediction=obj.get("prediction"),
     )

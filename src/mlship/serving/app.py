@@ -244,11 +244,7 @@ def _events(state: ServingState, model: ServedModel, bootstrap: str) -> EventPro
             config.model_uri,
         )
     events = EventProducer(
-        producer_config(
-            bootstrap,
-            queue_max_messages=config.kafka_queue_max_messages,
-            linger_ms=config.kafka_linger_ms,
-        ),
+        producer_config(bootstrap, queue_max_messages=config.kafka_queue_max_messages),
         state.metrics,
         model=model.info.name,
         version=model.info.version or "unknown",  # a local path: no registry version
@@ -256,6 +252,7 @@ def _events(state: ServingState, model: ServedModel, bootstrap: str) -> EventPro
         predictions_topic=config.predictions_topic,
         labels_topic=config.labels_topic,
         sample_rate=config.inference_log_sample_rate,
+        linger_s=config.kafka_linger_ms / 1000,
     )
     events.start()
     log.info(

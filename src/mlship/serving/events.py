@@ -1,36 +1,30 @@
 """Prediction events and labels, produced to Kafka (the format: mlship.events.schema; for people:
 docs/events.md).
 
-Each scored row of a sampled `/invocations` request becomes one prediction event on the
-predictions topic, and each label posted to `/feedback` one event on the labels topic, both keyed
-`<request_id>/<row>`. This replaces the MLflow inference log (serving.recorder) when
-MLSHIP_KAFKA_BOOTSTRAP_SERVERS is set.
+Each scored row of a sampled `/invocations` request becomes one prediction event, and each label
+posted to `/feedback` one message on the labels topic, keyed `<request_id>/<row>`. This replaces
+the MLflow inference log (serving.recorder) when MLSHIP_KAFKA_BOOTSTRAP_SERVERS is set.
 
-Cost on the request path: one `orjson.dumps` per row and librdkafka's `produce()`, which only
-appends to its local queue (a few microseconds for a one-row request). Batching (`linger.ms`),
-lz4 compression, sending and retrying happen in librdkafka's own threads; delivery reports are
-served by a background thread of ours (`poll()`), never by a request.
+Cost on the request path: one `orjson.dumps` per row and a list append under a lock. The events
+of every request answered within `linger` seconds leave as **one** Kafka message (schema version
+2): a background thread of ours takes them every `linger`, joins them and hands the message to
+librdkafka, whose own threads compress (lz4), send and retry it. One message per row cost the
+broker ~40 µs of CPU per event and the pod a librdkafka report per event — on serving's cores,
+as much as 13 % of its requests/s at 64 clients (benchmarks/README.md); one message per
+micro-batch costs both per message, a few dozen a second.
 
 Durability. The producer is idempotent and its messages never time out (`message.timeout.ms=0`):
-while the broker is away they wait in the local queue and go out, in order and without
-duplicates, when it answers again. The queue is bounded (MLSHIP_KAFKA_QUEUE_MAX_MESSAGES); an
-event that finds it full is dropped and counted (`mlship_events_dropped_total{reason=
-"queue_full"}`): a request is never delayed or failed for its event. A graceful stop (SIGTERM:
-rollout, scale-down, drain) flushes the queue before the process exits, within its timeout, so
-it loses nothing while the broker answers; a crash loses what was queued.
+while the broker is away they wait in librdkafka's queue and go out, in order and without
+duplicates, when it answers again. The events waiting, in our list or in librdkafka's queue, are
+bounded (MLSHIP_KAFKA_QUEUE_MAX_MESSAGES counts events): one that finds no room is dropped and
+counted (`mlship_events_dropped_total{reason="queue_full"}`); a request is never delayed or
+failed for its events. A graceful stop (SIGTERM: rollout, scale-down, drain) sends what waits
+before the process exits, within its timeout, so it loses nothing while the broker answers; a
+crash loses what was waiting.
 
-Two producers, so that a delivered prediction event costs no Python after `produce()`. Prediction
-events go through one with `delivery.report.only.error`: the poll thread runs a Python callback
-only for a failure (confluent-kafka still takes librdkafka's report of each delivered message in
-C, then skips the call) — a Python callback per event was most of the events' cost to serving
-(+0.041 ms CPU per request at 64 clients against +0.008 ms without; benchmarks/README.md). What
-was delivered is then derived, not counted: taken − still in librdkafka's queue (`len(producer)`:
-a message leaves it only once its report is served, after our callback for a failure) − failed,
-advanced by the poll thread after each poll. Labels (a few per /feedback request) keep a
-producer of their own with a report per label: their delivered count stays a plain count, and
-/feedback's all-or-nothing check needs exact room. That check counts both queues against
-MLSHIP_KAFKA_QUEUE_MAX_MESSAGES, so labels get no room the prediction events do not have; each
-producer is bounded by it in librdkafka too.
+Counting. Every message has a delivery report (served by the same thread) that settles all its
+events at once: delivered or failed. What waits is taken − settled, per topic; /feedback's
+all-or-nothing check counts both topics against the bound.
 """
 
 from __future__ import annotations
@@ -57,7 +51,6 @@ from mlship.serving.recorder import per_row
 log = logging.getLogger(__name__)
 kafka_log = logging.getLogger("mlship.serving.kafka")  # librdkafka's own log lines
 
-POLL_S = 0.1
 WARN_EVERY_S = 10.0  # at most one warning per reason in this many seconds
 
 
@@ -65,9 +58,12 @@ class QueueFull(Exception):
     """The local queue has no room for the labels of one /feedback request (none were queued)."""
 
 
-def producer_config(
-    bootstrap: str, *, queue_max_messages: int, linger_ms: float
-) -> dict[str, Any]:
+MAX_MESSAGE_BYTES = 900_000
+"""A message of prediction events stays under this (librdkafka's and the broker's default limit
+is 1,000,000 bytes); more events waiting go out as several messages."""
+
+
+def producer_config(bootstrap: str, *, queue_max_messages: int) -> dict[str, Any]:
     """librdkafka's settings: what makes the producer lose nothing and never block."""
     return {
         "bootstrap.servers": bootstrap,
@@ -77,9 +73,11 @@ def producer_config(
         "acks": "all",
         # Never give up on a queued event: it waits for the broker however long it is away.
         "message.timeout.ms": 0,
-        # The bound on what waits: produce() raises BufferError beyond it, and we drop and count.
+        # A bound of librdkafka's own; ours (in events, >= messages) is reached first.
         "queue.buffering.max.messages": queue_max_messages,
-        "linger.ms": linger_ms,
+        # Prediction events are gathered into one message per linger by us; this only lets the
+        # labels of one /feedback request go out together.
+        "linger.ms": 5,
         "compression.type": "lz4",
         # The key's partition as Java clients pick it (librdkafka's default hashes otherwise), so
         # a label produced by any client lands where serving would have put it.
@@ -156,74 +154,44 @@ class EventProducer:
         predictions_topic: str,
         labels_topic: str,
         sample_rate: float,
+        linger_s: float,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._queue_max = int(config["queue.buffering.max.messages"])
-        common = {"error_cb": self._on_error, "logger": kafka_log}
-        # Prediction events: only failures are reported (delivered is derived: _advance()).
-        self._producer = Producer({
-            **config, **common, "on_delivery": self._on_prediction_failed,
-            "delivery.report.only.error": True,
-        })  # fmt: skip
-        # Labels: every delivery reported.
-        self._labels_producer = Producer({
-            **config, **common, "on_delivery": self._on_label_delivery,
-            "client.id": f"{config.get('client.id', 'mlship-serving')}-labels",
-        })  # fmt: skip
+        self._producer = Producer({**config, "error_cb": self._on_error, "logger": kafka_log})
         self._model, self._version = model, version
         self._columns = tuple(columns) if columns is not None else None
         self._predictions_topic, self._labels_topic = predictions_topic, labels_topic
-        self._rate = sample_rate
+        self._rate, self._linger_s = sample_rate, linger_s
         self._rand, self._clock = rand, clock
         self._predictions = metrics.events(predictions_topic)
         self._labels = metrics.events(labels_topic)
         metrics.set_events_queued(self.queued)
         self._warn = _Warn()
         self._brokers_down = False
-        # Each written by one thread only (the event loop; the poll thread), so no lock.
-        self._taken_total = 0  # prediction events produce() took (event loop)
-        self._failed_total = 0  # prediction events Kafka refused for good (poll thread)
-        self._delivered_total = 0  # prediction events counted as delivered (poll thread)
-        self._labels_taken = 0  # labels produce() took (event loop)
-        self._labels_reported = 0  # labels' delivery reports served (poll thread)
+        # Encoded prediction events not yet in a message: appended by the event loop, taken by
+        # the send thread.
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        # Events, per topic. `taken` is written by the event loop only, `settled` (delivered,
+        # failed or dropped after being taken) by the send thread only, so neither needs a lock.
+        self._taken = {predictions_topic: 0, labels_topic: 0}
+        self._settled = {predictions_topic: 0, labels_topic: 0}
+        self._overhead = len(schema.predictions_message(model, version, [b""]))
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def queued(self) -> int:
-        """Events in the local queues: waiting, in flight, or delivered but not yet counted (by
-        the next poll, within POLL_S). For prediction events, taken − delivered − failed, as of
-        the poll thread's last count; for labels, taken − reported. Not len(Producer) itself:
-        that also counts librdkafka's other reports waiting for poll(), such as logs and errors
-        (and this is never below what librdkafka holds, so /feedback's room check is safe)."""
-        return (
-            self._taken_total - self._delivered_total - self._failed_total
-            + self._labels_taken - self._labels_reported
-        )  # fmt: skip
-
-    def _advance(self) -> None:
-        """Count the prediction events delivered since the last call: taken − still in
-        librdkafka's queue − failed. `taken` is read first: an event produced after that is in
-        neither or (still queued) makes the difference smaller, never larger, and a failure is
-        counted (by its report, served by this thread) before librdkafka lets go of its message.
-        So the count never runs ahead of the broker; a report of another kind waiting in the
-        queue (a log line, an error) only holds it back until the next poll."""
-        taken = self._taken_total
-        delivered = taken - len(self._producer) - self._failed_total
-        if delivered > self._delivered_total:
-            self._predictions.delivered.inc(delivered - self._delivered_total)
-            self._delivered_total = delivered
-            self._answers_again()
-
-    def _answers_again(self) -> None:
-        if self._brokers_down:
-            self._brokers_down = False
-            log.info("events: Kafka answers again; %d events wait in the queue", self.queued())
+        """Events taken and not yet delivered, failed or dropped: waiting in our list or in
+        librdkafka's queue, or in flight."""
+        return sum(self._taken.values()) - sum(self._settled.values())
 
     # --- request path (event loop) ---------------------------------------------------------
 
     def predictions(self, request_id: str, table: Table, answer: bytes) -> None:
-        """The events of one answered request (if sampled): one per row. Never raises."""
+        """The events of one answered request (if sampled): one per row, as many as there is
+        room for. Never raises."""
         if self._columns is None or (self._rate < 1 and self._rand() >= self._rate):
             return
         n, names, columns = table.n_rows, self._columns, table.columns
@@ -231,9 +199,9 @@ class EventProducer:
             ts = self._clock()
             values = per_row(orjson.loads(answer).get("predictions"), n)
             # (a Table's columns are the signature's, in its order: zip needs no strict check)
-            events = [
-                schema.prediction(
-                    request_id, row, ts, self._model, self._version,
+            items = [
+                schema.prediction_item(
+                    request_id, row, ts,
                     {name: column[row] for name, column in zip(names, columns)},  # noqa: B905
                     values[row],
                 )
@@ -242,28 +210,19 @@ class EventProducer:
         except Exception as e:  # a bug, not an outage: the request is answered all the same
             self._drop(self._predictions, "unencodable", n, e)
             return
-        produce = self._producer.produce
-        topic = self._predictions_topic
-        for row, event in enumerate(events):
-            try:
-                produce(topic, event, schema.key(request_id, row))
-            except BufferError as e:
-                self._taken(row)
-                self._drop(self._predictions, "queue_full", n - row, e)
-                return
-            except KafkaException as e:  # e.g. larger than message.max.bytes
-                self._taken(row)
-                self._drop(self._predictions, "rejected", n - row, e)
-                return
-        self._taken(n)
-
-    def _taken(self, n: int) -> None:
-        self._taken_total += n
-        self._predictions.produced.inc(n)
+        room = self._queue_max - self.queued()
+        if room < n:
+            items = items[: max(room, 0)]
+            self._drop(self._predictions, "queue_full", n - len(items), BufferError("no room"))
+        if items:
+            with self._lock:
+                self._pending.extend(items)
+            self._taken[self._predictions_topic] += len(items)
+            self._predictions.produced.inc(len(items))
 
     def labels(self, labels: Sequence[schema.Label]) -> None:
         """Queue all the labels of one /feedback request, or none: QueueFull when there is no
-        room for all of them. Only the event loop produces, so nothing takes the room between
+        room for all of them. Only the event loop takes events, so nothing takes the room between
         the check and the produce calls."""
         n = len(labels)
         if self.queued() + n > self._queue_max:
@@ -272,22 +231,23 @@ class EventProducer:
                 f"the event queue is full ({self.queued()} of {self._queue_max} events wait for "
                 f"Kafka): none of the {n} labels were accepted; send them again later"
             )
-        produce = self._labels_producer.produce
+        topic = self._labels_topic
         for i, label in enumerate(labels):
             try:
-                produce(
-                    self._labels_topic, label.encode(), schema.key(label.request_id, label.row)
-                )
+                self._producer.produce(
+                    topic, label.encode(), schema.key(label.request_id, label.row),
+                    on_delivery=self._on_label,
+                )  # fmt: skip
             except (BufferError, KafkaException) as e:  # not expected after the check above
-                self._labels_taken_n(i)
+                self._labels_taken(i)
                 self._labels.dropped("queue_full").inc(n - i)
                 raise QueueFull(
                     f"the event queue took {i} of {n} labels, then refused the rest: {e}"
                 ) from e
-        self._labels_taken_n(n)
+        self._labels_taken(n)
 
-    def _labels_taken_n(self, n: int) -> None:
-        self._labels_taken += n
+    def _labels_taken(self, n: int) -> None:
+        self._taken[self._labels_topic] += n
         self._labels.produced.inc(n)
 
     def _drop(self, metrics: TopicMetrics, reason: str, n: int, error: BaseException) -> None:
@@ -297,23 +257,65 @@ class EventProducer:
             n, reason, error, self.queued(),
         )  # fmt: skip
 
-    # --- librdkafka's callbacks (the poll thread) ------------------------------------------
+    # --- the send thread -----------------------------------------------------------------------
 
-    def _on_prediction_failed(self, err: KafkaError | None, msg: Message) -> None:
-        if err is None:  # not expected: delivery.report.only.error
+    def send(self) -> int:
+        """Hands the prediction events waiting in our list to librdkafka, as few messages as fit
+        MAX_MESSAGE_BYTES; returns how many events. Called by the send thread every linger, and
+        at stop."""
+        with self._lock:
+            items, self._pending = self._pending, []
+        start, size = 0, self._overhead
+        for i, item in enumerate(items):
+            if i > start and size + len(item) + 1 > MAX_MESSAGE_BYTES:
+                self._produce(items[start:i])
+                start, size = i, self._overhead
+            size += len(item) + 1
+        if start < len(items):
+            self._produce(items[start:])
+        return len(items)
+
+    def _produce(self, items: list[bytes]) -> None:
+        n = len(items)
+        try:
+            self._producer.produce(
+                self._predictions_topic,
+                schema.predictions_message(self._model, self._version, items),
+                on_delivery=lambda err, msg: self._on_predictions(n, err, msg),
+            )
+        except BufferError as e:  # librdkafka's own bound: not expected before ours
+            self._settle_dropped("queue_full", n, e)
+        except KafkaException as e:  # e.g. one event larger than message.max.bytes
+            self._settle_dropped("rejected", n, e)
+
+    def _settle_dropped(self, reason: str, n: int, error: BaseException) -> None:
+        self._settled[self._predictions_topic] += n
+        self._drop(self._predictions, reason, n, error)
+
+    # --- librdkafka's reports (the send thread, or close()) --------------------------------
+
+    def _on_predictions(self, n: int, err: KafkaError | None, msg: Message) -> None:
+        self._settled[self._predictions_topic] += n
+        if err is None:
+            self._predictions.delivered.inc(n)
+            self._answers_again()
             return
-        self._failed_total += 1
-        self._predictions.delivery_failures.inc()
-        self._warn("delivery", "events: Kafka refused an event for %s: %s", msg.topic(), err)
+        self._predictions.delivery_failures.inc(n)
+        self._warn("delivery", "events: Kafka refused %d events for %s: %s", n, msg.topic(), err)
 
-    def _on_label_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        self._labels_reported += 1
+    def _on_label(self, err: KafkaError | None, msg: Message) -> None:
+        self._settled[self._labels_topic] += 1
         if err is None:
             self._labels.delivered.inc()
             self._answers_again()
             return
         self._labels.delivery_failures.inc()
         self._warn("delivery", "events: Kafka refused an event for %s: %s", msg.topic(), err)
+
+    def _answers_again(self) -> None:
+        if self._brokers_down:
+            self._brokers_down = False
+            log.info("events: Kafka answers again; %d events wait in the queue", self.queued())
 
     def _on_error(self, err: KafkaError) -> None:
         if err.code() == KafkaError._ALL_BROKERS_DOWN:
@@ -330,33 +332,27 @@ class EventProducer:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._poll, name="kafka-poll", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="kafka-send", daemon=True)
         self._thread.start()
 
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(POLL_S)  # only failures and errors: mostly a wait
-            self._labels_producer.poll(0)
-            self._advance()
+    def _run(self) -> None:
+        # The wait ends at once at stop (close() sends what is left itself).
+        while not self._stop.wait(max(self._linger_s, 0.001)):
+            self.send()
+            self._producer.poll(0)  # the reports and errors that came since
 
     async def close(self, timeout: float) -> int:
-        """Send what is queued within `timeout` seconds; what is left then is lost, counted as
+        """Send what waits within `timeout` seconds; what is left then is lost, counted as
         dropped ("unflushed"). Returns how many were left."""
         self._stop.set()
         started = time.monotonic()
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join)
+        await asyncio.to_thread(self.send)
         queued = self.queued()
         deadline = started + timeout
-
-        def flush() -> None:
-            for producer in (self._producer, self._labels_producer):
-                producer.flush(max(0.0, deadline - time.monotonic()))
-
-        await asyncio.to_thread(flush)
-        for producer in (self._producer, self._labels_producer):
-            producer.poll(0)  # a report that came after flush() returned
-        self._advance()
+        await asyncio.to_thread(lambda: self._producer.flush(max(0.0, deadline - time.monotonic())))
+        self._producer.poll(0)  # a report that came after flush() returned
         left = self.queued()
         if left:
             self._predictions.dropped("unflushed").inc(left)  # mostly predictions; cannot tell
