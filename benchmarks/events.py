@@ -4,10 +4,11 @@ real Kafka broker on this machine (issue #15's target: >= 20,000/s).
     .venv/bin/python benchmarks/events.py [--seconds 10] [--rows 1] [--rounds 3]
 
 It runs the real thing, `mlship.serving.events.EventProducer` (the same settings serving uses:
-idempotent, lz4, linger 50 ms, acks=all) with its background poll thread, against a single-node
-KRaft broker from tests/kafkakit.py (Apache Kafka's jars on the host's Java, like the chart's
-broker without the container) on 127.0.0.1. Events are iris rows: `predictions()` is called as a
-request would call it (one request of `--rows` rows per call: encode each row, produce it). The
+idempotent, lz4, acks=all, one message per 50 ms of events) with its background send thread,
+against a single-node KRaft broker from tests/kafkakit.py (Apache Kafka's jars on the host's Java,
+like the chart's broker without the container) on 127.0.0.1. Events are iris rows:
+`predictions()` is called as a request would call it (one request of `--rows` rows per call:
+encode each row, append it; the send thread gathers them into messages). The
 caller only pauses when the local queue is nearly full, so nothing is dropped and the figure is
 what is *delivered* (acknowledged by the broker) per second, end to end.
 

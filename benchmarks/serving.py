@@ -25,9 +25,9 @@ request costs before any of mlship's own work: the figure the 1-client latency c
 
 `mlship-log` is mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1, writing to that `mlflow server`
 (SQLite, proxied artifacts), on the same CPUs. `mlship-events` is
-mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 and MLSHIP_KAFKA_BOOTSTRAP_SERVERS: one prediction
-event per request to a Kafka broker the script starts on 127.0.0.1 (tests/kafkakit.py: needs Java
-and hack/kafka-jars), on the same CPUs too.
+mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 and MLSHIP_KAFKA_BOOTSTRAP_SERVERS: a prediction
+event per request (gathered into one message per 50 ms) to a Kafka broker the script starts on
+127.0.0.1 (tests/kafkakit.py: needs Java and hack/kafka-jars), on the same CPUs too.
 
 Needs `wrk` (Debian: apt-get install -y wrk); uv comes through hack/uv. MLServer 1.7.1 conflicts with the
 project's lock, so it is installed into its own venv under the cache dir (made on first run).

@@ -200,6 +200,11 @@ def test_mlflow_lineage_leads_from_the_champion_to_the_dag_run_and_its_data(rele
         assert champion.tags["mlship.parent_run_id"] == parent.info.run_id
         assert champion.tags["mlship.dataset_digest"] == digest
         assert champion.tags["mlship.gate"] == CHAMPION
+        # ... and its description, what the registry's page shows first, says so in words
+        assert champion.description.startswith(f"Trained on sklearn:iris (digest {digest[:12]}) "), (
+            champion.description
+        )
+        assert champion.description.endswith("promoted to champion."), champion.description
         assert parent.data.tags["mlship.model_name"] == MODEL
         assert parent.data.tags["mlship.model_version"] == champion.version  # bare, as everywhere
     release.figures["champion_after_first_run"] = champion.version

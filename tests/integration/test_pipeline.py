@@ -36,6 +36,13 @@ def test_first_iris_run_registers_champion(iris_pipeline, mlflow_server):
     assert f"models:/{model}@champion" in field(out, "load it")
     mv = MlflowClient(mlflow_server).get_model_version_by_alias(model, "champion")
     assert str(mv.version) == "1"
+    # What the version's page in the MLflow UI shows first, in a sentence each.
+    digest = field(out, "dataset").split("digest ")[1][:12]
+    assert mv.description.startswith(f"Trained on sklearn:iris (digest {digest}) "), mv.description
+    assert " as a classification model. On its holdout: accuracy 0.9" in mv.description
+    assert mv.description.endswith(
+        "Gate on accuracy: accuracy 0.9000 meets the threshold; no champion yet: promoted to champion."
+    ), mv.description
 
 
 def test_second_run_same_digest_and_no_promotion_unless_better(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -108,9 +109,24 @@ def lineage_tags(
     return tags
 
 
+def version_description(
+    source: str, digest: str, evaluation: dict[str, Any], metric: str, decision: gate.Decision
+) -> str:
+    """What a person reads first on the version's page in the MLflow UI (its many tags are cut
+    off there): what it was trained on, how it scored on the holdout, what the gate decided."""
+    scores = evaluation["metrics"]
+    order = [metric, *sorted(k for k in scores if k != metric)]
+    holdout = ", ".join(f"{k} {scores[k]:.4g}" for k in order if scores.get(k) is not None)
+    return (
+        f"Trained on {source} (digest {digest[:12]}) as a "
+        f"{evaluation['task']} model. On its holdout: {holdout or 'no metric could be computed'}. "
+        f"Gate on {metric}: {decision.reason}."
+    )
+
+
 def apply(
     client: MlflowClient, name: str, version: ModelVersion, decision: gate.Decision,
-    evaluated_champion: str | None,
+    evaluated_champion: str | None, description_of: Callable[[gate.Decision], str],
 ) -> gate.Decision:
     if gate.CHAMPION in decision.aliases:
         current = registry.champion(client, name)
@@ -122,6 +138,7 @@ def apply(
             )
     for alias in decision.aliases:
         client.set_registered_model_alias(name, alias, version.version)
+    client.update_model_version(name, version.version, description=description_of(decision))
     client.set_model_version_tag(name, version.version, TAG_GATE_REASON, decision.reason)
     # Written last: its presence marks the gate as done for this pipeline run (see idempotence).
     client.set_model_version_tag(name, version.version, TAG_GATE, decision.verdict)
@@ -212,6 +229,10 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 "run_id": run.info.run_id,
             }
         evaluation = json.loads(tracking.fetch(args.evaluation_uri).read_text())
+        # The source as given (ingest tags the pipeline's run with it), else the stored copy.
+        source = client.get_run(parent_id).data.tags.get(
+            names.TAG_DATASET_SOURCE, args.dataset_uri
+        )
         metric = args.metric
         if metric == "auto":
             metric = metrics.DEFAULT_METRIC[evaluation["task"]]
@@ -230,8 +251,11 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         for tag, value in compiled_tags.items():
             client.set_model_version_tag(args.model_name, version.version, tag, value)
         decision = apply(
-            client, args.model_name, version, decision, evaluation.get("champion_version")
-        )
+            client, args.model_name, version, decision, evaluation.get("champion_version"),
+            lambda final: version_description(
+                source, args.dataset_digest, evaluation, metric, final
+            ),
+        )  # fmt: skip
         mlflow.log_params(
             {"metric": metric, "threshold": args.threshold, "margin": args.margin,
              "auto_promote": args.auto_promote}
