@@ -15,12 +15,12 @@ import mlship_dagspec as spec
 from airflow.sdk import DAG, Param
 from mlship_pods import step_task
 
-from mlship import contract
+from mlship import contract, names
 
 settings = spec.settings_from_env(os.environ)
 
 with DAG(
-    dag_id="mlship_batch_score",
+    dag_id=names.DAG_BATCH_SCORE,
     description="Score a dataset with a registered model version; predictions logged to MLflow",
     schedule=None,
     catchup=False,

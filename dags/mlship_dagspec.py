@@ -30,6 +30,12 @@ dag-processor; every one has a default that works for a local image build (`:dev
   MLSHIP_SOURCE_CREDENTIALS_SECRET an existing Secret whose every key becomes an environment
                                    variable of the source steps (envFrom): cloud DVC remotes'
                                    credentials, AWS_ACCESS_KEY_ID etc. ("": none)
+  MLSHIP_ALERT_WEBHOOK_SECRET      an existing Secret whose key holds the alert webhook's URL; the
+                                   register and drift pods get it, as $MLSHIP_ALERT_WEBHOOK_URL
+                                   (mlship.alerts; "": no alerts)
+  MLSHIP_ALERT_WEBHOOK_SECRET_KEY  that Secret's key (url)
+  MLSHIP_MLFLOW_UI_URL, MLSHIP_AIRFLOW_UI_URL   where people open MLflow and Airflow, for the
+                                   alerts' links ("": the tracking URI; no Airflow link)
 
 and for mlship_batch_score (dags/mlship_batch_score.py):
 
@@ -68,6 +74,8 @@ UID = 10001  # the non-root user every step image runs as
 # The steps that read dataset sources and so get the sources' credentials (the request headers by
 # host, and the environment of the credentials Secret); no other step's pod can read them.
 SOURCE_STEPS: tuple[str, ...] = ("ingest", contract.SCORE)
+ALERT_STEPS: tuple[str, ...] = ("register", contract.DRIFT)  # the steps that may call mlship.alerts
+DEFAULT_ALERT_WEBHOOK_KEY = "url"
 DEFAULT_SOURCE_HEADERS_KEY = "headers.json"
 _SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")  # a DNS subdomain
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
@@ -145,6 +153,10 @@ class Settings:
     source_headers_secret_key: str = DEFAULT_SOURCE_HEADERS_KEY
     # None: the source steps get no environment from a Secret (envFrom)
     source_credentials_secret: str | None = None
+    alert_webhook_secret: str | None = None  # None: no alerts
+    alert_webhook_secret_key: str = DEFAULT_ALERT_WEBHOOK_KEY
+    mlflow_ui_url: str | None = None
+    airflow_ui_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +261,18 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     credentials_secret = env.get("MLSHIP_SOURCE_CREDENTIALS_SECRET", "").strip()
     if credentials_secret and not _SECRET_NAME.match(credentials_secret):
         errs.append(f"MLSHIP_SOURCE_CREDENTIALS_SECRET={credentials_secret!r} is not a Secret name")
+    alert_secret = env.get("MLSHIP_ALERT_WEBHOOK_SECRET", "").strip()
+    if alert_secret and not _SECRET_NAME.match(alert_secret):
+        errs.append(f"MLSHIP_ALERT_WEBHOOK_SECRET={alert_secret!r} is not a Secret name")
+    alert_key = env.get("MLSHIP_ALERT_WEBHOOK_SECRET_KEY", "").strip() or DEFAULT_ALERT_WEBHOOK_KEY
+    if not _SECRET_KEY.match(alert_key):
+        errs.append(f"MLSHIP_ALERT_WEBHOOK_SECRET_KEY={alert_key!r} is not a Secret key")
+    ui_urls = {}
+    for name in ("MLSHIP_MLFLOW_UI_URL", "MLSHIP_AIRFLOW_UI_URL"):
+        url = env.get(name, "").strip()
+        if url and not re.match(r"^https?://[^\s/]+", url):
+            errs.append(f"{name}={url!r} is not an http(s) URL")
+        ui_urls[name] = url or None
     _raise_if(errs)
     return Settings(
         images=images,
@@ -270,6 +294,10 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         source_headers_secret=headers_secret or None,
         source_headers_secret_key=headers_key,
         source_credentials_secret=credentials_secret or None,
+        alert_webhook_secret=alert_secret or None,
+        alert_webhook_secret_key=alert_key,
+        mlflow_ui_url=ui_urls["MLSHIP_MLFLOW_UI_URL"],
+        airflow_ui_url=ui_urls["MLSHIP_AIRFLOW_UI_URL"],
     )
 
 
@@ -321,7 +349,7 @@ def tune_requested(params: Mapping[str, Any]) -> bool:
 
 
 def step_env(settings: Settings) -> dict[str, str]:
-    return {
+    env = {
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLSHIP_EXPERIMENT": settings.experiment,
         # the root filesystem is read-only; /tmp is an emptyDir
@@ -330,18 +358,27 @@ def step_env(settings: Settings) -> dict[str, str]:
         "PYTHONUNBUFFERED": "1",  # step logs reach the task log as they are written
         "MLSHIP_MLFLOW_WAIT_SECONDS": "30",
     }
+    if settings.mlflow_ui_url:
+        env["MLSHIP_MLFLOW_UI_URL"] = settings.mlflow_ui_url
+    if settings.airflow_ui_url:
+        env["MLSHIP_AIRFLOW_UI_URL"] = settings.airflow_ui_url
+    return env
 
 
 def step_secret_env(settings: Settings, step: str) -> dict[str, SecretEnv]:
     """The step's environment variables that come from Secrets: the JSON API sources' request
-    headers (names.SOURCE_HEADERS_ENV) for the steps that read sources, when a Secret is set."""
-    if step not in SOURCE_STEPS or settings.source_headers_secret is None:
-        return {}
-    return {
-        names.SOURCE_HEADERS_ENV: SecretEnv(
+    headers (names.SOURCE_HEADERS_ENV) for the steps that read sources, and the alert webhook's
+    URL (names.ALERT_WEBHOOK_ENV) for the steps that alert, each when its Secret is set."""
+    env: dict[str, SecretEnv] = {}
+    if step in SOURCE_STEPS and settings.source_headers_secret is not None:
+        env[names.SOURCE_HEADERS_ENV] = SecretEnv(
             settings.source_headers_secret, settings.source_headers_secret_key
-        ),
-    }
+        )
+    if step in ALERT_STEPS and settings.alert_webhook_secret is not None:
+        env[names.ALERT_WEBHOOK_ENV] = SecretEnv(
+            settings.alert_webhook_secret, settings.alert_webhook_secret_key
+        )
+    return env
 
 
 def step_env_from_secrets(settings: Settings, step: str) -> tuple[str, ...]:

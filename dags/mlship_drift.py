@@ -18,6 +18,8 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import DAG, Param, chain
 from mlship_pods import step_task
 
+from mlship import names
+
 settings = spec.settings_from_env(os.environ)
 
 
@@ -28,7 +30,7 @@ def drifted(ti: Any) -> bool:
 
 
 with DAG(
-    dag_id="mlship_drift",
+    dag_id=names.DAG_DRIFT,
     description="Compare recent inputs of the served model with its training data; retrain on drift",
     schedule=settings.drift.schedule,
     catchup=False,
@@ -46,7 +48,7 @@ with DAG(
     )
     retrain = TriggerDagRunOperator(
         task_id="retrain",
-        trigger_dag_id="mlship_training",
+        trigger_dag_id=names.DAG_TRAINING,
         # one training run per drift run, even if this task is cleared and run again
         trigger_run_id="drift__{{ run_id }}",
         skip_when_already_exists=True,

@@ -36,7 +36,7 @@ from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Param, TriggerRule, XComArg, chain
 from mlship_pods import mapped_step_task, step_task
 
-from mlship import contract
+from mlship import contract, names
 
 settings = spec.settings_from_env(os.environ)
 
@@ -47,7 +47,7 @@ def tune_needed(params: Mapping[str, Any]) -> bool:
 
 
 with DAG(
-    dag_id="mlship_training",
+    dag_id=names.DAG_TRAINING,
     description="Ingest, validate, featurize, train, evaluate and register a model",
     schedule=settings.schedule,
     catchup=False,

@@ -5,6 +5,7 @@ hack/devkit.py."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
@@ -215,6 +216,25 @@ def local_http(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def alert_receiver(status: int = 200) -> Iterator[tuple[str, list[dict]]]:
+    """A real HTTP receiver of mlship.alerts' webhook posts answering `status`: its URL (with a
+    path that stands for a chat webhook's secret), and the JSON bodies posted to it."""
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 - http.server's name
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(status)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    with local_http(Receiver) as base:
+        yield f"{base}/services/T0/B0/s3cr3t", received
 
 
 def basic_auth(user: str, password: str) -> str:

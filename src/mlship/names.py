@@ -14,6 +14,12 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 """A version that passed the gate's threshold but did not beat the champion."""
 
+# --- Airflow DAGs ------------------------------------------------------------------------------
+
+DAG_TRAINING = "mlship_training"
+DAG_DRIFT = "mlship_drift"
+DAG_BATCH_SCORE = "mlship_batch_score"
+
 # --- MLflow experiments (defaults; each can be set per install) -------------------------------
 
 EXPERIMENT_PIPELINE = "mlship"
@@ -40,6 +46,8 @@ SOURCE_HEADERS_ENV = "MLSHIP_SOURCE_HEADERS"
 """A JSON object of hosts (or host:port) to the HTTP headers (API keys) ingest sends with a JSON
 API source's request to that host only (mlship.ml.json_source); filled from a Secret, never from
 the trigger form."""
+ALERT_WEBHOOK_ENV = "MLSHIP_ALERT_WEBHOOK_URL"
+"""The URL mlship.alerts posts to (a chat webhook's URL is a credential: filled from a Secret)."""
 
 # --- MLflow tags --------------------------------------------------------------------------------
 # On runs of a pipeline (the parent run and each step's child run).

@@ -328,6 +328,40 @@ class TestAirflowEnvironment:
             assert env(container)["MLSHIP_SOURCE_CREDENTIALS_SECRET"] == "cloud-creds", template  # noqa: S105 - a name
             assert not container.get("envFrom"), template  # Airflow itself never reads it
 
+    def test_the_alert_webhook_is_kept_in_a_secret_that_airflow_only_names(self) -> None:
+        """The URL (a chat webhook's is a credential) is in a Secret the register and drift pods
+        read; Airflow gets its name and key. No URL, no Secret."""
+        assert render_chart({}, T + "alerts-secret.yaml") == []
+        e = env(main_container(deployment("scheduler-deployment.yaml")))
+        assert (e["MLSHIP_ALERT_WEBHOOK_SECRET"], e["MLSHIP_MLFLOW_UI_URL"], e["MLSHIP_AIRFLOW_UI_URL"]) == (
+            "", "", "")
+        url = "https://hooks.example.com/services/T0/B0/s3cr3t"
+        values = {"alerts": {"webhookUrl": url, "mlflowUrl": "https://mlflow.example.com",
+                             "airflowUrl": "https://airflow.example.com"}}  # fmt: skip
+        [secret] = render_chart(values, T + "alerts-secret.yaml")
+        assert (secret["metadata"]["name"], secret["stringData"]) == ("mlship-alerts", {"url": url})
+        for template in ("scheduler-deployment.yaml", "dag-processor-deployment.yaml"):
+            e = env(main_container(deployment(template, values)))
+            assert (e["MLSHIP_ALERT_WEBHOOK_SECRET"], e["MLSHIP_ALERT_WEBHOOK_SECRET_KEY"]) == (
+                "mlship-alerts", "url"), template
+            assert e["MLSHIP_AIRFLOW_UI_URL"] == "https://airflow.example.com", template
+            assert url not in json.dumps(e), template
+        values = {"alerts": {"webhookUrl": url, "existingSecret": "team-hook", "existingSecretKey": "hook"}}
+        assert render_chart(values, T + "alerts-secret.yaml") == []  # theirs, not ours
+        e = env(main_container(deployment("scheduler-deployment.yaml", values)))
+        assert (e["MLSHIP_ALERT_WEBHOOK_SECRET"], e["MLSHIP_ALERT_WEBHOOK_SECRET_KEY"]) == (
+            "team-hook", "hook")
+
+    @pytest.mark.parametrize(
+        "alerts",
+        [{"webhookUrl": "hooks.example.com/x"}, {"existingSecret": "Team_Hook"},
+         {"existingSecretKey": "a/b"}, {"airflowUrl": "airflow:8080"}],
+    )
+    def test_a_bad_alerts_value_is_refused(self, alerts: dict) -> None:
+        from chart_helpers import render_error
+
+        assert next(iter(alerts)) in render_error({"alerts": alerts})
+
     @pytest.mark.parametrize(
         "pipeline",
         [{"sourceHeadersSecret": "Api_Headers"}, {"sourceHeadersSecretKey": "a/b"},
@@ -504,10 +538,13 @@ class TestStepPods:
         assert ops["CREATE"] == ops["UPDATE"] == ops["DELETE"] == ["pods"]
         assert "pods/exec" in ops["CONNECT"]
 
-    def test_only_the_sources_secrets_are_allowed(self) -> None:
+    def test_only_the_sources_and_alerts_secrets_are_allowed(self) -> None:
         assert self.variables(self.policy()[0])["allowedSecrets"] == "[]"
         values = {"pipeline": {"sourceHeadersSecret": "hdr", "sourceCredentialsSecret": "creds"}}
         assert json.loads(self.variables(self.policy(values)[0])["allowedSecrets"]) == ["hdr", "creds"]
+        values["alerts"] = {"webhookUrl": "https://hooks.example.com/x"}
+        assert json.loads(self.variables(self.policy(values)[0])["allowedSecrets"]) == [
+            "hdr", "creds", "mlship-alerts"]
 
     def test_it_can_be_turned_off(self) -> None:
         assert render_chart({"pipeline": {"restrictStepPods": False}}, T + "pod-launcher-policy.yaml") == []

@@ -25,14 +25,14 @@ class Steps:
 
     def run(
         self, step: str, *flags: str, key: str, uri: str | None = None, expect_ok: bool = True,
-        code: int = 1,
+        code: int = 1, env: dict[str, str] | None = None,
     ) -> tuple[dict[str, Any] | None, str]:
         """Run a step; when not `expect_ok`, it must exit with `code` (65: bad input)."""
         xcom = self.workdir / f"{key}-{step}-{uuid.uuid4().hex[:6]}.json"
         proc = subprocess.run(
             [sys.executable, "-m", f"mlship.steps.{step}", "--tracking-uri", uri or self.uri,
              "--pipeline-run-key", key, "--xcom-path", str(xcom), *flags],
-            capture_output=True, text=True, env=clean_env(), timeout=300, check=False,
+            capture_output=True, text=True, env=clean_env(**(env or {})), timeout=300, check=False,
         )
         result = json.loads(xcom.read_text()) if xcom.exists() else None
         if expect_ok:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.datasets import load_iris
+from testkit import alert_receiver as webhook
 
 from mlship.monitoring import inference_log
 
@@ -57,12 +58,12 @@ def experiments() -> dict[str, str]:
     return {"inference": f"inputs-{suffix}", "report": f"drift-{suffix}"}
 
 
-def check(steps, iris_pipeline, experiments, *flags: str, expect_ok: bool = True):
+def check(steps, iris_pipeline, experiments, *flags: str, expect_ok: bool = True, env=None, key=None):
     return steps.run(
         "drift", "--model-name", iris_pipeline["model"],
         "--inference-experiment", experiments["inference"],
         "--report-experiment", experiments["report"], *flags,
-        key=f"drift-{uuid.uuid4().hex[:6]}", expect_ok=expect_ok,
+        key=key or f"drift-{uuid.uuid4().hex[:6]}", expect_ok=expect_ok, env=env,
     )
 
 
@@ -87,8 +88,10 @@ def test_too_few_recent_inputs_is_said_and_nothing_is_reported(
 def test_inputs_like_the_training_data_are_no_drift(steps, iris_pipeline, experiments, mlflow_server) -> None:
     client = MlflowClient(mlflow_server)
     log_inputs(client, experiments["inference"], iris_pipeline["model"], iris_rows(300, seed=2))
-    result, _ = check(steps, iris_pipeline, experiments)
+    with webhook() as (url, received):
+        result, _ = check(steps, iris_pipeline, experiments, env={"MLSHIP_ALERT_WEBHOOK_URL": url})
     assert result["status"] == "no_drift", result["reason"]
+    assert received == []  # nothing to say
     assert result["rows"] == 300 and result["version"] == champion(client, iris_pipeline["model"])
     [run] = reports(mlflow_server, experiments)
     assert run.info.run_id == result["report_run_id"]
@@ -106,13 +109,40 @@ def test_shifted_inputs_are_drift_with_the_features_named(
     client = MlflowClient(mlflow_server)
     log_inputs(client, experiments["inference"], iris_pipeline["model"],
                iris_rows(300, seed=3, shift_cm=1.5))
-    result, _ = check(steps, iris_pipeline, experiments, "--window-minutes", "10")
+    key = f"scheduled__{uuid.uuid4().hex[:6]}"
+    with webhook() as (url, received):
+        result, _ = check(steps, iris_pipeline, experiments, "--window-minutes", "10", key=key, env={
+            "MLSHIP_ALERT_WEBHOOK_URL": url, "MLSHIP_AIRFLOW_UI_URL": "https://airflow.example.com/"})
     assert result["status"] == "drift" and result["drifted"] is True
     assert set(result["drifted_features"]) == set(FEATURES)
-    assert result["reason"].startswith(f"drift in 300 inputs to {iris_pipeline['model']} v1")
+    model, version = iris_pipeline["model"], champion(client, iris_pipeline["model"])
+    assert result["reason"].startswith(f"drift in 300 inputs to {model} v{version} ")
     [run] = reports(mlflow_server, experiments)
     assert run.data.tags["mlship.drift"] == "drift"
     assert run.data.metrics["drifted_share"] == 1.0
+    # ... and a person hears of it: one alert, with links to the report and the DAG run
+    [alert] = received
+    assert (alert["kind"], alert["model"], alert["version"]) == ("drift", model, version)
+    assert alert["summary"].startswith("4 of 4 features drifted"), alert["summary"]
+    assert alert["links"] == {
+        "mlflow": f"{mlflow_server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+        "airflow": f"https://airflow.example.com/dags/mlship_drift/runs/{key}",
+    }
+    assert alert["text"].startswith(f"mlship: drift in {model} v{version}: 4 of 4 features drifted")
+
+
+def test_an_alert_webhook_that_refuses_fails_nothing(
+    steps, iris_pipeline, experiments, mlflow_server
+) -> None:
+    log_inputs(MlflowClient(mlflow_server), experiments["inference"], iris_pipeline["model"],
+               iris_rows(300, seed=5, shift_cm=1.5))  # fmt: skip
+    with webhook(status=404) as (url, received):  # e.g. a catch-all answering a dead address
+        result, stderr = check(steps, iris_pipeline, experiments, "--window-minutes", "10",
+                               env={"MLSHIP_ALERT_WEBHOOK_URL": url})  # fmt: skip
+    assert result["status"] == "drift"
+    assert len(received) == 3  # tried three times, each on a new connection
+    assert "alert drift for" in stderr and "was not delivered to http://127.0.0.1" in stderr
+    assert "s3cr3t" not in stderr  # the URL's path (the webhook's secret) is never logged
 
 
 def test_unknown_model_is_a_clear_error(steps, experiments) -> None:

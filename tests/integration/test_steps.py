@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
+from testkit import alert_receiver
 
 pytestmark = pytest.mark.integration
 
@@ -208,6 +209,30 @@ def test_a_version_that_cannot_be_compiled_is_registered_and_says_why(chain, ste
     assert tags["mlship.compiled"] == "not compiled"
     assert tags["mlship.compiled_detail"].startswith("not compiled: ")
     assert "mlship.compiled_uri" not in tags and tags["mlship.gate"] == "champion"
+
+
+def test_a_version_that_fails_the_gate_says_so_and_alerts(chain, steps, mlflow_server):
+    key, model = f"it-gatefail-{uuid.uuid4().hex[:6]}", f"gatefail-{uuid.uuid4().hex[:6]}"
+    args = register_args(model, chain["ingest"], chain["train"], chain["evaluate"], chain["featurize"])
+    with alert_receiver() as (url, received):
+        reg, _ = steps.run(*args, "--threshold", "0.999", key=key,
+                           env={"MLSHIP_ALERT_WEBHOOK_URL": url})  # fmt: skip
+    assert reg["decision"] == "rejected" and reg["aliases"] == []
+    client = MlflowClient(mlflow_server)
+    mv = client.get_model_version(model, reg["version"])
+    assert mv.description.endswith("Gate on accuracy: accuracy 0.9000 is below the minimum 0.9990: not "
+                                   "promoted."), mv.description  # fmt: skip
+    [alert] = received
+    assert (alert["kind"], alert["model"], alert["version"]) == ("gate_failed", model, reg["version"])
+    assert alert["summary"] == "accuracy 0.9000 is below the minimum 0.9990: not promoted"
+    parent = client.get_run(mv.tags["mlship.parent_run_id"])
+    assert alert["links"] == {  # no Airflow UI URL set: no Airflow link
+        "mlflow": f"{mlflow_server}/#/experiments/{parent.info.experiment_id}/runs/{parent.info.run_id}",
+        "version": f"{mlflow_server}/#/models/{model}/versions/{reg['version']}",
+    }
+    with alert_receiver() as (url, received):  # a gate that passes says nothing
+        steps.run(*args, key=f"it-gateok-{uuid.uuid4().hex[:6]}", env={"MLSHIP_ALERT_WEBHOOK_URL": url})
+    assert received == []
 
 
 def test_unknown_estimator_fails_training_and_registers_nothing(chain, steps, mlflow_server):

@@ -424,6 +424,42 @@ def test_a_bad_source_headers_secret_is_named(env, message):
     assert str(err.value) == message
 
 
+def test_the_alert_webhook_secret_goes_to_register_and_drift_only():
+    s = spec.settings_from_env({"MLSHIP_ALERT_WEBHOOK_SECRET": " hook ",
+                                "MLSHIP_SOURCE_HEADERS_SECRET": "api-headers"})  # fmt: skip
+    assert spec.ALERT_STEPS == ("register", "drift")
+    for step in spec.POD_STEPS:
+        got = spec.step_secret_env(s, step)
+        if step in ("register", "drift"):
+            assert got == {"MLSHIP_ALERT_WEBHOOK_URL": spec.SecretEnv("hook", "url")}, step
+        else:
+            assert "MLSHIP_ALERT_WEBHOOK_URL" not in got, step
+    keyed = spec.settings_from_env({"MLSHIP_ALERT_WEBHOOK_SECRET": "h",
+                                    "MLSHIP_ALERT_WEBHOOK_SECRET_KEY": "slack"})  # fmt: skip
+    assert spec.step_secret_env(keyed, "drift") == {"MLSHIP_ALERT_WEBHOOK_URL": spec.SecretEnv("h", "slack")}
+    assert all(spec.step_secret_env(spec.settings_from_env({}), step) == {} for step in spec.POD_STEPS)
+
+
+def test_the_ui_urls_for_alert_links_reach_every_step_when_set():
+    assert "MLSHIP_AIRFLOW_UI_URL" not in spec.step_env(spec.settings_from_env({}))
+    s = spec.settings_from_env({"MLSHIP_MLFLOW_UI_URL": "https://mlflow.example.com",
+                                "MLSHIP_AIRFLOW_UI_URL": " http://localhost:8080 "})  # fmt: skip
+    env = spec.step_env(s)
+    assert (env["MLSHIP_MLFLOW_UI_URL"], env["MLSHIP_AIRFLOW_UI_URL"]) == (
+        "https://mlflow.example.com", "http://localhost:8080")
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"MLSHIP_ALERT_WEBHOOK_SECRET": "Hook_1"}, "MLSHIP_ALERT_WEBHOOK_SECRET='Hook_1' is not a Secret name"),
+    ({"MLSHIP_ALERT_WEBHOOK_SECRET_KEY": "a/b"}, "MLSHIP_ALERT_WEBHOOK_SECRET_KEY='a/b' is not a Secret key"),
+    ({"MLSHIP_AIRFLOW_UI_URL": "airflow:8080"}, "MLSHIP_AIRFLOW_UI_URL='airflow:8080' is not an http(s) URL"),
+])
+def test_bad_alert_settings_are_named(env, message):
+    with pytest.raises(spec.SettingsError) as err:
+        spec.settings_from_env(env)
+    assert str(err.value) == message
+
+
 def test_the_source_credentials_secret_is_the_source_steps_env_from_only():
     s = spec.settings_from_env({"MLSHIP_SOURCE_CREDENTIALS_SECRET": " cloud-creds "})
     assert s.source_credentials_secret == "cloud-creds"  # noqa: S105 - a Secret's name

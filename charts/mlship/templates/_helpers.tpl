@@ -127,6 +127,15 @@ already stored in the cluster (so `helm upgrade` keeps it), else a new random on
 {{- .Values.pipeline.serviceAccountName | default (include "mlship.componentName" (dict "ctx" . "component" "steps")) -}}
 {{- end -}}
 
+{{/* The Secret holding the alert webhook's URL: the user's, the chart's own when webhookUrl is set, else "". */}}
+{{- define "mlship.alerts.secretName" -}}
+{{- if .Values.alerts.existingSecret -}}
+{{- .Values.alerts.existingSecret -}}
+{{- else if .Values.alerts.webhookUrl -}}
+{{- include "mlship.componentName" (dict "ctx" . "component" "alerts") -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "mlship.airflow.apiServerName" -}}
 {{- include "mlship.componentName" (dict "ctx" . "component" "airflow-api-server") -}}
 {{- end -}}

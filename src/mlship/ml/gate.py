@@ -15,6 +15,7 @@ from mlship import names
 
 CHAMPION = names.CHAMPION
 CHALLENGER = names.CHALLENGER
+REJECTED = "rejected"  # the verdict of a version the gate gave no alias
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Decision:
     def verdict(self) -> str:
         if self.promoted:
             return CHAMPION
-        return CHALLENGER if self.aliases else "rejected"
+        return CHALLENGER if self.aliases else REJECTED
 
 
 def _fmt(x: float) -> str:

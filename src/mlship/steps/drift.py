@@ -12,6 +12,7 @@ Fewer than --min-rows recent rows: says so and reports nothing (no run, no trigg
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import tempfile
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
-from mlship import contract, names
+from mlship import alerts, contract, names
 from mlship.errors import describe
 from mlship.mlflow_io import tracking
 from mlship.monitoring import drift, drift_plot, inference_log
@@ -182,6 +183,15 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
         f"over the last {args.window_minutes} min: {report.summary()}"
     )
     print(reason, flush=True)
+    if report.drifted:
+        alerts.send(alerts.Alert(
+            "drift", version.name, str(version.version), report.summary(),
+            alerts.links(
+                os.environ, args.tracking_uri,
+                experiment_id=client.get_run(run_id).info.experiment_id, run_id=run_id,
+                dag_id=names.DAG_DRIFT, dag_run_id=args.pipeline_run_key,
+            ),
+        ))  # fmt: skip
     return result | {
         "status": status, "drifted": report.drifted, "reason": reason, "report_run_id": run_id,
         "drifted_features": report.drifted_features, "drifted_share": report.drifted_share,

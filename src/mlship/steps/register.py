@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +20,7 @@ import pandas as pd
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.tracking import MlflowClient
 
-from mlship import contract, names
+from mlship import alerts, contract, names
 from mlship.errors import BadInput, clip, describe
 from mlship.ml import compiled, gate, metrics
 from mlship.mlflow_io import registry, tracking
@@ -256,6 +257,16 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 source, args.dataset_digest, evaluation, metric, final
             ),
         )  # fmt: skip
+        if decision.verdict == gate.REJECTED:
+            alerts.send(alerts.Alert(
+                "gate_failed", args.model_name, str(version.version), decision.reason,
+                alerts.links(
+                    os.environ, args.tracking_uri,
+                    experiment_id=parent.info.experiment_id, run_id=parent_id,
+                    model=args.model_name, version=str(version.version),
+                    dag_id=names.DAG_TRAINING, dag_run_id=key,
+                ),
+            ))  # fmt: skip
         mlflow.log_params(
             {"metric": metric, "threshold": args.threshold, "margin": args.margin,
              "auto_promote": args.auto_promote}

@@ -90,6 +90,15 @@ re-parses them every 5 minutes instead of every 30 s (each parse imports the Kub
   value: {{ .Values.pipeline.sourceHeadersSecretKey | quote }}
 - name: MLSHIP_SOURCE_CREDENTIALS_SECRET
   value: {{ .Values.pipeline.sourceCredentialsSecret | quote }}
+# The register and drift pods read the alert webhook's URL from this Secret (alerts.*).
+- name: MLSHIP_ALERT_WEBHOOK_SECRET
+  value: {{ include "mlship.alerts.secretName" . | quote }}
+- name: MLSHIP_ALERT_WEBHOOK_SECRET_KEY
+  value: {{ ternary .Values.alerts.existingSecretKey "url" (ne .Values.alerts.existingSecret "") | quote }}
+- name: MLSHIP_MLFLOW_UI_URL
+  value: {{ .Values.alerts.mlflowUrl | quote }}
+- name: MLSHIP_AIRFLOW_UI_URL
+  value: {{ .Values.alerts.airflowUrl | quote }}
 - name: MLSHIP_SCHEDULE
   value: {{ .Values.pipeline.schedule | quote }}
 - name: MLSHIP_TASK_RETRIES
