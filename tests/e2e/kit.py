@@ -47,14 +47,27 @@ NEUTRAL_SOURCE_SECRETS: dict[str, dict[str, str]] = {
     # envFrom: one variable that no source reads (not a DVC, git or cloud variable)
     SOURCE_ENV_SECRET: {"MLSHIP_E2E_SOURCE_ENV": "neutral"},
 }
+# The Secret the release names as alerts.existingSecret, created before it too: alerts go to a
+# receiver pod of this name in the namespace (test_drift_loop.py starts it; while none runs, an
+# alert is tried and given up, failing nothing). The path stands for a chat webhook's secret.
+ALERTS_SECRET = "mlship-e2e-alerts"  # noqa: S105 - the Secret's name
+ALERT_RECEIVER, ALERT_RECEIVER_PORT = "e2e-alert-receiver", 8080
+ALERT_PATH = "/services/T0/B0/e2e"
+INSTALL_SECRETS: dict[str, dict[str, str]] = {
+    **NEUTRAL_SOURCE_SECRETS,
+    ALERTS_SECRET: {"url": f"http://{ALERT_RECEIVER}:{ALERT_RECEIVER_PORT}{ALERT_PATH}"},
+}
+AIRFLOW_UI_URL = "http://localhost:8080"  # what a person port-forwarding Airflow opens
 # --set values of every install/upgrade: only triggered DAG runs (no scheduled one competing), a
 # short retry delay so a step that fails for good (a bad dataset) fails the run in ~1 min, not 3,
-# and the sources' Secrets above.
+# and the Secrets above.
 BASE_VALUES = (
     "pipeline.schedule=none",
     "pipeline.retryDelaySeconds=5",
     f"pipeline.sourceHeadersSecret={SOURCE_HEADERS_SECRET}",
     f"pipeline.sourceCredentialsSecret={SOURCE_ENV_SECRET}",
+    f"alerts.existingSecret={ALERTS_SECRET}",
+    f"alerts.airflowUrl={AIRFLOW_UI_URL}",
 )
 MD_GROUP, MD_VERSION, MD_PLURAL = "mlship.io", "v1alpha1", "modeldeployments"
 
@@ -294,6 +307,77 @@ class Release:
     def serving(self, name: str) -> Iterator[str]:
         with port_forward(self.namespace, f"svc/{name}", 80) as url:
             yield url
+
+
+def python_pod(
+    name: str, namespace: str, code: str, port: int, *,
+    env: tuple[dict[str, Any], ...] = (), mounts: tuple[dict[str, Any], ...] = (),
+    volumes: tuple[dict[str, Any], ...] = (),
+) -> dict[str, Any]:
+    """A pod running `python -c code` that serves HTTP on `port` (Ready once GET /healthz answers),
+    within PodSecurity "restricted" (the namespace enforces it)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/name": name}},
+        "spec": {
+            "automountServiceAccountToken": False,
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [{
+                "name": "server",
+                "image": "python:3.11-slim-bookworm",
+                "imagePullPolicy": "Never",
+                "command": ["python", "-c", code],
+                "env": [*env, {"name": "HOME", "value": "/tmp"}, {"name": "PYTHONUNBUFFERED", "value": "1"}],
+                "ports": [{"name": "http", "containerPort": port}],
+                "readinessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 2},
+                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
+                              "limits": {"cpu": "250m", "memory": "128Mi"}},
+                "securityContext": {
+                    "runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
+                    "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+                "volumeMounts": [*mounts, {"name": "tmp", "mountPath": "/tmp"}],
+            }],
+            "volumes": [*volumes, {"name": "tmp", "emptyDir": {}}],
+        },
+    }
+
+
+def service_body(name: str, port: int) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {
+        "selector": {"app.kubernetes.io/name": name},
+        "ports": [{"name": "http", "port": port, "targetPort": port}],
+    }}
+
+
+# The alert receiver: prints each POST as one line, `ALERT <path> <body>`.
+ALERT_RECEIVER_PY = f"""
+import http.server
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode()
+        print("ALERT " + self.path + " " + body, flush=True)
+        self.send_response(200)
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("", {ALERT_RECEIVER_PORT}), Receiver).serve_forever()
+"""
+
+
+def received_alerts(release: Release) -> list[tuple[str, dict[str, Any]]]:
+    """(path, body) of every alert the receiver pod was sent."""
+    # (the client would give the log's bytes as their repr in a str)
+    log = release.core.read_namespaced_pod_log(
+        ALERT_RECEIVER, release.namespace, _preload_content=False).data.decode()
+    lines = (line.removeprefix("ALERT ") for line in log.splitlines() if line.startswith("ALERT "))
+    return [(path, json.loads(body)) for path, body in (line.split(" ", 1) for line in lines)]
 
 
 def secret_body(name: str, data: dict[str, str]) -> dict[str, Any]:

@@ -3,7 +3,8 @@ namespace that enforces PodSecurity "restricted", removed with its namespace aft
 fixture (tests/conftest.py) enters `installed()`.
 
 The install names the sources' Secrets (kit.BASE_VALUES): they are created just before it, with no
-credentials (kit.NEUTRAL_SOURCE_SECRETS), so every step pod that gets them starts.
+credentials (kit.NEUTRAL_SOURCE_SECRETS), so every step pod that gets them starts; the alerts'
+Secret (kit.ALERTS_SECRET) too.
 
 Images must already be in the cluster (`hack/build-images --load ...`). Figures the tests measure
 go into `release.figures` and are printed at the end of the session.
@@ -21,7 +22,7 @@ from devkit import WaitTimeout, wait_for
 from e2e.kit import (
     BASE_VALUES,
     CHART,
-    NEUTRAL_SOURCE_SECRETS,
+    INSTALL_SECRETS,
     RELEASE,
     STEPS,
     Release,
@@ -85,7 +86,7 @@ def installed(tier: str) -> Iterator[Release]:
     )
     rel = Release(namespace)
     try:
-        for name, data in NEUTRAL_SOURCE_SECRETS.items():  # the install names them
+        for name, data in INSTALL_SECRETS.items():  # the install names them
             rel.create_secret(name, data)
         start = time.monotonic()
         values = [arg for value in BASE_VALUES for arg in ("--set", value)]

@@ -13,11 +13,17 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import requests
 from devkit import wait_for
 from e2e.kit import (
+    AIRFLOW_UI_URL,
+    ALERT_PATH,
+    ALERT_RECEIVER,
+    ALERT_RECEIVER_PORT,
+    ALERT_RECEIVER_PY,
     IRIS_COLUMNS,
     IRIS_ROWS,
     MD_GROUP,
@@ -26,7 +32,11 @@ from e2e.kit import (
     MODEL,
     Airflow,
     Release,
+    all_ready,
     condition,
+    python_pod,
+    received_alerts,
+    service_body,
 )
 
 from mlship.events.reader import read_record
@@ -80,6 +90,21 @@ def monitored(release: Release) -> Iterator[str]:
     release.custom.delete_namespaced_custom_object(MD_GROUP, MD_VERSION, release.namespace, MD_PLURAL, NAME)
 
 
+@pytest.fixture(scope="module")
+def alert_receiver(release: Release) -> Iterator[None]:
+    """The pod the release's alerts go to (kit.ALERTS_SECRET names it), and its Service."""
+    ns, core = release.namespace, release.core
+    core.create_namespaced_pod(ns, python_pod(ALERT_RECEIVER, ns, ALERT_RECEIVER_PY, ALERT_RECEIVER_PORT))
+    try:
+        core.create_namespaced_service(ns, service_body(ALERT_RECEIVER, ALERT_RECEIVER_PORT))
+        wait_for(f"pod {ALERT_RECEIVER} to be Ready",
+                 lambda: all_ready([core.read_namespaced_pod(ALERT_RECEIVER, ns)]), timeout=180, interval=2)
+        yield
+    finally:
+        core.delete_namespaced_pod(ALERT_RECEIVER, ns, grace_period_seconds=0)
+        core.delete_namespaced_service(ALERT_RECEIVER, ns)
+
+
 def recorded_rows(release: Release, version: str, since: datetime) -> int:
     with release.mlflow_client() as mlflow:
         return len(read_record(mlflow, MODEL, version, since=since, labels=False).rows)
@@ -97,7 +122,7 @@ def test_too_little_traffic_is_not_enough_data_and_triggers_nothing(release: Rel
 
 
 def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
-    release: Release, monitored: str, record_property: Any
+    release: Release, monitored: str, alert_receiver: None, record_property: Any
 ) -> None:
     version = release.model_deployment(NAME)["status"]["servingVersion"]
     since = datetime.now(UTC) - timedelta(seconds=5)
@@ -147,6 +172,15 @@ def test_shifted_traffic_is_logged_through_a_restart_and_triggers_training(
             filter_string=f"tags.`mlship.pipeline_run_key` = '{drift_run}'",
         )
         assert report.data.tags["mlship.drift"] == "drift"
+        # the team was told: one alert, to the webhook's path, linking the report and the DAG run
+        [(path, alert)] = [(p, a) for p, a in received_alerts(release) if a["kind"] == "drift"]
+        assert path == ALERT_PATH
+        assert (alert["model"], alert["version"]) == (MODEL, version)
+        dag_run_url = f"{AIRFLOW_UI_URL}/dags/{DRIFT_DAG}/runs/{quote(drift_run, safe='')}"
+        assert alert["links"]["airflow"] == dag_run_url
+        assert alert["links"]["mlflow"].endswith(
+            f"/#/experiments/{report.info.experiment_id}/runs/{report.info.run_id}")
+        assert alert["text"].startswith(f"mlship: drift in {MODEL} v{version}: 4 of 4 features drifted")
         artifacts = {a.path for a in mlflow.list_artifacts(report.info.run_id)}
         assert {"drift.png", "drift_report.json"} <= artifacts
         # the triggered pipeline carries the reason and compared its model with the champion

@@ -38,6 +38,7 @@ from typing import Any
 import pytest
 from devkit import WaitTimeout, wait_for
 from e2e.kit import (
+    ALERTS_SECRET,
     EXPERIMENT,
     NEUTRAL_SOURCE_SECRETS,
     SOURCE_ENV_SECRET,
@@ -47,7 +48,9 @@ from e2e.kit import (
     Airflow,
     Release,
     all_ready,
+    python_pod,
     secret_body,
+    service_body,
 )
 from kubernetes.client.exceptions import ApiException
 from mlflow import MlflowClient
@@ -216,41 +219,13 @@ def build_site(root: Path, site: Site) -> bytes:
 
 
 def server_pod(namespace: str) -> dict[str, Any]:
-    """The server, within PodSecurity "restricted" (the namespace enforces it)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": SERVER, "namespace": namespace, "labels": {"app.kubernetes.io/name": SERVER}},
-        "spec": {
-            "automountServiceAccountToken": False,
-            "securityContext": {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
-                                "seccompProfile": {"type": "RuntimeDefault"}},
-            "containers": [{
-                "name": "server",
-                "image": "python:3.11-slim-bookworm",
-                "imagePullPolicy": "Never",
-                "command": ["python", "-c", server_py()],
-                "env": [
-                    {"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": SERVER, "key": "api-key"}}},
-                    {"name": "GIT_AUTH", "valueFrom": {"secretKeyRef": {"name": SERVER, "key": "git-auth"}}},
-                    {"name": "HOME", "value": "/tmp"},
-                    {"name": "PYTHONUNBUFFERED", "value": "1"},
-                ],
-                "ports": [{"name": "http", "containerPort": PORT}],
-                "readinessProbe": {"httpGet": {"path": "/healthz", "port": PORT}, "periodSeconds": 2},
-                "resources": {"requests": {"cpu": "10m", "memory": "32Mi"},
-                              "limits": {"cpu": "250m", "memory": "128Mi"}},
-                "securityContext": {
-                    "runAsNonRoot": True, "runAsUser": 10001, "allowPrivilegeEscalation": False,
-                    "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]},
-                    "seccompProfile": {"type": "RuntimeDefault"},
-                },
-                "volumeMounts": [{"name": "site", "mountPath": "/site", "readOnly": True},
-                                 {"name": "tmp", "mountPath": "/tmp"}],
-            }],
-            "volumes": [{"name": "site", "configMap": {"name": SERVER}}, {"name": "tmp", "emptyDir": {}}],
-        },
-    }
+    return python_pod(
+        SERVER, namespace, server_py(), PORT,
+        env=({"name": "API_KEY", "valueFrom": {"secretKeyRef": {"name": SERVER, "key": "api-key"}}},
+             {"name": "GIT_AUTH", "valueFrom": {"secretKeyRef": {"name": SERVER, "key": "git-auth"}}}),
+        mounts=({"name": "site", "mountPath": "/site", "readOnly": True},),
+        volumes=({"name": "site", "configMap": {"name": SERVER}},),
+    )  # fmt: skip
 
 
 def put_back_neutral_sources(release: Release) -> None:
@@ -286,9 +261,7 @@ def site(release: Release, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         created.append(("config_map", SERVER))
         core.create_namespaced_pod(ns, server_pod(ns))
         created.append(("pod", SERVER))
-        core.create_namespaced_service(ns, {"metadata": {"name": SERVER}, "spec": {
-            "selector": {"app.kubernetes.io/name": SERVER},
-            "ports": [{"name": "http", "port": PORT, "targetPort": PORT}]}})
+        core.create_namespaced_service(ns, service_body(SERVER, PORT))
         created.append(("service", SERVER))
         try:
             wait_for(f"pod {SERVER} to be Ready",
@@ -345,12 +318,13 @@ def train(release: Release, airflow: Airflow, dataset: str, model: str) -> str:
                               "model_name": model, "reason": "e2e sources"})
     airflow.require_success(run_id, airflow.wait_run(run_id, timeout=1200, on_poll=envs.poll))
     # the Secrets the release names from its install on (the chart's values) reach the ingest pod
-    # only (no score step here), read by the kubelet
+    # only (no score step here), the alerts' the register pod only, read by the kubelet
     assert envs.seen.get("ingest") == {
         "MLSHIP_SOURCE_HEADERS": (SOURCE_HEADERS_SECRET, SOURCE_HEADERS_KEY, False),
         "envFrom": (SOURCE_ENV_SECRET,),
     }, envs.seen
-    assert not any(refs for step, refs in envs.seen.items() if step != "ingest"), envs.seen
+    assert envs.seen.get("register") == {"MLSHIP_ALERT_WEBHOOK_URL": (ALERTS_SECRET, "url", False)}, envs.seen
+    assert not any(refs for step, refs in envs.seen.items() if step not in ("ingest", "register")), envs.seen
     return run_id
 
 

@@ -153,7 +153,7 @@ def test_airflow_cannot_hand_a_step_pod_another_secret(release: Release, secret:
     by_env_from["spec"]["containers"][0]["envFrom"] = [{"secretRef": {"name": secret}}]
     for pod in (by_env, by_env_from):
         proc = create_as_airflow(release, pod)
-        assert refused(proc, "A step pod may read only the sources' Secrets"), proc.stderr
+        assert refused(proc, "A step pod may read only the sources' and the alerts' Secrets"), proc.stderr
 
 
 def test_airflow_cannot_exec_into_change_or_delete_postgresql(release: Release) -> None:
