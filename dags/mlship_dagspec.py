@@ -168,6 +168,22 @@ class SecretEnv:
     key: str
 
 
+def _secret_name(env: Mapping[str, str], name: str, errs: list[str]) -> str | None:
+    """A Secret's name from `name`; None when unset or blank."""
+    value = env.get(name, "").strip()
+    if value and not _SECRET_NAME.match(value):
+        errs.append(f"{name}={value!r} is not a Secret name")
+    return value or None
+
+
+def _secret_key(env: Mapping[str, str], name: str, default: str, errs: list[str]) -> str:
+    """A key of a Secret from `name`; `default` when unset or blank."""
+    value = env.get(name, "").strip() or default
+    if not _SECRET_KEY.match(value):
+        errs.append(f"{name}={value!r} is not a Secret key")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int, errs: list[str]) -> int:
     raw = env.get(name, "").strip()
     if not raw:
@@ -252,21 +268,11 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     retry_delay = _int(env, "MLSHIP_RETRY_DELAY_SECONDS", 60, errs)
     startup_timeout = _int(env, "MLSHIP_POD_STARTUP_TIMEOUT_SECONDS", 600, errs)
     drift = drift_settings_from_env(env, errs)
-    headers_secret = env.get("MLSHIP_SOURCE_HEADERS_SECRET", "").strip()
-    if headers_secret and not _SECRET_NAME.match(headers_secret):
-        errs.append(f"MLSHIP_SOURCE_HEADERS_SECRET={headers_secret!r} is not a Secret name")
-    headers_key = env.get("MLSHIP_SOURCE_HEADERS_SECRET_KEY", "").strip() or DEFAULT_SOURCE_HEADERS_KEY
-    if not _SECRET_KEY.match(headers_key):
-        errs.append(f"MLSHIP_SOURCE_HEADERS_SECRET_KEY={headers_key!r} is not a Secret key")
-    credentials_secret = env.get("MLSHIP_SOURCE_CREDENTIALS_SECRET", "").strip()
-    if credentials_secret and not _SECRET_NAME.match(credentials_secret):
-        errs.append(f"MLSHIP_SOURCE_CREDENTIALS_SECRET={credentials_secret!r} is not a Secret name")
-    alert_secret = env.get("MLSHIP_ALERT_WEBHOOK_SECRET", "").strip()
-    if alert_secret and not _SECRET_NAME.match(alert_secret):
-        errs.append(f"MLSHIP_ALERT_WEBHOOK_SECRET={alert_secret!r} is not a Secret name")
-    alert_key = env.get("MLSHIP_ALERT_WEBHOOK_SECRET_KEY", "").strip() or DEFAULT_ALERT_WEBHOOK_KEY
-    if not _SECRET_KEY.match(alert_key):
-        errs.append(f"MLSHIP_ALERT_WEBHOOK_SECRET_KEY={alert_key!r} is not a Secret key")
+    headers_secret = _secret_name(env, "MLSHIP_SOURCE_HEADERS_SECRET", errs)
+    headers_key = _secret_key(env, "MLSHIP_SOURCE_HEADERS_SECRET_KEY", DEFAULT_SOURCE_HEADERS_KEY, errs)
+    credentials_secret = _secret_name(env, "MLSHIP_SOURCE_CREDENTIALS_SECRET", errs)
+    alert_secret = _secret_name(env, "MLSHIP_ALERT_WEBHOOK_SECRET", errs)
+    alert_key = _secret_key(env, "MLSHIP_ALERT_WEBHOOK_SECRET_KEY", DEFAULT_ALERT_WEBHOOK_KEY, errs)
     ui_urls = {}
     for name in ("MLSHIP_MLFLOW_UI_URL", "MLSHIP_AIRFLOW_UI_URL"):
         url = env.get(name, "").strip()
@@ -291,10 +297,10 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         default_dataset=env.get("MLSHIP_DEFAULT_DATASET") or _TRAINING["dataset"].default,
         resources=resources,
         drift=drift,
-        source_headers_secret=headers_secret or None,
+        source_headers_secret=headers_secret,
         source_headers_secret_key=headers_key,
-        source_credentials_secret=credentials_secret or None,
-        alert_webhook_secret=alert_secret or None,
+        source_credentials_secret=credentials_secret,
+        alert_webhook_secret=alert_secret,
         alert_webhook_secret_key=alert_key,
         mlflow_ui_url=ui_urls["MLSHIP_MLFLOW_UI_URL"],
         airflow_ui_url=ui_urls["MLSHIP_AIRFLOW_UI_URL"],
