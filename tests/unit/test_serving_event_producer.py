@@ -155,12 +155,12 @@ def test_the_events_of_many_requests_leave_as_one_message_settled_by_its_report(
         ("r1", 0), ("r1", 1), ("r2", 0)
     ]
     assert events.queued() == 3 and events.send() == 0
-    events._on_predictions(3, None, Refused())
+    events._on_report("p", 3, None, Refused())
     assert sample(metrics, "mlship_events_delivered_total", "p") == 3
     assert events.queued() == 0
     events.predictions("r3", table(2), answer(2))
     events.send()
-    events._on_predictions(2, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), Refused())
+    events._on_report("p", 2, KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED), Refused())
     assert sample(metrics, "mlship_events_delivery_failures_total", "p") == 2
     assert sample(metrics, "mlship_events_delivered_total", "p") == 3
     assert events.queued() == 0
@@ -186,7 +186,7 @@ def test_labels_are_one_message_each_with_a_report_each() -> None:
     events._producer = recorded  # type: ignore[assignment]
     events.labels(labels(2))
     assert recorded.keys == [b"r0/0", b"r1/0"] and events.queued() == 2
-    events._on_label(None, Refused())
+    events._on_report("l", 1, None, Refused())
     assert events.queued() == 1
     assert sample(metrics, "mlship_events_delivered_total", "l") == 1
 

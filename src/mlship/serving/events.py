@@ -236,7 +236,7 @@ class EventProducer:
             try:
                 self._producer.produce(
                     topic, label.encode(), schema.key(label.request_id, label.row),
-                    on_delivery=self._on_label,
+                    on_delivery=lambda err, msg: self._on_report(topic, 1, err, msg),
                 )  # fmt: skip
             except (BufferError, KafkaException) as e:  # not expected after the check above
                 self._labels_taken(i)
@@ -281,7 +281,7 @@ class EventProducer:
             self._producer.produce(
                 self._predictions_topic,
                 schema.predictions_message(self._model, self._version, items),
-                on_delivery=lambda err, msg: self._on_predictions(n, err, msg),
+                on_delivery=lambda err, msg: self._on_report(self._predictions_topic, n, err, msg),
             )
         except BufferError as e:  # librdkafka's own bound: not expected before ours
             self._settle_dropped("queue_full", n, e)
@@ -294,23 +294,16 @@ class EventProducer:
 
     # --- librdkafka's reports (the send thread, or close()) --------------------------------
 
-    def _on_predictions(self, n: int, err: KafkaError | None, msg: Message) -> None:
-        self._settled[self._predictions_topic] += n
+    def _on_report(self, topic: str, n: int, err: KafkaError | None, msg: Message) -> None:
+        """A message's delivery report settles its `n` events: delivered, or refused for good."""
+        self._settled[topic] += n
+        metrics = self._predictions if topic == self._predictions_topic else self._labels
         if err is None:
-            self._predictions.delivered.inc(n)
+            metrics.delivered.inc(n)
             self._answers_again()
             return
-        self._predictions.delivery_failures.inc(n)
-        self._warn("delivery", "events: Kafka refused %d events for %s: %s", n, msg.topic(), err)
-
-    def _on_label(self, err: KafkaError | None, msg: Message) -> None:
-        self._settled[self._labels_topic] += 1
-        if err is None:
-            self._labels.delivered.inc()
-            self._answers_again()
-            return
-        self._labels.delivery_failures.inc()
-        self._warn("delivery", "events: Kafka refused an event for %s: %s", msg.topic(), err)
+        metrics.delivery_failures.inc(n)
+        self._warn("delivery", "events: Kafka refused %d event(s) for %s: %s", n, msg.topic(), err)
 
     def _answers_again(self) -> None:
         if self._brokers_down:
