@@ -127,14 +127,14 @@ def read_predictions(data: bytes) -> list[Prediction]:
     one bad event is refused whole, naming the event (serving writes them; none is expected)."""
     obj = _object(data, "prediction")
     version = obj.get("schema")
-    if version == SCHEMA_VERSION and not isinstance(version, bool):
-        return [_prediction(obj, _text(obj, "model"), _text(obj, "version"))]
-    if version != PREDICTIONS_VERSION or isinstance(version, bool):
+    if isinstance(version, bool) or version not in (SCHEMA_VERSION, PREDICTIONS_VERSION):
         raise BadEvent(
             f"schema version {_show(version)} is not supported (this reader knows "
             f"{SCHEMA_VERSION} and {PREDICTIONS_VERSION})"
         )
     model, model_version = _text(obj, "model"), _text(obj, "version")
+    if version == SCHEMA_VERSION:
+        return [_prediction(obj, model, model_version)]
     items = obj.get("predictions")
     if not isinstance(items, list) or not items:
         raise BadEvent(f"predictions must be a non-empty list of events, got {_show(items)}")
