@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -31,8 +31,8 @@ from mlship import names
 log = logging.getLogger(__name__)
 
 WEBHOOK_ENV = names.ALERT_WEBHOOK_ENV
-MLFLOW_UI_ENV = "MLSHIP_MLFLOW_UI_URL"
-AIRFLOW_UI_ENV = "MLSHIP_AIRFLOW_UI_URL"
+MLFLOW_UI_ENV = names.MLFLOW_UI_ENV
+AIRFLOW_UI_ENV = names.AIRFLOW_UI_ENV
 KINDS = ("drift", "gate_failed")
 ATTEMPTS = 3
 TIMEOUT_S = 5.0
@@ -103,8 +103,6 @@ def where(url: str) -> str:
 def send(
     alert: Alert,
     env: Mapping[str, str] | None = None,
-    *,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> bool:
     """Posts the alert to the webhook; True once it answered 2xx, False when there is none or it
     never did. Never raises."""
@@ -126,7 +124,7 @@ def send(
         log.warning("alert %s: the webhook at %s %s (attempt %d of %d)", alert.kind, where(url),
                     problem, attempt, ATTEMPTS)  # fmt: skip
         if attempt < ATTEMPTS:
-            sleep(BACKOFF_S * attempt)
+            time.sleep(BACKOFF_S * attempt)
     log.error("alert %s for %s v%s was not delivered to %s", alert.kind, alert.model,
               alert.version, where(url))  # fmt: skip
     return False

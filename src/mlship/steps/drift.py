@@ -22,6 +22,7 @@ from typing import Any
 import mlflow
 import mlflow.artifacts
 import pandas as pd
+from mlflow.entities import RunInfo
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME
 
@@ -120,7 +121,7 @@ def metric_key(text: str) -> str:
 def log_report(
     args: argparse.Namespace, version: Any, report: drift.DriftReport,
     reference: pd.DataFrame, recent: pd.DataFrame,
-) -> str:
+) -> RunInfo:
     mlflow.set_experiment(args.report_experiment)
     name = f"{version.name} v{version.version} {datetime.now(UTC):%Y-%m-%d %H:%M}"
     tags = {
@@ -150,7 +151,8 @@ def log_report(
             path = Path(tmp) / "drift.png"
             fig.savefig(path, dpi=110)
             mlflow.log_artifact(str(path))
-        return str(run.info.run_id)
+        info: RunInfo = run.info  # (mlflow's ActiveRun is untyped)
+        return info
 
 
 def body(args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +178,8 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
     report = drift.compare(
         reference, recent[features], alpha=args.alpha, threshold=args.threshold, min_effect=args.min_effect
     )
-    run_id = log_report(args, version, report, reference, recent[features])
+    report_run = log_report(args, version, report, reference, recent[features])
+    run_id = str(report_run.run_id)
     status = "drift" if report.drifted else "no_drift"
     reason = (
         f"{status.replace('_', ' ')} in {len(recent)} inputs to {version.name} v{version.version} "
@@ -188,7 +191,7 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
             "drift", version.name, str(version.version), report.summary(),
             alerts.links(
                 os.environ, args.tracking_uri,
-                experiment_id=client.get_run(run_id).info.experiment_id, run_id=run_id,
+                experiment_id=report_run.experiment_id, run_id=run_id,
                 dag_id=names.DAG_DRIFT, dag_run_id=args.pipeline_run_key,
             ),
         ))  # fmt: skip

@@ -230,10 +230,8 @@ def body(args: argparse.Namespace) -> dict[str, Any]:
                 "run_id": run.info.run_id,
             }
         evaluation = json.loads(tracking.fetch(args.evaluation_uri).read_text())
-        # The source as given (ingest tags the pipeline's run with it), else the stored copy.
-        source = client.get_run(parent_id).data.tags.get(
-            names.TAG_DATASET_SOURCE, args.dataset_uri
-        )
+        # The source as given (ingest tagged the pipeline's run with it), else the stored copy.
+        source = parent.data.tags.get(names.TAG_DATASET_SOURCE, args.dataset_uri)
         metric = args.metric
         if metric == "auto":
             metric = metrics.DEFAULT_METRIC[evaluation["task"]]
