@@ -274,7 +274,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
     alert_secret = _secret_name(env, "MLSHIP_ALERT_WEBHOOK_SECRET", errs)
     alert_key = _secret_key(env, "MLSHIP_ALERT_WEBHOOK_SECRET_KEY", DEFAULT_ALERT_WEBHOOK_KEY, errs)
     ui_urls = {}
-    for name in ("MLSHIP_MLFLOW_UI_URL", "MLSHIP_AIRFLOW_UI_URL"):
+    for name in ("MLSHIP_MLFLOW_UI_URL", "MLSHIP_AIRFLOW_UI_URL"):  # the chart's, as the steps
         url = env.get(name, "").strip()
         if url and not re.match(r"^https?://[^\s/]+", url):
             errs.append(f"{name}={url!r} is not an http(s) URL")
@@ -365,9 +365,9 @@ def step_env(settings: Settings) -> dict[str, str]:
         "MLSHIP_MLFLOW_WAIT_SECONDS": "30",
     }
     if settings.mlflow_ui_url:
-        env["MLSHIP_MLFLOW_UI_URL"] = settings.mlflow_ui_url
+        env[names.MLFLOW_UI_ENV] = settings.mlflow_ui_url
     if settings.airflow_ui_url:
-        env["MLSHIP_AIRFLOW_UI_URL"] = settings.airflow_ui_url
+        env[names.AIRFLOW_UI_ENV] = settings.airflow_ui_url
     return env
 
 

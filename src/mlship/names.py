@@ -48,6 +48,9 @@ API source's request to that host only (mlship.ml.json_source); filled from a Se
 the trigger form."""
 ALERT_WEBHOOK_ENV = "MLSHIP_ALERT_WEBHOOK_URL"
 """The URL mlship.alerts posts to (a chat webhook's URL is a credential: filled from a Secret)."""
+MLFLOW_UI_ENV = "MLSHIP_MLFLOW_UI_URL"
+AIRFLOW_UI_ENV = "MLSHIP_AIRFLOW_UI_URL"
+"""Where people open MLflow and Airflow: the bases of mlship.alerts' links."""
 
 # --- MLflow tags --------------------------------------------------------------------------------
 # On runs of a pipeline (the parent run and each step's child run).
