@@ -143,6 +143,9 @@ class ServingEnv:
     KAFKA_LINGER_MS = "MLSHIP_KAFKA_LINGER_MS"
     # The bearer token /invocations, /feedback and the V2 infer endpoints require; unset: none.
     AUTH_TOKEN = "MLSHIP_AUTH_TOKEN"  # noqa: S105 - a variable's name, not a secret
+    # The token the operator's routing pushes carry (PUT/GET /admin/routing, mlship.traffic);
+    # unset: no /admin/routing, so no canary or shadow routing on this server.
+    ROUTING_TOKEN = "MLSHIP_ROUTING_TOKEN"  # noqa: S105 - a variable's name, not a secret
 
 
 class RecordEnv:

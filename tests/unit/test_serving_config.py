@@ -339,3 +339,14 @@ def test_an_auth_token_too_short_or_with_whitespace_is_refused_without_showing_i
         "(the value is not shown)"
     )
     assert token not in str(info.value)
+
+
+def test_the_routing_token_is_read_like_the_auth_token_and_kept_out_of_the_repr() -> None:
+    assert load_config(REGISTRY).routing_token is None
+    assert load_config(REGISTRY | {"MLSHIP_ROUTING_TOKEN": " "}).routing_token is None
+    config = load_config(REGISTRY | {"MLSHIP_ROUTING_TOKEN": " routing-token-0123456789 "})
+    assert config.routing_token == "routing-token-0123456789"  # noqa: S105 - a test's own
+    assert "routing-token" not in repr(config)
+    with pytest.raises(ConfigError, match="MLSHIP_ROUTING_TOKEN must be at least 16 characters") as info:
+        load_config(REGISTRY | {"MLSHIP_ROUTING_TOKEN": "short one"})
+    assert "short one" not in str(info.value)

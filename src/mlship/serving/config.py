@@ -62,6 +62,8 @@ class ServingConfig:
     # The bearer token the scoring and label endpoints require (mlship.serving.auth); None = off.
     # Out of the repr, so a logged configuration never shows it.
     auth_token: str | None = field(default=None, repr=False)
+    # The bearer token of PUT/GET /admin/routing (mlship.serving.routing); None = no routing.
+    routing_token: str | None = field(default=None, repr=False)
 
 
 def _is_local(uri: str) -> bool:
@@ -123,14 +125,14 @@ def _topic(env: Mapping[str, str], key: str, default: str, errs: list[str]) -> s
     return topic
 
 
-def _auth_token(env: Mapping[str, str], errs: list[str]) -> str | None:
-    """The bearer token, or None when unset or empty; its problems never quote it."""
-    token = env.get(E.AUTH_TOKEN, "").strip()
+def _token(env: Mapping[str, str], key: str, errs: list[str]) -> str | None:
+    """A bearer token, or None when unset or empty; its problems never quote it."""
+    token = env.get(key, "").strip()
     if not token:
         return None
     if len(token) < MIN_AUTH_TOKEN_CHARS or any(c.isspace() for c in token):
         errs.append(
-            f"{E.AUTH_TOKEN} must be at least {MIN_AUTH_TOKEN_CHARS} characters with no "
+            f"{key} must be at least {MIN_AUTH_TOKEN_CHARS} characters with no "
             "whitespace inside (the value is not shown)"
         )
         return None
@@ -204,7 +206,8 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         env, E.KAFKA_QUEUE_MAX_MESSAGES, DEFAULT_KAFKA_QUEUE_MAX_MESSAGES, 1, 10_000_000, errs
     )
     linger_ms = _float(env, E.KAFKA_LINGER_MS, DEFAULT_KAFKA_LINGER_MS, 0.0, 60_000.0, errs)
-    auth_token = _auth_token(env, errs)
+    auth_token = _token(env, E.AUTH_TOKEN, errs)
+    routing_token = _token(env, E.ROUTING_TOKEN, errs)
     if sample_rate > 0 and tracking_uri is None and bootstrap is None:
         errs.append(
             f"{E.INFERENCE_LOG_SAMPLE_RATE}={sample_rate:g} logs requests to MLflow, which needs "
@@ -234,4 +237,5 @@ def load_config(env: Mapping[str, str]) -> ServingConfig:
         kafka_queue_max_messages=queue_max,
         kafka_linger_ms=linger_ms,
         auth_token=auth_token,
+        routing_token=routing_token,
     )
