@@ -44,6 +44,50 @@ class Autoscaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class Step:
+    """One canary step: the candidate's share of requests, held and judged before the next."""
+
+    weight: int
+    """Percent of requests sent to the candidate, 1 to 100."""
+    seconds: int
+    """The least time the step is held."""
+    min_requests: int
+    """The step is not judged before the candidate answered this many requests."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Analysis:
+    """spec.rollout.analysis: what the candidate must show at every step to go on."""
+
+    max_error_rate: float = 0.01
+    """Share of the candidate's answers that failed (5xx, timeouts), 0 to 1."""
+    max_latency_ratio: float = 1.5
+    """The candidate's p99 may be at most this times the stable version's p99 ..."""
+    latency_slack_ms: float = 10.0
+    """... plus this many ms: sub-millisecond p99s are noisy, and the candidate's take one more hop."""
+    min_agreement: float = 0.95
+    """Share of rows where candidate and stable agree: same class, or numbers within 5 % relative."""
+
+
+REPLACE, CANARY = "Replace", "Canary"
+STRATEGIES = (REPLACE, CANARY)
+DEFAULT_STEP_SECONDS = 60
+DEFAULT_STEP_MIN_REQUESTS = 100
+DEFAULT_CANARY_STEPS = (Step(10, 60, 100), Step(50, 60, 100))
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+    """spec.rollout: Replace moves all traffic once the new version is ready (as without the
+    field); Canary moves it in steps, each judged by the analysis."""
+
+    strategy: str = REPLACE
+    steps: tuple[Step, ...] = ()
+    """Empty with Replace; with Canary, the spec's steps or DEFAULT_CANARY_STEPS."""
+    analysis: Analysis = Analysis()
+
+
+@dataclasses.dataclass(frozen=True)
 class ServingSpec:
     name: str
     namespace: str
@@ -69,6 +113,8 @@ class ServingSpec:
     inference_log_flush_seconds: int
     auth_token_secret: tuple[str, str] | None = None
     """(Secret name, key) of the bearer token serving requires (spec.auth); None: no auth."""
+    rollout: Rollout = Rollout()
+    """How a new version takes over the traffic (spec.rollout)."""
 
     @property
     def registry_key(self) -> tuple[str, str, str | None, str | None]:
@@ -140,6 +186,7 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
             inference_log.get("flushSeconds") or DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
         ),
         auth_token_secret=_auth_token_secret(spec.get("auth")),
+        rollout=_rollout(spec.get("rollout")),
     )
 
 
@@ -167,3 +214,61 @@ def _autoscaling(value: Mapping[str, Any] | None) -> Autoscaling | None:
         min_replicas=low, max_replicas=high, cpu_utilization=target,
         scale_down_window=None if window is None else int(window),
     )
+
+
+def _rollout(value: Mapping[str, Any] | None) -> Rollout:
+    # The CRD's enum and rules refuse all of these; an object stored under an older or newer CRD
+    # (or where the API server does not run CEL) could still carry them.
+    if not value:
+        return Rollout()
+    strategy = value.get("strategy") or REPLACE
+    if strategy not in STRATEGIES:
+        raise InvalidSpec(
+            f"spec.rollout.strategy {strategy!r} is not one this operator knows"
+            f" ({', '.join(STRATEGIES)})"
+        )
+    steps = tuple(_step(i, step) for i, step in enumerate(value.get("steps") or ()))
+    if steps and strategy != CANARY:
+        raise InvalidSpec(
+            f"spec.rollout.steps are only for strategy {CANARY} (this one is {strategy}):"
+            f" set spec.rollout.strategy to {CANARY} or remove the steps"
+        )
+    for i in range(1, len(steps)):
+        if steps[i].weight <= steps[i - 1].weight:
+            raise InvalidSpec(
+                f"spec.rollout.steps[{i}].weight ({steps[i].weight}) must be above"
+                f" steps[{i - 1}].weight ({steps[i - 1].weight}): the weights must increase"
+            )
+    if strategy == CANARY and not steps:
+        steps = DEFAULT_CANARY_STEPS
+    return Rollout(strategy=strategy, steps=steps, analysis=_analysis(value.get("analysis")))
+
+
+def _step(index: int, value: Mapping[str, Any]) -> Step:
+    weight = value.get("weight")
+    if not isinstance(weight, int) or not 1 <= weight <= 100:
+        raise InvalidSpec(
+            f"spec.rollout.steps[{index}].weight must be a whole percent from 1 to 100, not {weight!r}"
+        )
+    seconds, min_requests = value.get("durationSeconds"), value.get("minRequests")
+    return Step(
+        weight=weight,
+        seconds=DEFAULT_STEP_SECONDS if seconds is None else int(seconds),
+        min_requests=DEFAULT_STEP_MIN_REQUESTS if min_requests is None else int(min_requests),
+    )
+
+
+def _analysis(value: Mapping[str, Any] | None) -> Analysis:
+    value = value or {}
+    default = Analysis()
+    return Analysis(
+        max_error_rate=_number(value, "maxErrorRate", default.max_error_rate),
+        max_latency_ratio=_number(value, "maxLatencyRatio", default.max_latency_ratio),
+        latency_slack_ms=_number(value, "latencySlackMs", default.latency_slack_ms),
+        min_agreement=_number(value, "minAgreement", default.min_agreement),
+    )
+
+
+def _number(value: Mapping[str, Any], key: str, default: float) -> float:
+    got = value.get(key)
+    return default if got is None else float(got)  # 0 is a threshold, not "unset"

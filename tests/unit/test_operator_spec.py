@@ -6,10 +6,16 @@ import pytest
 from _operator_fixtures import CONFIG, UID, make_cr
 from mlship_operator.config import from_env
 from mlship_operator.spec import (
+    CANARY,
+    DEFAULT_CANARY_STEPS,
     DEFAULT_RESOURCES,
+    REPLACE,
+    Analysis,
     Autoscaling,
     InvalidSpec,
+    Rollout,
     ServingSpec,
+    Step,
     serving_spec,
 )
 
@@ -164,3 +170,75 @@ def test_auth_without_a_secret_name_is_refused() -> None:
     cr = make_cr({"model": "iris", "auth": {"tokenSecretRef": {"key": "token"}}})
     with pytest.raises(InvalidSpec, match="spec.auth.tokenSecretRef.name is required"):
         serving_spec(cr, CONFIG)
+
+
+def _rollout(rollout: dict | None) -> Rollout:
+    spec = {"model": "iris"} if rollout is None else {"model": "iris", "rollout": rollout}
+    return serving_spec(make_cr(spec), CONFIG).rollout
+
+
+@pytest.mark.parametrize("rollout", [None, {}, {"strategy": "Replace"}, {"strategy": None}])
+def test_no_rollout_or_replace_is_todays_behaviour(rollout) -> None:
+    assert _rollout(rollout) == Rollout(strategy=REPLACE, steps=(), analysis=Analysis())
+    assert Analysis() == Analysis(
+        max_error_rate=0.01, max_latency_ratio=1.5, latency_slack_ms=10.0, min_agreement=0.95)
+
+
+@pytest.mark.parametrize("steps", [None, []])
+def test_canary_without_steps_takes_the_default_steps(steps) -> None:
+    rollout = {"strategy": "Canary"} if steps is None else {"strategy": "Canary", "steps": steps}
+    assert _rollout(rollout) == Rollout(strategy=CANARY, steps=DEFAULT_CANARY_STEPS)
+    assert DEFAULT_CANARY_STEPS == (Step(10, 60, 100), Step(50, 60, 100))
+
+
+def test_every_rollout_field_the_cr_sets_wins() -> None:
+    rollout = _rollout({
+        "strategy": "Canary",
+        "steps": [{"weight": 5, "durationSeconds": 30, "minRequests": 0},  # 0: judge at once
+                  {"weight": 25},
+                  {"weight": 100, "durationSeconds": 600, "minRequests": 5000}],
+        "analysis": {"maxErrorRate": 0, "maxLatencyRatio": 2, "latencySlackMs": 0,
+                     "minAgreement": 1},
+    })
+    assert rollout == Rollout(
+        strategy=CANARY,
+        steps=(Step(weight=5, seconds=30, min_requests=0), Step(25, 60, 100), Step(100, 600, 5000)),
+        analysis=Analysis(max_error_rate=0.0, max_latency_ratio=2.0, latency_slack_ms=0.0,
+                          min_agreement=1.0),  # zeros are thresholds, not "unset"
+    )
+
+
+def test_analysis_fields_left_out_take_their_defaults() -> None:
+    rollout = _rollout({"strategy": "Canary", "analysis": {"minAgreement": 0.8}})
+    assert rollout.analysis == Analysis(min_agreement=0.8)
+
+
+@pytest.mark.parametrize(
+    ("rollout", "message"),
+    [
+        ({"strategy": "Shadow"},
+         "spec.rollout.strategy 'Shadow' is not one this operator knows (Replace, Canary)"),
+        ({"steps": [{"weight": 10}]},
+         "spec.rollout.steps are only for strategy Canary (this one is Replace):"
+         " set spec.rollout.strategy to Canary or remove the steps"),
+        ({"strategy": "Replace", "steps": [{"weight": 10}]},
+         "spec.rollout.steps are only for strategy Canary (this one is Replace):"
+         " set spec.rollout.strategy to Canary or remove the steps"),
+        ({"strategy": "Canary", "steps": [{"weight": 10}, {"weight": 50}, {"weight": 50}]},
+         "spec.rollout.steps[2].weight (50) must be above steps[1].weight (50):"
+         " the weights must increase"),
+        ({"strategy": "Canary", "steps": [{"weight": 50}, {"weight": 10}]},
+         "spec.rollout.steps[1].weight (10) must be above steps[0].weight (50):"
+         " the weights must increase"),
+        ({"strategy": "Canary", "steps": [{"durationSeconds": 60}]},
+         "spec.rollout.steps[0].weight must be a whole percent from 1 to 100, not None"),
+        ({"strategy": "Canary", "steps": [{"weight": 10}, {"weight": 101}]},
+         "spec.rollout.steps[1].weight must be a whole percent from 1 to 100, not 101"),
+        ({"strategy": "Canary", "steps": [{"weight": 0}]},
+         "spec.rollout.steps[0].weight must be a whole percent from 1 to 100, not 0"),
+    ],
+)
+def test_a_rollout_the_crd_would_refuse_is_refused_saying_what_to_change(rollout, message) -> None:
+    with pytest.raises(InvalidSpec) as info:
+        _rollout(rollout)
+    assert str(info.value) == message
