@@ -137,6 +137,11 @@ def test_alias_move_updates_the_pod_template_and_the_status(
          "spec.resources.limits must not be smaller than spec.resources.requests"),
         ({"model": "m", "replicas": 0}, "spec.replicas in body should be greater than or equal"),
         ({"alias": "champion"}, "spec.model: Required value"),
+        ({"model": "m", "rollout": {"steps": [{"weight": 10}]}},
+         "spec.rollout.steps are only for strategy Canary"),
+        ({"model": "m", "rollout": {"strategy": "Canary",
+                                    "steps": [{"weight": 50}, {"weight": 50}]}},
+         "spec.rollout.steps weights must increase from one step to the next"),
     ],
 )
 def test_invalid_crs_are_rejected_with_the_schema_message(

@@ -208,6 +208,27 @@ def test_examples_validate_against_the_schema(path: Path, schema) -> None:
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 101}},
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "scaleDownStabilizationSeconds": -1}},
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "scaleDownStabilizationSeconds": 3601}},
+        {"model": "iris", "rollout": {"strategy": "Shadow"}},  # not yet
+        {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"durationSeconds": 60}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"weight": 0}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"weight": 101}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"weight": 2.5}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary",
+                                      "steps": [{"weight": w} for w in range(1, 12)]}},
+        {"model": "iris", "rollout": {"strategy": "Canary",
+                                      "steps": [{"weight": 10, "durationSeconds": 0}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary",
+                                      "steps": [{"weight": 10, "durationSeconds": 86401}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary",
+                                      "steps": [{"weight": 10, "minRequests": -1}]}},
+        {"model": "iris", "rollout": {"strategy": "Canary",
+                                      "steps": [{"weight": 10, "minRequests": 10_000_001}]}},
+        {"model": "iris", "rollout": {"analysis": {"maxErrorRate": 1.01}}},
+        {"model": "iris", "rollout": {"analysis": {"maxErrorRate": -0.01}}},
+        {"model": "iris", "rollout": {"analysis": {"maxLatencyRatio": 0.99}}},
+        {"model": "iris", "rollout": {"analysis": {"latencySlackMs": -1}}},
+        {"model": "iris", "rollout": {"analysis": {"minAgreement": 1.5}}},
+        {"model": "iris", "rollout": {"analysis": {"minAgreement": -0.5}}},
     ],
 )
 def test_schema_rejects_out_of_bounds_values(spec: dict, schema) -> None:
@@ -224,6 +245,95 @@ def test_inference_log_defaults_match_the_operators(schema) -> None:
     assert props["flushSeconds"]["default"] == spec_module.DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
     jsonschema.validate(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0}}), schema)
     jsonschema.validate(make_cr({"model": "iris", "inferenceLog": {"sampleRate": 0.05}}), schema)
+
+
+def test_rollout_defaults_match_the_operators_and_absent_means_replace(schema) -> None:
+    field = _field(schema, ".spec.rollout")
+    assert "default" not in field  # old CRs stay as they are: no rollout is today's Replace
+    props = field["properties"]
+    assert props["strategy"]["enum"] == list(spec_module.STRATEGIES)
+    assert props["strategy"]["default"] == spec_module.REPLACE
+    assert "default" not in props["steps"]  # the operator's DEFAULT_CANARY_STEPS, for Canary only
+    step = props["steps"]["items"]
+    assert step["required"] == ["weight"]
+    assert (step["properties"]["weight"]["minimum"], step["properties"]["weight"]["maximum"]) == (
+        1, 100)
+    assert step["properties"]["durationSeconds"]["default"] == spec_module.DEFAULT_STEP_SECONDS
+    assert step["properties"]["minRequests"]["default"] == spec_module.DEFAULT_STEP_MIN_REQUESTS
+    analysis = props["analysis"]
+    assert analysis["default"] == {}  # so the API server shows the thresholds in effect
+    defaults = spec_module.Analysis()
+    assert {name: node["default"] for name, node in analysis["properties"].items()} == {
+        "maxErrorRate": defaults.max_error_rate, "maxLatencyRatio": defaults.max_latency_ratio,
+        "latencySlackMs": defaults.latency_slack_ms, "minAgreement": defaults.min_agreement,
+    }
+
+
+def test_rollout_cel_rules_refuse_steps_without_canary_and_weights_that_do_not_grow(
+    schema,
+) -> None:
+    field = _field(schema, ".spec.rollout")
+    assert field["x-kubernetes-validations"] == [{
+        "rule": "!has(self.steps) || size(self.steps) == 0 ||"
+                " (has(self.strategy) && self.strategy == 'Canary')",
+        "message": "spec.rollout.steps are only for strategy Canary: set spec.rollout.strategy"
+                   " to Canary or remove the steps",
+        "fieldPath": ".steps",
+    }]
+    steps = field["properties"]["steps"]
+    (rule,) = steps["x-kubernetes-validations"]
+    assert rule["message"] == "spec.rollout.steps weights must increase from one step to the next"
+    # CEL has no pairwise loop: the rule lists the indices, and must list all that maxItems allows
+    indices = list(range(1, steps["maxItems"]))
+    assert rule["rule"] == (
+        f"{indices}.all(i, i >= size(self) || self[i - 1].weight < self[i].weight)")
+
+
+@pytest.mark.parametrize(
+    "rollout",
+    [
+        {},
+        {"strategy": "Replace"},
+        {"strategy": "Canary"},
+        {"strategy": "Canary", "steps": []},
+        {"strategy": "Canary", "steps": [{"weight": 1, "durationSeconds": 1, "minRequests": 0},
+                                         {"weight": 100, "durationSeconds": 86400,
+                                          "minRequests": 10_000_000}]},
+        {"strategy": "Canary", "steps": [{"weight": w} for w in range(10, 101, 10)]},
+        {"strategy": "Canary", "analysis": {"maxErrorRate": 0, "maxLatencyRatio": 1,
+                                            "latencySlackMs": 0, "minAgreement": 1}},
+        {"strategy": "Canary", "analysis": {"maxErrorRate": 1, "maxLatencyRatio": 10,
+                                            "latencySlackMs": 250.5, "minAgreement": 0}},
+    ],
+)
+def test_rollouts_within_bounds_validate_and_parse(rollout: dict, schema) -> None:
+    cr = make_cr({"model": "iris", "rollout": rollout})
+    jsonschema.validate(cr, schema)
+    serving_spec(cr, CONFIG)
+
+
+def test_rollout_columns_show_in_wide_output(crd) -> None:
+    cols = _columns(crd)
+    assert {name: (cols[name]["jsonPath"], cols[name]["type"], cols[name].get("priority"))
+            for name in ("Strategy", "Step", "Canary", "Candidate")} == {
+        "Strategy": (".spec.rollout.strategy", "string", 1),
+        "Step": (".status.rollout.step", "integer", 1),
+        "Canary": (".status.rollout.weight", "integer", 1),
+        "Candidate": (".status.rollout.candidate", "string", 1),
+    }
+
+
+def test_the_rollout_status_holds_every_figure_the_operator_will_write(schema) -> None:
+    field = copy.deepcopy(schema["properties"]["status"]["properties"]["rollout"])
+    field["additionalProperties"] = False
+    status = {
+        "strategy": "Canary", "candidate": "4", "phase": "Analysing", "step": 0, "weight": 10,
+        "stepStartedAt": "2026-01-01T00:00:00Z", "requests": 120, "errors": 1, "agreement": 0.97,
+        "candidateP99Ms": 12.5, "stableP99Ms": 11.0, "message": "step 1 of 2: 10 % for 60 s",
+    }
+    assert set(field["properties"]) == set(status)
+    jsonschema.validate(status, field)
+    assert field["properties"]["stepStartedAt"]["format"] == "date-time"
 
 
 def test_everything_the_operator_writes_fits_the_status_schema(schema) -> None:
