@@ -1,0 +1,253 @@
+"""A canary rollout as a pure step machine: from where it stands (status.rollout), the candidate's
+Deployment and the traffic figures the stable pods report, to what to do next.
+
+Starting: the candidate runs in its own Deployment, taking no traffic, until it is ready.
+Analysing: step after step of spec.rollout.steps, the stable pods send each step's share of
+requests to it; a step is judged once the candidate answered the step's minimum of requests, and
+left once its duration passed too. A failed analysis aborts at once; a pod that cannot become
+ready aborts as a rollout does today.
+Promoting: the stable Deployment rolls to the candidate's version; when that is done the
+candidate goes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from typing import Any
+
+from mlship.traffic import Report
+
+from .events import EventSpec
+from .rollout import Observed, Phase
+from .spec import Analysis, Rollout
+
+STARTING, ANALYSING, PROMOTING = "Starting", "Analysing", "Promoting"
+ANALYSIS_FAILED = "AnalysisFailed"
+CANARY_STARTED = "CanaryStarted"
+CANARY_STEP = "CanaryStep"
+CANARY_PROMOTING = "CanaryPromoting"
+CANARY_CANCELLED = "CanaryCancelled"
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Where a canary stands; kept in status.rollout, so a restarted operator resumes it."""
+
+    candidate: str
+    phase: str
+    step: int = 0
+    step_started: str = ""
+    """RFC 3339: when the current step's share was first sent."""
+
+    @property
+    def rollout_id(self) -> str:
+        """The id the stable pods count the current step's figures under."""
+        return f"{self.candidate}/{self.step}"
+
+
+def state_from_status(status: Mapping[str, Any] | None) -> State | None:
+    rollout = (status or {}).get("rollout") or {}
+    if not rollout.get("candidate") or rollout.get("phase") not in (STARTING, ANALYSING, PROMOTING):
+        return None
+    return State(
+        candidate=str(rollout["candidate"]), phase=rollout["phase"],
+        step=int(rollout.get("step") or 0), step_started=str(rollout.get("stepStartedAt") or ""),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    state: State | None
+    """None: no canary under way (the candidate Deployment must not exist)."""
+    weight: int = 0
+    """Percent of requests the stable pods send to the candidate now."""
+    promote: bool = False
+    """Roll the stable Deployment to the candidate's version on this tick."""
+    failure: Mapping[str, Any] | None = None
+    """Set on the tick that aborts: the candidate's status.lastFailure."""
+    message: str = ""
+    figures: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    events: tuple[EventSpec, ...] = ()
+
+    @property
+    def candidate(self) -> str | None:
+        """The version the candidate Deployment runs; None: it must not exist."""
+        return self.state.candidate if self.state and self.state.phase != PROMOTING else None
+
+    @property
+    def holds_back(self) -> bool:
+        """The stable Deployment keeps its version on this tick (the canary decides when not)."""
+        return self.state is not None and self.state.phase in (STARTING, ANALYSING)
+
+    def status(self) -> dict[str, Any] | None:
+        """status.rollout."""
+        if self.state is None:
+            return None
+        status = {
+            "strategy": "Canary",
+            "candidate": self.state.candidate,
+            "phase": self.state.phase,
+            "step": self.state.step,
+            "weight": self.weight,
+            "stepStartedAt": self.state.step_started or None,
+            **self.figures,
+            "message": self.message or None,
+        }
+        return {k: v for k, v in status.items() if v is not None}
+
+
+def _seconds_between(start: str, end: str) -> float:
+    parse = dt.datetime.fromisoformat
+    try:
+        return (parse(end) - parse(start)).total_seconds()
+    except ValueError:
+        return 0.0  # an unreadable start (edited by hand): the step's time starts again
+
+
+def figures(report: Report | None) -> dict[str, Any]:
+    """The candidate's figures for status.rollout (rounded for people)."""
+    if report is None:
+        return {}
+    cand, stable = report.candidate, report.stable
+    out: dict[str, Any] = {"requests": cand.requests, "errors": cand.errors}
+    if cand.agreement is not None:
+        out["agreement"] = round(cand.agreement, 4)
+    for key, counts in (("candidateP99Ms", cand), ("stableP99Ms", stable)):
+        p99 = counts.quantile_ms(0.99)
+        if p99 is not None and p99 != float("inf"):
+            out[key] = round(p99, 3)
+    return out
+
+
+def judge(analysis: Analysis, report: Report) -> list[str]:
+    """What fails in the candidate's figures so far (empty: nothing does)."""
+    cand, stable = report.candidate, report.stable
+    failures = []
+    rate = cand.error_rate
+    if rate is not None and rate > analysis.max_error_rate:
+        failures.append(
+            f"error rate {rate:.2%} ({cand.errors} of {cand.requests}) is above"
+            f" {analysis.max_error_rate:.2%}"
+        )
+    agreement = cand.agreement
+    if agreement is not None and agreement < analysis.min_agreement:
+        failures.append(
+            f"agreement with the stable version {agreement:.2%} ({cand.agreed} of {cand.compared}"
+            f" rows) is below {analysis.min_agreement:.2%}"
+        )
+    cand_p99, stable_p99 = cand.quantile_ms(0.99), stable.quantile_ms(0.99)
+    if cand_p99 is not None and stable_p99 is not None:
+        limit = stable_p99 * analysis.max_latency_ratio + analysis.latency_slack_ms
+        if cand_p99 > limit:
+            failures.append(
+                f"p99 latency {cand_p99:g} ms is above {limit:g} ms ({analysis.max_latency_ratio:g}"
+                f" × the stable version's {stable_p99:g} ms + {analysis.latency_slack_ms:g} ms)"
+            )
+    return failures
+
+
+def plan(
+    rollout: Rollout,
+    state: State | None,
+    *,
+    want: str | None,
+    stable: str | None,
+    promoted: bool,
+    candidate: Observed,
+    report: Report | None,
+    now: str,
+) -> Plan:
+    """The next move.
+
+    want: the version the registry (or the pin) names, when it differs from what serves.
+    stable: the version that serves and is known good; None when there is none to compare with
+    (then there is no canary: the version rolls out as with Replace).
+    promoted: the stable Deployment runs `state.candidate`, rolled out.
+    report: the stable pods' figures summed for the current step (None: not read yet).
+    """
+    events: list[EventSpec] = []
+    canary = rollout.strategy == "Canary"
+    if state is not None and (not canary or want != state.candidate):
+        if state.phase == PROMOTING and promoted:
+            pass  # finished below, not cancelled
+        else:
+            why = "the strategy is no longer Canary" if not canary else (
+                f"the registry now names version {want}" if want else "no version is wanted")
+            events.append(EventSpec("Normal", CANARY_CANCELLED,
+                                    f"canary of version {state.candidate} stopped: {why}"))
+            state = None
+    if state is None:
+        if not canary or want is None or stable is None or want == stable:
+            return Plan(None, events=tuple(events))
+        state = State(want, STARTING, 0, now)
+        events.append(EventSpec("Normal", CANARY_STARTED,
+                                f"canary of version {want} started next to version {stable}"))
+
+    steps = rollout.steps
+    if state.phase == PROMOTING:
+        if promoted:
+            message = f"version {state.candidate} passed every canary step and serves"
+            return Plan(None, events=(*events, EventSpec("Normal", "CanaryPromoted", message)))
+        return Plan(state, steps[-1].weight, message=f"promoting version {state.candidate}",
+                    figures=figures(report), events=tuple(events))
+
+    if candidate.phase is Phase.FAILED:
+        return _abort(state, candidate.reason, candidate.message, report, events)
+
+    if state.phase == STARTING:
+        ready = candidate.exists and candidate.version == state.candidate and (
+            candidate.phase is Phase.COMPLETE)
+        if not ready:
+            detail = f" ({candidate.message})" if candidate.message else ""
+            return Plan(state, 0, message=f"starting version {state.candidate} as the canary"
+                        f"{detail}", events=tuple(events))
+        state = State(state.candidate, ANALYSING, 0, now)
+        events.append(_step_event(state, rollout))
+        report = None  # figures of an earlier try are not this step's
+
+    step = steps[state.step]
+    if report is not None and report.rollout != state.rollout_id:
+        report = None
+    requests = report.candidate.requests if report else 0
+    if report is not None and requests >= step.min_requests:
+        failures = judge(rollout.analysis, report)
+        if failures:
+            return _abort(state, ANALYSIS_FAILED, "; ".join(failures), report, events)
+        if _seconds_between(state.step_started, now) >= step.seconds:
+            if state.step + 1 < len(steps):
+                state = State(state.candidate, ANALYSING, state.step + 1, now)
+                events.append(_step_event(state, rollout))
+                return Plan(state, steps[state.step].weight, message=_step_message(state, rollout),
+                            events=tuple(events))
+            promoting = State(state.candidate, PROMOTING, state.step, state.step_started)
+            message = f"version {state.candidate} passed {len(steps)} canary step(s): promoting it"
+            events.append(EventSpec("Normal", CANARY_PROMOTING, message))
+            return Plan(promoting, step.weight, promote=True, message=message,
+                        figures=figures(report), events=tuple(events))
+    message = _step_message(state, rollout)
+    if requests < step.min_requests:
+        message += f"; {requests} of the {step.min_requests} requests to judge it"
+    return Plan(state, step.weight, message=message, figures=figures(report),
+                events=tuple(events))
+
+
+def _step_message(state: State, rollout: Rollout) -> str:
+    step = rollout.steps[state.step]
+    return (f"canary of version {state.candidate}: step {state.step + 1} of {len(rollout.steps)},"
+            f" {step.weight}% of requests for at least {step.seconds}s")
+
+
+def _step_event(state: State, rollout: Rollout) -> EventSpec:
+    return EventSpec("Normal", CANARY_STEP, _step_message(state, rollout))
+
+
+def _abort(
+    state: State, reason: str, detail: str, report: Report | None, events: list[EventSpec]
+) -> Plan:
+    where = f"step {state.step + 1}" if state.phase == ANALYSING else "start"
+    message = f"canary of version {state.candidate} aborted at {where}: {detail}"
+    failure = {"version": state.candidate, "reason": reason, "message": message}
+    return Plan(None, 0, failure=failure, message=message, figures=figures(report),
+                events=(*events, EventSpec("Warning", "CanaryAborted", message)))
