@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -14,12 +15,31 @@ from mlship.names import ServingEnv
 
 from . import resource as r
 from .config import Config
-from .spec import ServingSpec
+from .spec import CANARY, ServingSpec
 
 SERVING_UID = 10001
 # Seconds a terminating pod keeps answering before SIGTERM, so that endpoints and
 # kube-proxy stop sending it traffic first (no failed requests during a rollout).
 PRESTOP_SLEEP_SECONDS = 5
+
+
+ROUTING_TOKEN_KEY = "token"  # noqa: S105 - the name of a Secret key
+
+
+def canary_name(name: str) -> str:
+    """The canary's Deployment and Service (and its pods' instance label, so that neither the
+    stable Service nor the stable Deployment's selector takes them in)."""
+    return f"{name}-canary"
+
+
+def routing_secret_name(name: str) -> str:
+    return f"{name}-routing"
+
+
+def routing_token(key: str, uid: str) -> str:
+    """The token the stable pods require on /admin/routing: derived from the operator's key and
+    the ModelDeployment's uid, so the operator never reads it back (it may only create Secrets)."""
+    return hmac.new(key.encode(), uid.encode(), hashlib.sha256).hexdigest()
 
 
 def owner_reference(spec: ServingSpec) -> dict[str, Any]:
@@ -53,8 +73,9 @@ def common_labels(name: str) -> dict[str, str]:
     }
 
 
-def service_url(spec: ServingSpec, config: Config) -> str:
-    return f"http://{spec.name}.{spec.namespace}.svc.{config.cluster_domain}"
+def service_url(spec: ServingSpec, config: Config, *, canary: bool = False) -> str:
+    name = canary_name(spec.name) if canary else spec.name
+    return f"http://{name}.{spec.namespace}.svc.{config.cluster_domain}"
 
 
 def _fingerprint(obj: Mapping[str, Any]) -> str:
@@ -107,7 +128,26 @@ def events_env(config: Config) -> list[dict[str, str]]:
     return [{"name": ServingEnv.KAFKA_BOOTSTRAP_SERVERS, "value": config.kafka_bootstrap_servers}]
 
 
-def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
+def routing_env(spec: ServingSpec) -> list[dict[str, Any]]:
+    """The stable pods of a Canary rollout take routing pushes from the operator, with a token
+    from the Secret the operator created (build_routing_secret)."""
+    if spec.rollout.strategy != CANARY:
+        return []
+    ref = {"name": routing_secret_name(spec.name), "key": ROUTING_TOKEN_KEY, "optional": False}
+    return [{"name": ServingEnv.ROUTING_TOKEN, "valueFrom": {"secretKeyRef": ref}}]
+
+
+def build_routing_secret(spec: ServingSpec, key: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {**_child_metadata(spec), "name": routing_secret_name(spec.name)},
+        "type": "Opaque",
+        "stringData": {ROUTING_TOKEN_KEY: routing_token(key, spec.uid)},
+    }
+
+
+def _container(spec: ServingSpec, config: Config, *, canary: bool) -> dict[str, Any]:
     return {
         "name": r.CONTAINER_NAME,
         "image": spec.image,
@@ -123,6 +163,7 @@ def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
             *inference_log_env(spec),
             *events_env(config),
             *auth_env(spec),
+            *([] if canary else routing_env(spec)),
         ],
         "resources": copy.deepcopy(dict(spec.resources)),
         # Ready only once the model is loaded and a self-test prediction succeeded.
@@ -152,24 +193,25 @@ def _container(spec: ServingSpec, config: Config) -> dict[str, Any]:
     }
 
 
-def _deployment(spec: ServingSpec, config: Config) -> dict[str, Any]:
+def _deployment(spec: ServingSpec, config: Config, *, canary: bool) -> dict[str, Any]:
     """The Deployment with an empty model version."""
-    labels = common_labels(spec.name)
+    name = canary_name(spec.name) if canary else spec.name
+    labels = common_labels(name)
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": {
-            "name": spec.name,
+            "name": name,
             "namespace": spec.namespace,
             "labels": dict(labels),
             "annotations": {r.ANNOTATION_MODEL: spec.model},
             "ownerReferences": [owner_reference(spec)],
         },
         "spec": {
-            "replicas": spec.replicas,
+            "replicas": 1 if canary else spec.replicas,
             "revisionHistoryLimit": 3,
             "progressDeadlineSeconds": spec.progress_deadline,
-            "selector": {"matchLabels": selector_labels(spec.name)},
+            "selector": {"matchLabels": selector_labels(name)},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
@@ -190,7 +232,7 @@ def _deployment(spec: ServingSpec, config: Config) -> dict[str, Any]:
                         "fsGroup": SERVING_UID,
                         "seccompProfile": {"type": "RuntimeDefault"},
                     },
-                    "containers": [_container(spec, config)],
+                    "containers": [_container(spec, config, canary=canary)],
                     "volumes": [{"name": "tmp", "emptyDir": {}}],
                 },
             },
@@ -222,26 +264,29 @@ class DeploymentTemplate:
         return deployment
 
 
-def deployment_template(spec: ServingSpec, config: Config) -> DeploymentTemplate:
-    """The serving Deployment of `spec`, rendered once: a tick needs its hash before it knows
-    which version to apply."""
-    body = _with_hash(_deployment(spec, config))
+def deployment_template(
+    spec: ServingSpec, config: Config, *, canary: bool = False
+) -> DeploymentTemplate:
+    """The serving Deployment of `spec` (or of its canary: one replica, no routing), rendered
+    once: a tick needs its hash before it knows which version to apply."""
+    body = _with_hash(_deployment(spec, config, canary=canary))
     return DeploymentTemplate(body, body["metadata"]["annotations"][r.ANNOTATION_CONFIG_HASH])
 
 
-def build_service(spec: ServingSpec, config: Config) -> dict[str, Any]:
+def build_service(spec: ServingSpec, config: Config, *, canary: bool = False) -> dict[str, Any]:
+    name = canary_name(spec.name) if canary else spec.name
     service = {
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {
-            "name": spec.name,
+            "name": name,
             "namespace": spec.namespace,
-            "labels": common_labels(spec.name),
+            "labels": common_labels(name),
             "ownerReferences": [owner_reference(spec)],
         },
         "spec": {
             "type": "ClusterIP",
-            "selector": selector_labels(spec.name),
+            "selector": selector_labels(name),
             "ports": [
                 {"name": "http", "port": r.SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}
             ],

@@ -46,6 +46,9 @@ class Config:
     kafka_bootstrap_servers: str = ""
     """Kafka for the serving pods' prediction events and /feedback (docs/events.md); empty: none,
     and serving logs a sample of requests to MLflow instead."""
+    routing_key: str = ""
+    """The key the stable pods' routing tokens are derived from (spec.rollout Canary); empty:
+    this operator runs no canaries."""
 
     @property
     def clusterwide(self) -> bool:
@@ -199,6 +202,9 @@ def from_env(env: Mapping[str, str]) -> Config:
     )
     kafka = _bootstrap_servers(env, "MLSHIP_KAFKA_BOOTSTRAP_SERVERS", errs)
     allowed_uris = _http_urls(env, "MLSHIP_ALLOWED_TRACKING_URIS", errs)
+    routing_key = env.get("MLSHIP_ROUTING_KEY", "").strip()
+    if routing_key and len(routing_key) < 16:
+        errs.append(f"MLSHIP_ROUTING_KEY is {len(routing_key)} characters; use at least 16")
 
     if errs:
         raise ConfigError("; ".join(errs))
@@ -220,4 +226,5 @@ def from_env(env: Mapping[str, str]) -> Config:
         watch_server_timeout=watch_server_timeout,
         log_level=level,
         kafka_bootstrap_servers=kafka,
+        routing_key=routing_key,
     )

@@ -12,6 +12,9 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from mlship.traffic import Report
+
+from . import canary
 from . import conditions as c
 from .builders import selector_string
 from .events import EventSpec, degraded_events, rollout_events
@@ -28,6 +31,10 @@ class Decision:
     """Write the Deployment with this version now; None leaves it as it is."""
     status: dict[str, Any]
     events: tuple[EventSpec, ...] = ()
+    candidate: str | None = None
+    """The version the canary Deployment runs; None: there must be none."""
+    route: tuple[str, str, int] | None = None
+    """(rollout id, canary version, percent) the stable pods send to the canary; None: none."""
 
 
 def _compact(status: dict[str, Any]) -> dict[str, Any]:
@@ -44,7 +51,11 @@ def decide(
     url: str,
     now: str,
     conflict: str | None = None,
+    candidate: Observed | None = None,
+    report: Report | None = None,
 ) -> Decision:
+    """`candidate` is the canary's Deployment as observed, `report` the stable pods' traffic
+    figures of the current canary step (spec.rollout)."""
     prev = dict(status or {})
 
     def new_status(reports: Mapping[str, c.Report], **fields: Any) -> dict[str, Any]:
@@ -69,7 +80,33 @@ def decide(
         spec=spec, previous=prev, resolution=resolution, observed=observed,
         config_hash=config_hash, now=now,
     )
+    state = canary.state_from_status(prev)
+    serving = target.serving_before
+    stable = serving if (
+        observed.exists and observed.owned and observed.version == serving
+        and observed.config_hash == config_hash and observed.ready_replicas > 0
+    ) else None
+    plan = canary.plan(
+        spec.rollout, state,
+        want=None if target.rolled_back_from else target.version,
+        stable=stable,
+        promoted=bool(state and target.complete and target.version == state.candidate),
+        candidate=candidate or Observed(), report=report, now=now,
+    )
+    if plan.holds_back or plan.failure:
+        failure = plan.failure and {
+            **plan.failure, "generation": spec.generation, "configHash": config_hash, "time": now}
+        target = dataclasses.replace(
+            target, version=stable, apply_version=None, phase=observed.phase, serving=stable,
+            last_good=stable, failure=failure or target.failure, blocked=bool(failure),
+        )
     reports = condition_reports(spec, resolution, observed, target)
+    if plan.holds_back:
+        reports = {
+            **reports,
+            c.READY: c.Report(False, c.CANARY_IN_PROGRESS, plan.message),
+            c.PROGRESSING: c.Report(True, c.CANARY_IN_PROGRESS, plan.message),
+        }
     new = new_status(
         reports,
         desiredVersion=target.desired,
@@ -81,13 +118,18 @@ def decide(
         replicas=observed.replicas,
         selector=selector_string(spec.name),
         url=url if (target.version is not None or observed.exists) else None,
+        rollout=plan.status(),
     )
-    skip = c.ROLLED_BACK if target.rolled_back_from else None
+    skip = c.ROLLED_BACK if target.rolled_back_from or plan.failure else None
     events = (
+        *plan.events,
         *rollout_events(spec, observed, target, reports[c.DEGRADED]),
         *degraded_events(prev.get("conditions"), new["conditions"], skip),
     )
-    return Decision(target.apply_version, new, events)
+    route = None
+    if plan.state and plan.weight:
+        route = (plan.state.rollout_id, plan.state.candidate, plan.weight)
+    return Decision(target.apply_version, new, events, candidate=plan.candidate, route=route)
 
 
 def refuse(

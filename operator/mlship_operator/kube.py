@@ -19,6 +19,7 @@ _KINDS = {
     "Service": ("core", "service"),
     "HorizontalPodAutoscaler": ("autoscaling", "horizontal_pod_autoscaler"),
     "PodDisruptionBudget": ("policy", "pod_disruption_budget"),
+    "Secret": ("core", "secret"),
 }
 
 
@@ -80,6 +81,17 @@ class Kube:
             namespace, label_selector=label_selector,
             _preload_content=False, _request_timeout=_TIMEOUT))
         return list(listing.get("items") or [])
+
+    def create(self, obj: dict[str, Any]) -> None:
+        """Create the object; one of that name existing already is fine (it is not read: the
+        operator may create Secrets, never read or change them)."""
+        create = self._call("create", obj["kind"])
+        try:
+            create(obj["metadata"]["namespace"], obj, field_manager=FIELD_MANAGER,
+                   _request_timeout=_TIMEOUT)
+        except ApiException as err:
+            if err.status != 409:
+                raise
 
     def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
         """Server-side apply: creates or updates, idempotent, owns exactly the fields we set."""

@@ -11,7 +11,9 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
-from . import builders, conditions, polling, registry
+from mlship.traffic import Report, Route
+
+from . import builders, canary, conditions, polling, registry, routing
 from .config import Config
 from .conflict import name_conflict
 from .decide import Decision, decide, refuse, status_patch
@@ -19,7 +21,7 @@ from .events import EventSpec
 from .kube import Kube, api_error_message
 from .report import apply_failed_reports
 from .rollout import Observed, controlled_by, needs_pod_check, observe
-from .spec import InvalidSpec, generation, serving_spec
+from .spec import CANARY, InvalidSpec, ServingSpec, generation, serving_spec
 
 _LOG = logging.getLogger(__name__)
 ABSENT = "absent"
@@ -54,6 +56,13 @@ class TickMemory:
     optional: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """Per kind of optional child (autoscaler, disruption budget): the config hash last applied,
     or ABSENT once it was removed. A kind not in here is read before it is written."""
+    report: Report | None = None
+    """The stable pods' figures for the canary step last pushed."""
+    routed: bool = False
+    """A route was pushed to the stable pods and not yet withdrawn."""
+    routing_secret: bool = False
+    """The Secret of the stable pods' routing token was created (or found)."""
+    canary_service_hash: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,6 +132,20 @@ def tick(
         deployment, pods, owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts
     )
 
+    canary_deployment = None
+    if spec.rollout.strategy == CANARY or canary.state_from_status(previous) or memory.routed:
+        canary_deployment = kube.get_deployment(spec.namespace, builders.canary_name(spec.name))
+    candidate = observe(
+        canary_deployment,
+        kube.list_pods(spec.namespace, builders.selector_labels(builders.canary_name(spec.name)))
+        if needs_pod_check(canary_deployment) else None,
+        owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts,
+    )
+    if spec.rollout.strategy == CANARY and not memory.routing_secret:
+        # before any stable pod that needs its token is written
+        kube.create(builders.build_routing_secret(spec, config.routing_key))
+        memory.routing_secret = True
+
     template = builders.deployment_template(spec, config)
     service = builders.build_service(spec, config)
     service_hash = builders.config_hash(service)
@@ -139,6 +162,7 @@ def tick(
         spec=spec, status=previous, resolution=resolution, observed=observed,
         config_hash=template.config_hash,
         url=builders.service_url(spec, config), now=now, conflict=conflict,
+        candidate=candidate, report=memory.report,
     )
 
     if decision.apply_version is not None:
@@ -160,12 +184,61 @@ def tick(
                             ("HorizontalPodAutoscaler", builders.build_hpa(spec))):
             _sync_optional(kind, child, spec.namespace, spec.name, spec.uid, kube, memory, logger)
 
+    if not conflict:
+        _sync_canary(spec, config, kube, memory, decision, candidate, canary_deployment,
+                     had_rollout="rollout" in previous, logger=logger)
+
     memory.status = decision.status
     return TickResult(
         status=decision.status,
         status_patch=status_patch(seen_status, decision.status),
         events=decision.events,
     )
+
+
+def _sync_canary(
+    spec: ServingSpec,
+    config: Config,
+    kube: Kube,
+    memory: TickMemory,
+    decision: Decision,
+    candidate: Observed,
+    canary_deployment: Mapping[str, Any] | None,
+    *,
+    had_rollout: bool,
+    logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
+) -> None:
+    """The canary's Deployment and Service as the decision wants them, and its share of
+    traffic pushed to the stable pods (whose figures the next tick judges)."""
+    name = builders.canary_name(spec.name)
+    if decision.candidate is not None:
+        template = builders.deployment_template(spec, config, canary=True)
+        if (candidate.version, candidate.config_hash) != (decision.candidate, template.config_hash):
+            kube.apply(template.for_version(decision.candidate))
+            logger.info("applied the canary Deployment with model version %s", decision.candidate)
+        service = builders.build_service(spec, config, canary=True)
+        if memory.canary_service_hash != builders.config_hash(service):
+            kube.apply(service)
+            memory.canary_service_hash = builders.config_hash(service)
+    elif canary_deployment is not None and candidate.owned:
+        kube.delete("Deployment", spec.namespace, name, canary_deployment["metadata"]["uid"])
+        existing = kube.get_service(spec.namespace, name)
+        if existing is not None and controlled_by(existing, spec.uid):
+            kube.delete("Service", spec.namespace, name, existing["metadata"]["uid"])
+        memory.canary_service_hash = None
+        logger.info("deleted the canary Deployment and Service")
+
+    route = None
+    if decision.route is not None:
+        rollout_id, version, weight = decision.route
+        route = Route(rollout=rollout_id, candidate=builders.service_url(spec, config, canary=True),
+                      version=version, share=weight / 100, mode="canary")
+    elif not (memory.routed or had_rollout):
+        return
+    token = builders.routing_token(config.routing_key, spec.uid)
+    ips = routing.ready_pod_ips(kube.list_pods(spec.namespace, builders.selector_labels(spec.name)))
+    memory.report = routing.push(ips, route, token, logger)
+    memory.routed = route is not None
 
 
 def _apply_deployment(

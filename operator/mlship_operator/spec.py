@@ -163,6 +163,12 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
     replicas = int(spec.get("replicas", 1))
     if autoscaling:
         replicas = min(max(replicas, autoscaling.min_replicas), autoscaling.max_replicas)
+    rollout = _rollout(spec.get("rollout"))
+    if rollout.strategy == CANARY and not config.routing_key:
+        raise InvalidSpec(
+            f"spec.rollout.strategy {CANARY} needs the operator's routing key, and this operator"
+            " has none: set MLSHIP_ROUTING_KEY (the chart does), or use Replace"
+        )
     return ServingSpec(
         name=meta["name"],
         namespace=meta["namespace"],
@@ -186,7 +192,7 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
             inference_log.get("flushSeconds") or DEFAULT_INFERENCE_LOG_FLUSH_SECONDS
         ),
         auth_token_secret=_auth_token_secret(spec.get("auth")),
-        rollout=_rollout(spec.get("rollout")),
+        rollout=rollout,
     )
 
 

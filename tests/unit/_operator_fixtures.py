@@ -14,7 +14,8 @@ OTHER_TRACKING_URIS = ("http://other:5000", "http://other-mlflow:5000", "https:/
                        "https://mlflow.x", "https://mlflow.example", "http://MLFLOWX",
                        "http://mlship-mlflow.mlship.svc.cluster.local:5000")
 CONFIG = from_env({"MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000",
-                   "MLSHIP_ALLOWED_TRACKING_URIS": ",".join(OTHER_TRACKING_URIS)})
+                   "MLSHIP_ALLOWED_TRACKING_URIS": ",".join(OTHER_TRACKING_URIS),
+                   "MLSHIP_ROUTING_KEY": "routing-key-of-the-unit-tests"})
 UID = "0b5e3c1a-1111-2222-3333-444455556666"
 
 

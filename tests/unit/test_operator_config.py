@@ -231,3 +231,9 @@ def test_the_crashloop_and_watch_timeout_parsing_errors(key: str, raw: str, expe
     with pytest.raises(ConfigError) as info:
         from_env({**BASE, key: raw})
     assert str(info.value) == expected
+
+
+def test_a_short_routing_key_is_refused() -> None:
+    with pytest.raises(ConfigError, match="MLSHIP_ROUTING_KEY is 5 characters; use at least 16"):
+        from_env({"MLFLOW_TRACKING_URI": "http://localhost:5000", "MLSHIP_ROUTING_KEY": "short"})
+    assert from_env({"MLFLOW_TRACKING_URI": "http://m:5000"}).routing_key == ""

@@ -242,3 +242,11 @@ def test_a_rollout_the_crd_would_refuse_is_refused_saying_what_to_change(rollout
     with pytest.raises(InvalidSpec) as info:
         _rollout(rollout)
     assert str(info.value) == message
+
+
+def test_a_canary_needs_the_operators_routing_key() -> None:
+    cr = make_cr({"model": "iris", "rollout": {"strategy": "Canary"}})
+    keyless = from_env({"MLFLOW_TRACKING_URI": "http://mlflow.mlship:5000"})
+    with pytest.raises(InvalidSpec, match="needs the operator's routing key.*MLSHIP_ROUTING_KEY"):
+        serving_spec(cr, keyless)
+    assert serving_spec(cr, CONFIG).rollout.strategy == CANARY
