@@ -38,6 +38,10 @@ once, exit code 2 if any):
                                events waiting for Kafka, at most; beyond it new ones are dropped
                                and counted (default 100000)
     MLSHIP_KAFKA_LINGER_MS     how long an event may wait to be batched (default 50)
+    MLSHIP_AUTH_TOKEN          bearer token /invocations, /feedback and V2 infer require
+                               (default unset: none; mlship.serving.auth)
+    MLSHIP_ROUTING_TOKEN       bearer token of /admin/routing, which exists only when it is set
+                               (canary and shadow routing; docs/serving-routing.md)
 
 Endpoints:
 
@@ -59,6 +63,10 @@ Endpoints:
     /v2/...             the Open Inference Protocol (KServe v2) REST API: health, server and
                         model metadata, POST /v2/models/<name>/infer scoring as /invocations
                         does (docs/serving-v2.md)
+    PUT, GET /admin/routing
+                        with MLSHIP_ROUTING_TOKEN only: the operator's canary or shadow route
+                        (a share of /invocations to a candidate version), and what was counted
+                        for it (docs/serving-routing.md)
     GET  /metrics       Prometheus: mlship_requests_total, mlship_request_duration_seconds,
                         mlship_batch_rows, mlship_predict_duration_seconds, mlship_model_ready,
                         mlship_inference_log_{rows,dropped_rows,flush_failures}_total,

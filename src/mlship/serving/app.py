@@ -26,8 +26,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from mlship import traffic
 from mlship.events import schema
 from mlship.names import TAG_TASK
+from mlship.names import ServingEnv as E
 from mlship.serving import v2
 from mlship.serving.auth import require_token
 from mlship.serving.batcher import BatcherClosed, MicroBatcher
@@ -51,6 +53,7 @@ from mlship.serving.protocol import (
     parse_invocation,
 )
 from mlship.serving.recorder import InferenceRecorder, MlflowSink
+from mlship.serving.routing import CandidateAnswer, Forward, Router
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +68,10 @@ FINAL_FLUSH_TIMEOUT_S = 5.0
 JSON_TYPE = "application/json"
 MAX_FEEDBACK_LABELS = 10_000  # per /feedback request
 REQUEST_ID = "X-Request-Id"
+ROUTING_MISSING_MESSAGE = (
+    f"{traffic.ROUTING_PATH} needs the header Authorization: Bearer <token>, the token in "
+    f"{E.ROUTING_TOKEN} (the operator's routing token)"
+)
 
 FatalHandler = Callable[[int, str], None]
 
@@ -84,10 +91,28 @@ class ServingState:
     batcher: MicroBatcher[Parsed] | None = None
     recorder: InferenceRecorder | None = None
     events: EventProducer | None = None
+    router: Router | None = None  # only with a routing token (mlship.serving.routing)
     ready: bool = False
     error: str | None = None
     # X-Model-Name and X-Model-Version, encoded once: added to every /invocations response.
     model_headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Scored:
+    """This server's answer to an /invocations request, and the table to record when it is the
+    one the client gets."""
+
+    status: int
+    body: bytes
+    table: Table | None = None
+
+    def response(self) -> Response:
+        return Response(self.body, status_code=self.status, media_type=JSON_TYPE)
+
+
+class CandidateResponse(Response):
+    """A canary candidate's answer, passed on with its own X-Model-Name and X-Model-Version."""
 
 
 def _header_value(value: str) -> bytes:
@@ -119,6 +144,18 @@ def _json(content: Any, status: int = 200) -> Response:
 
 def _error(message: str, status: int, code: str) -> Response:
     return Response(encode_error(message, code), status_code=status, media_type=JSON_TYPE)
+
+
+def _failed(e: Exception) -> Scored:
+    """A scoring request's failure, in MLflow's error shape."""
+    if isinstance(e, BadRequest | PredictionFailed):
+        status = e.status if isinstance(e, BadRequest) else 400
+        code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
+        return Scored(status, encode_error(_explain(e), code))
+    if isinstance(e, BatcherClosed):
+        return Scored(503, encode_error(str(e), "TEMPORARILY_UNAVAILABLE"))
+    log.error("scoring failed", exc_info=e)
+    return Scored(500, encode_error(f"internal error while scoring: {_explain(e)}", "INTERNAL_ERROR"))
 
 
 def _not_ready(state: ServingState) -> Response:
@@ -271,6 +308,8 @@ def _explain(e: BaseException) -> str:
 def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
     metrics = ServingMetrics(config.model_name, config.model_version)
     state = ServingState(config=config, metrics=metrics)
+    if config.routing_token is not None:
+        state.router = Router()
     mlflow_version = _mlflow_version()
 
     def timed(endpoint: str, handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -316,32 +355,68 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
         else:
             response = await _invocations(request, rid)
         # Every answer says which request it was and which version gave it, errors too.
-        response.raw_headers += [(b"x-request-id", rid.encode()), *(state.model_headers or fallback_headers)]
+        response.raw_headers.append((b"x-request-id", rid.encode()))
+        if not isinstance(response, CandidateResponse):  # that one names its own version
+            response.raw_headers += state.model_headers or fallback_headers
         return response
 
     async def _invocations(request: Request, rid: str) -> Response:
         if not state.ready or state.batcher is None or state.model is None:
             return _not_ready(state)
-        batcher = state.batcher
+        router = state.router  # None unless this request is routed: one check when not routing
+        if router is not None and (
+            router.route is None or traffic.FORWARDED_HEADER in request.headers
+        ):
+            router = None  # no route; or the request came from a stable pod: never again
+        started = time.perf_counter() if router is not None else 0.0
         try:
-            with batcher.arriving():
+            with state.batcher.arriving():
                 body = await read_body(request)
                 parsed = parse_invocation(
                     body, request.headers.get("content-type"), state.model.columns
                 )
-            answer = await _predict(state, parsed)
-            if isinstance(parsed, Table):
-                record(state, rid, parsed, answer)
-            return Response(answer, media_type=JSON_TYPE)
-        except (BadRequest, PredictionFailed) as e:
-            status = e.status if isinstance(e, BadRequest) else 400
-            code = "UNSUPPORTED_MEDIA_TYPE" if status == 415 else "BAD_REQUEST"
-            return _error(_explain(e), status, code)
-        except BatcherClosed as e:
-            return _error(str(e), 503, "TEMPORARILY_UNAVAILABLE")
         except Exception as e:
-            log.exception("scoring failed")
-            return _error(f"internal error while scoring: {_explain(e)}", 500, "INTERNAL_ERROR")
+            scored = _failed(e)
+            if router is not None:
+                router.observe_stable(time.perf_counter() - started, scored.status)
+            return scored.response()
+        if router is None:
+            scored = await _score(parsed)
+        else:
+            forward = Forward(
+                body, request.headers.get("content-type"), request.headers.get("authorization"), rid
+            )
+            result = await router.handle(_score(parsed), forward, started)
+            if isinstance(result, CandidateAnswer):  # its own pod records it, not this one
+                response = CandidateResponse(result.body, status_code=result.status)
+                response.raw_headers += result.headers
+                return response
+            scored = result
+        if scored.table is not None:
+            record(state, rid, scored.table, scored.body)
+        return scored.response()
+
+    async def _score(parsed: Parsed) -> Scored:
+        try:
+            answer = await _predict(state, parsed)
+        except Exception as e:
+            return _failed(e)
+        return Scored(200, answer, parsed if isinstance(parsed, Table) else None)
+
+    async def routing_admin(request: Request) -> Response:
+        router = state.router
+        assert router is not None  # noqa: S101 - the route exists only with a router
+        if request.method == "PUT":
+            try:
+                route = traffic.parse_push(orjson.loads(await read_body(request)))
+            except BadRequest as e:
+                return _error(e.message, e.status, "BAD_REQUEST")
+            except orjson.JSONDecodeError as e:
+                return _error(f"the body is not JSON: {e}", 400, "BAD_REQUEST")
+            except ValueError as e:
+                return _error(str(e), 400, "BAD_REQUEST")
+            router.apply(route)
+        return _json(router.report().to_json())
 
     async def feedback(request: Request) -> Response:
         if config.kafka_bootstrap_servers is None:
@@ -390,6 +465,8 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
                 loader.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await loader
+            if state.router is not None:
+                await state.router.close()
             if state.batcher is not None:
                 await state.batcher.close()
             if state.recorder is not None:
@@ -409,6 +486,10 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         *v2.routes(state, timed, protected),  # the Open Inference Protocol (docs/serving-v2.md)
     ]
+    if config.routing_token is not None:  # canary and shadow routing (mlship.serving.routing)
+        admin = require_token(config.routing_token, routing_admin, ROUTING_MISSING_MESSAGE)
+        path = traffic.ROUTING_PATH
+        routes.append(Route(path, timed(path, admin), methods=["GET", "PUT"]))
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.serving = state
     return app

@@ -49,9 +49,10 @@ def check(authorization: str | None, token: str) -> Verdict:
     return Verdict.ALLOWED
 
 
-def unauthorized(verdict: Verdict) -> Response:
-    """The 401: MLflow's error shape, with the challenge saying which scheme is wanted."""
-    message = MISSING_MESSAGE if verdict is Verdict.MISSING else REFUSED_MESSAGE
+def unauthorized(verdict: Verdict, missing: str = MISSING_MESSAGE) -> Response:
+    """The 401: MLflow's error shape, with the challenge saying which scheme is wanted;
+    `missing` is the message when no Authorization header came (it says which token)."""
+    message = missing if verdict is Verdict.MISSING else REFUSED_MESSAGE
     return Response(
         encode_error(message, ERROR_CODE),
         status_code=401,
@@ -60,7 +61,7 @@ def unauthorized(verdict: Verdict) -> Response:
     )
 
 
-def require_token(token: str | None, handler: Handler) -> Handler:
+def require_token(token: str | None, handler: Handler, missing: str = MISSING_MESSAGE) -> Handler:
     """`handler` as is when `token` is None (no cost per request), else guarded by it."""
     if token is None:
         return handler
@@ -68,7 +69,7 @@ def require_token(token: str | None, handler: Handler) -> Handler:
     async def guarded(request: Request) -> Response:
         verdict = check(request.headers.get("authorization"), token)
         if verdict is not Verdict.ALLOWED:
-            return unauthorized(verdict)
+            return unauthorized(verdict, missing)
         return await handler(request)
 
     return guarded
