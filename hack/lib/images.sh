@@ -52,13 +52,14 @@ build_kafka_image() {
   docker_build "apache/kafka:$KAFKA_VERSION" "$HACK_DIR/images/kafka/Dockerfile" "$libs"
 }
 
-# docker_build TAG DOCKERFILE [DIR]: builds with the Dockerfile's directory (and DIR, copied in
-# under its own name) as the context.
+# docker_build TAG DOCKERFILE [DIR]: builds with the files of the Dockerfile's directory (not its
+# subdirectories: hack/images/kafka is another image's context), and DIR copied in under its own
+# name, as the context.
 docker_build() {
   local tag=$1 file=$2 extra=${3:-} ctx
   log "building $tag"
   ctx=$(mktemp -d)
-  cp "$(dirname "$file")"/* "$ctx"/
+  find "$(dirname "$file")" -maxdepth 1 -type f -exec cp {} "$ctx"/ \;
   [ -z "$extra" ] || cp -r "$extra" "$ctx/"
   cp /etc/ssl/certs/ca-certificates.crt "$ctx/host-ca-certificates.crt"
   docker build -q --network host -t "$tag" -f "$ctx/$(basename "$file")" "$ctx" >"$CACHE_DIR/build-image.log" 2>&1 \
