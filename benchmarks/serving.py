@@ -1,15 +1,16 @@
 """Serving benchmark: mlship's server scoring with scikit-learn and with the model's compiled form
-vs `mlflow models serve` vs MLServer (adaptive batching), and mlship with its inference log on
+vs `mlflow models serve` vs MLServer (adaptive batching), mlship with its inference log on
 (every request logged to MLflow) or its prediction events on (every request's row produced to
-Kafka) next to off.
+Kafka) next to off, and mlship carrying a canary route next to mlship carrying none.
 
 Same model (a 100-tree random forest on iris, in a Pipeline with the ColumnTransformer mlship's
 pipelines build: median imputer + scaler on the numeric columns), same CPU, single-row JSON
 requests, 1 / 8 / 64 concurrent clients, one run each; prints requests/s, p50, p99 and the
-servers' CPU ms per request, and the ratios issue 14's targets are stated in.
+servers' CPU ms per request, and the ratios issue 14's and issue 16's targets are stated in.
 
     .venv/bin/python benchmarks/serving.py [--duration 15] [--clients 1,8,64]
-        [--servers mlship,mlship-compiled,mlflow,mlserver]   (also: mlship-log, mlship-events, floor)
+        [--servers mlship,mlship-compiled,mlship-log,mlship-routed,mlflow,mlserver]
+        (also: mlship-events, floor)
 
 `mlship` is the scikit-learn path: the model served from a local path, no registry record, so
 no compiled form. `mlship-compiled` serves the same fitted model from the registry of an
@@ -29,6 +30,18 @@ mlship with MLSHIP_INFERENCE_LOG_SAMPLE_RATE=1 and MLSHIP_KAFKA_BOOTSTRAP_SERVER
 event per request (gathered into one message per 50 ms) to a Kafka broker the script starts on
 127.0.0.1 (tests/kafkakit.py: needs Java and hack/kafka-jars), on the same CPUs too.
 
+`mlship-routed` is `mlship` (same model from the same local path, same settings) started with
+MLSHIP_ROUTING_TOKEN and carrying a canary route (docs/serving-routing.md): PUT /admin/routing
+sends 10% of /invocations to a candidate, a second mlship server on the same CPUs serving the same
+fitted pipeline registered as a version of its own in that `mlflow server` (no compiled form: it
+scores with scikit-learn too), so its answers carry the X-Model-Version the route names and the
+stable server takes them. The stable server is measured; the summary prints its p99 minus
+`mlship`'s at each concurrency (issue 16: the routing must not cost the stable path more than
+2 ms of p99 at 64 clients) and, from its GET /admin/routing report after the run, the share of
+the answers the candidate gave. Its CPU figure is the stable server's; the candidate's is printed
+apart. The route is pushed before its 150-row check, which must see candidate answers and no
+candidate error, and pushed again under a new rollout id (new counts) before the measurements.
+
 Needs `wrk` (Debian: apt-get install -y wrk); uv comes through hack/uv. MLServer 1.7.1 conflicts with the
 project's lock, so it is installed into its own venv under the cache dir (made on first run).
 Every server binds 127.0.0.1 only. Before its speed counts, every server must answer all 150
@@ -43,6 +56,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import subprocess
 import sys
@@ -65,6 +79,7 @@ UV = str(REPO / "hack" / "uv")  # uv at the version mlship pins, installed on fi
 MODEL_NAME = "iris"
 TREES = 100
 SEED = 0
+ROUTE_SHARE = 0.1  # mlship-routed's canary share
 
 # Trains the same pipeline in whichever interpreter runs it (ours, or MLServer's venv, which has
 # no mlship), so each server gets a model made by its own scikit-learn. Plain scikit-learn classes
@@ -118,6 +133,23 @@ class Target:
     check: Callable[[dict], list[int]]  # response JSON -> predicted labels
     pgid: int = 0  # the server's process group, once started
     predictor: str | None = None  # an mlship server's /metadata predictor must be this
+
+
+@dataclass
+class Canary:
+    """mlship-routed's candidate server, and the route the stable server is given."""
+
+    token: str  # the stable server's MLSHIP_ROUTING_TOKEN
+    candidate: Target
+    cmd: list[str]
+    env: dict[str, str]  # MLSHIP_MODEL_VERSION is added once the candidate is registered
+    version: str = ""
+
+    def route(self, rollout: str) -> dict[str, Any]:
+        return {
+            "rollout": rollout, "candidate": self.candidate.url.removesuffix("/invocations"),
+            "version": self.version, "share": ROUTE_SHARE, "mode": "canary",
+        }  # fmt: skip
 
 
 def run(cmd: list[str], **kw) -> None:
@@ -186,6 +218,42 @@ def register_compiled(tracking_uri: str, model: Any, cache: Path) -> str:
         raise RuntimeError(f"mlship-compiled: parity checked {tags[names.TAG_PARITY_ROWS]} rows, "
                            f"not all {len(X)} of iris")
     return str(version.version)
+
+
+def register_candidate(tracking_uri: str, model: Any) -> str:
+    """Logs `model` (the very pipeline `mlship` serves from its local path) as the train step logs
+    it and registers it, with no compiled form: mlship-routed's candidate, which scores with
+    scikit-learn like the stable server and answers with this version's X-Model-Version, the one
+    its route names. Returns the version."""
+    import mlflow
+    from sklearn.datasets import load_iris
+
+    from mlship.steps import train
+
+    X, _ = load_iris(return_X_y=True, as_frame=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(f"bench-routed-{int(time.time())}")
+    with mlflow.start_run():
+        info = train.log_model(model, X)
+    version = str(mlflow.register_model(info.model_uri, MODEL_NAME).version)
+    print(f"  mlship-routed: candidate {MODEL_NAME} v{version} registered", flush=True)
+    return version
+
+
+def admin_routing(target: Target, token: str, route: dict[str, Any] | None = None) -> Any:
+    """The server's routing report (mlship.traffic.Report), after pushing `route` if given."""
+    from mlship.traffic import ROUTING_PATH, parse_report
+
+    url = target.url.replace("/invocations", ROUTING_PATH)
+    headers = {"Authorization": f"Bearer {token}"}
+    if route is None:
+        response = requests.get(url, headers=headers, timeout=10)
+    else:
+        response = requests.put(url, json=route, headers=headers, timeout=10)
+    if response.status_code != 200:
+        raise RuntimeError(f"{target.name}: {response.request.method} {url}: HTTP "
+                           f"{response.status_code}: {response.text[:500]}")
+    return parse_report(response.json())
 
 
 def prepare_mlserver(cache: Path, port: int, grpc_port: int, metrics_port: int) -> tuple[Path, Path]:
@@ -396,6 +464,20 @@ def verify(target: Target, expected: list[int]) -> None:
         raise RuntimeError(f"{target.name} differs from scikit-learn on {len(differ)} rows: {differ[:10]}")
 
 
+def check_route(target: Target, canary: Canary) -> None:
+    """After the 150-row check under the route: some of those answers were the candidate's (a
+    candidate answer the router refused, e.g. for its X-Model-Version, is a candidate error and
+    the client gets the stable answer, so the check alone would not tell)."""
+    report = admin_routing(target, canary.token)
+    candidate = report.candidate
+    print(f"  {target.name:<15} route: canary {ROUTE_SHARE:.0%} to {canary.candidate.name} "
+          f"v{canary.version}: {candidate.requests} of those answers from it, {candidate.errors} "
+          f"candidate errors", flush=True)
+    if candidate.requests == 0 or candidate.errors:
+        raise RuntimeError(f"{target.name}: the route to {canary.candidate.url} does not work "
+                           f"(see {canary.candidate.name}.log and {target.name}.log)")
+
+
 def log_counts(target: Target) -> dict[str, float]:
     """The logging server's own count of rows written, dropped and waiting: proof it logged."""
     from prometheus_client.parser import text_string_to_metric_families
@@ -437,9 +519,9 @@ def main() -> None:
         "table shows medians (several short rounds resist drifting background load best)",
     )
     parser.add_argument(
-        "--servers", default="mlship,mlship-compiled,mlship-log,mlflow,mlserver",
-        help="any of mlship, mlship-compiled, mlship-log, mlship-events, mlflow, mlserver "
-        "(default: %(default)s)",
+        "--servers", default="mlship,mlship-compiled,mlship-log,mlship-routed,mlflow,mlserver",
+        help="any of mlship, mlship-compiled, mlship-log, mlship-events, mlship-routed, mlflow, "
+        "mlserver, floor (default: %(default)s)",
     )
     parser.add_argument(
         "--broker-nice", type=int, default=0,
@@ -473,12 +555,11 @@ def main() -> None:
 
     launches: list[tuple[Target, list[str], dict[str, str]]] = []
 
-    def launch_mlship(
+    def mlship_server(
         name: str, extra_env: dict[str, str], predictor: str = "sklearn", local: bool = True
-    ) -> dict[str, str]:
+    ) -> tuple[Target, list[str], dict[str, str]]:
         """One mlship server on a free port: the same settings for every variant, plus extra_env;
-        serving the local MLflow model unless not `local`. Returns its environment (the registry
-        variant's version is added once registered)."""
+        serving the local MLflow model unless not `local`."""
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         target = Target(
@@ -494,14 +575,21 @@ def main() -> None:
             "MLSHIP_LOG_LEVEL": "WARNING",
             **extra_env,
         }
-        launches.append((target, [py, "-m", "mlship.serving"], server_env))
-        return server_env
+        return target, [py, "-m", "mlship.serving"], server_env
+
+    def launch_mlship(
+        name: str, extra_env: dict[str, str], predictor: str = "sklearn", local: bool = True
+    ) -> dict[str, str]:
+        """mlship_server, measured. Returns its environment (the registry variant's version is
+        added once registered)."""
+        launches.append(mlship_server(name, extra_env, predictor, local))
+        return launches[-1][2]
 
     if "mlship" in servers:
         launch_mlship("mlship", {})
 
     tracking: MlflowServer | None = None
-    if "mlship-log" in servers or "mlship-compiled" in servers:
+    if {"mlship-log", "mlship-compiled", "mlship-routed"} & set(servers):
         store = cache / "tracking"
         shutil.rmtree(store, ignore_errors=True)
         store.mkdir()
@@ -521,6 +609,15 @@ def main() -> None:
             "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "1",
             "MLSHIP_INFERENCE_LOG_EXPERIMENT": f"bench-{int(time.time())}",
         })
+    canary: Canary | None = None
+    if "mlship-routed" in servers and tracking is not None:
+        # the candidate: started, not measured; MLSHIP_MODEL_VERSION is set once it is registered
+        candidate, candidate_cmd, candidate_env = mlship_server("mlship-candidate", {
+            "MLFLOW_TRACKING_URI": tracking.uri,
+            "MLSHIP_MODEL_NAME": MODEL_NAME,
+        }, local=False)
+        canary = Canary(secrets.token_urlsafe(24), candidate, candidate_cmd, candidate_env)
+        launch_mlship("mlship-routed", {"MLSHIP_ROUTING_TOKEN": canary.token})
 
     if "floor" in servers:
         port = free_port()
@@ -578,6 +675,8 @@ def main() -> None:
     tracking_cpu = 0.0
     sent: dict[str, float] = {}
     broker_cpu = 0.0
+    routed_report = None
+    candidate_cpu = 0.0
     with ExitStack() as stack:
         if broker is not None:
             stack.enter_context(broker)
@@ -587,13 +686,28 @@ def main() -> None:
             tracking_pgid = stack.enter_context(tracking).proc.pid
         if compiled_env is not None and tracking is not None:
             compiled_env["MLSHIP_MODEL_VERSION"] = register_compiled(tracking.uri, model, cache)
+        if canary is not None and tracking is not None:
+            canary.version = canary.env["MLSHIP_MODEL_VERSION"] = register_candidate(tracking.uri, model)
+            candidate = canary.candidate
+            candidate.pgid = stack.enter_context(
+                started(canary.cmd, canary.env, candidate.ready_url, cache / f"{candidate.name}.log")
+            )
+            verify(candidate, expected)
         for target, cmd, server_env in launches:
             target.pgid = stack.enter_context(
                 started(cmd, server_env, target.ready_url, cache / f"{target.name}.log")
             )
-            verify(target, expected)
+            if canary is not None and target.name == "mlship-routed":
+                admin_routing(target, canary.token, canary.route("bench/verify"))
+                verify(target, expected)
+                check_route(target, canary)
+                # new counts for the measurements: the report read after them is theirs
+                admin_routing(target, canary.token, canary.route("bench/measure"))
+            else:
+                verify(target, expected)
         scripts = {target.name: lua_script(target, cache) for target, _, _ in launches}
         tracking_cpu = cpu_seconds(tracking_pgid) if tracking_pgid else 0.0
+        candidate_cpu = cpu_seconds(canary.candidate.pgid) if canary is not None else 0.0
         for round_ in range(args.rounds):
             if args.rounds > 1:
                 print(f"round {round_ + 1} of {args.rounds}", flush=True)
@@ -610,6 +724,10 @@ def main() -> None:
             time.sleep(2)  # the last events' acknowledgements
             sent = event_counts(producing)
             broker_cpu = cpu_seconds(broker.proc.pid) - broker_cpu
+        routed = next((t for t, _, _ in launches if t.name == "mlship-routed"), None)
+        if routed is not None and canary is not None:
+            routed_report = admin_routing(routed, canary.token)
+            candidate_cpu = cpu_seconds(canary.candidate.pgid) - candidate_cpu
 
     report(results, clients, servers, args.rounds)
     if logged:
@@ -629,6 +747,17 @@ def main() -> None:
             f"{sent.get('delivery_failures_total', 0):.0f} failed, {sent.get('queued', 0):.0f} "
             f"queued; the Kafka broker spent {broker_cpu:.1f} CPU-s over the whole run, idle "
             f"included ({broker_cpu * 1e6 / max(delivered, 1.0):.0f} us/event)"
+        )
+    if routed_report is not None:
+        stable, candidate = routed_report.stable, routed_report.candidate
+        total = stable.requests + candidate.requests
+        print(
+            f"\nmlship-routed's canary route (share {routed_report.share:.0%}): the candidate gave "
+            f"{candidate.requests} of the {total} answers ({candidate.requests / max(total, 1):.1%}), "
+            f"{candidate.errors} candidate errors, {candidate.agreed} of {candidate.compared} rows "
+            f"agreed with the stable server's; the candidate server spent {candidate_cpu:.1f} CPU-s "
+            f"over the measurements, idle included "
+            f"({candidate_cpu * 1000 / max(candidate.requests, 1):.2f} ms per request it got)"
         )
 
 
@@ -694,6 +823,15 @@ def report(results: list[Result], clients: list[int], servers: list[str], rounds
                     f"CPU {on.cpu_ms - off.cpu_ms:+.3f} ms/req"
                     + (" (target >= 0.95x)" if name == "mlship-events" else "")
                 )
+    for n in clients:
+        plain, routed = by.get(("mlship", n)), by.get(("mlship-routed", n))
+        if plain and routed:
+            print(
+                f"at {n} clients, mlship-routed (canary {ROUTE_SHARE:.0%}) vs mlship: "
+                f"p99 {routed.p99_ms - plain.p99_ms:+.1f} ms (issue 16: <= 2 ms at 64 clients), "
+                f"p50 {routed.p50_ms - plain.p50_ms:+.1f} ms, {routed.rps / plain.rps:.2f}x req/s, "
+                f"CPU {routed.cpu_ms - plain.cpu_ms:+.3f} ms/req"
+            )
     ours_lo = by.get(("mlship", min(clients)))
     others = [
         by[(s, min(clients))]
