@@ -22,6 +22,10 @@ ROUTING_PATH = "/admin/routing"
 # On every request a stable pod forwards (or copies) to the candidate: a server never routes a
 # request that carries it, so a candidate URL that leads back to the stable pods cannot loop.
 FORWARDED_HEADER = "x-mlship-forwarded"
+# The candidate's answer to a forwarded request says how long it took to handle it (ms), timed as
+# a stable pod times its own requests: the candidate is judged on its own time, not on the hop
+# to it nor on the stable pod's wait for the reply.
+HANDLING_HEADER = "x-mlship-handling-ms"
 CANARY = "canary"
 SHADOW = "shadow"
 MODES = (CANARY, SHADOW)

@@ -23,7 +23,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from mlship.traffic import ROUTING_PATH, Report, parse_report
+from mlship.traffic import FORWARDED_HEADER, HANDLING_HEADER, ROUTING_PATH, Report, parse_report
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 
@@ -293,3 +293,12 @@ def test_shadow_copies_go_to_the_candidate_and_clients_see_only_the_stable(pair:
 
 def test_the_logs_do_not_show_the_token(pair: Pair) -> None:
     assert TOKEN not in pair.stable.log() and TOKEN not in pair.candidate.log()
+
+
+def test_a_forwarded_request_is_answered_with_the_candidates_own_handling_time(pair: Pair) -> None:
+    url = pair.candidate.url + "/invocations"
+    forwarded = requests.post(url, json=BODY, headers={FORWARDED_HEADER: "2/0"}, timeout=30)
+    plain = requests.post(url, json=BODY, timeout=30)
+    assert forwarded.status_code == plain.status_code == 200
+    assert 0 < float(forwarded.headers[HANDLING_HEADER]) < 30_000
+    assert HANDLING_HEADER not in plain.headers  # a client's request pays nothing for it

@@ -24,7 +24,7 @@ from starlette.routing import Route as StarletteRoute
 from mlship.serving.app import create_app
 from mlship.serving.config import load_config
 from mlship.serving.routing import CandidateAnswer, Forward, Reply, Router, judge
-from mlship.traffic import FORWARDED_HEADER, ROUTING_PATH, Route, parse_report
+from mlship.traffic import FORWARDED_HEADER, HANDLING_HEADER, ROUTING_PATH, Route, parse_report
 
 pytestmark = pytest.mark.unit
 
@@ -74,6 +74,8 @@ class Candidate:
     status: int = 200
     body: bytes = ANSWER
     version: str = "7"
+    handling_ms: str | None = None  # the candidate's own time, as a serving pod reports it
+    delay_s: float = 0.0  # before it answers
 
 
 @asynccontextmanager
@@ -86,7 +88,10 @@ async def candidate_server() -> AsyncIterator[Candidate]:
     async def invocations(request: Request) -> Response:
         await request.body()
         candidate.seen.append(dict(request.headers))
+        await asyncio.sleep(candidate.delay_s)
         headers = {"x-model-name": "iris", "x-model-version": candidate.version}
+        if candidate.handling_ms is not None:
+            headers[HANDLING_HEADER] = candidate.handling_ms
         return Response(candidate.body, candidate.status, headers, media_type="application/json")
 
     app = Starlette(routes=[StarletteRoute("/invocations", invocations, methods=["POST"])])
@@ -143,6 +148,26 @@ def test_a_canary_request_gets_the_candidates_answer_and_is_compared() -> None:
             await router.close()
 
     run(main)
+
+
+@pytest.mark.parametrize(
+    ("said", "p99_ms"),
+    [("2", 2.0),  # its own time counts, not the wait for its reply (the 0.3 s delay)
+     ("-3", 0.25),  # clamped to 0
+     ("9999", 400.0), (None, 400.0), ("soon", 400.0), ("nan", 400.0)],  # else the round trip
+)
+def test_the_candidate_is_timed_by_what_it_says_its_handling_took(said, p99_ms) -> None:
+    async def main() -> float | None:
+        async with candidate_server() as candidate:
+            candidate.handling_ms, candidate.delay_s = said, 0.3
+            router = Router()
+            router.apply(_route(candidate.url))
+            await router.handle(_local(), FORWARD, 0.0)
+            p99 = router.report().candidate.quantile_ms(0.99)
+            await router.close()
+            return p99
+
+    assert run(main) == p99_ms  # a bucket's upper bound: 300-400 ms holds the round trip
 
 
 @pytest.mark.parametrize(

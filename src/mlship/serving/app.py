@@ -347,6 +347,8 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
     fallback_headers = model_headers(config.model_name, config.model_version)
 
     async def invocations(request: Request) -> Response:
+        forwarded = traffic.FORWARDED_HEADER in request.headers  # by a stable pod, to this one
+        started = time.perf_counter() if forwarded else 0.0
         try:
             rid = request_id(request.headers.get(REQUEST_ID))
         except BadRequest as e:
@@ -358,6 +360,9 @@ def create_app(config: ServingConfig, on_fatal: FatalHandler) -> Starlette:
         response.raw_headers.append((b"x-request-id", rid.encode()))
         if not isinstance(response, CandidateResponse):  # that one names its own version
             response.raw_headers += state.model_headers or fallback_headers
+        if forwarded:
+            handling = f"{(time.perf_counter() - started) * 1000:.3f}".encode()
+            response.raw_headers.append((traffic.HANDLING_HEADER.encode(), handling))
         return response
 
     async def _invocations(request: Request, rid: str) -> Response:

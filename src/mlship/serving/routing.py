@@ -35,6 +35,7 @@ import httpx
 from mlship.traffic import (
     CANARY,
     FORWARDED_HEADER,
+    HANDLING_HEADER,
     SHADOW,
     Report,
     Route,
@@ -109,6 +110,16 @@ def judge(local_status: int, reply: Reply) -> tuple[bool, bool]:
         return 200 <= reply.status < 300 or 400 <= reply.status < 500, False
     ok = 200 <= reply.status < 300
     return ok, ok
+
+
+def _handling_s(header: str | None, round_trip_s: float) -> float:
+    """The candidate's own time for a request (HANDLING_HEADER), within the round trip; the round
+    trip when it did not say (an older image) or said something unreadable."""
+    try:
+        handling_s = float(header) / 1000 if header is not None else round_trip_s
+    except ValueError:
+        return round_trip_s
+    return min(max(handling_s, 0.0), round_trip_s) if handling_s == handling_s else round_trip_s
 
 
 class _Client:
@@ -261,7 +272,7 @@ class Router:
                 response.status_code,
                 response.content,
                 [(k.lower(), v) for k, v in response.headers.raw],
-                time.perf_counter() - started,
+                _handling_s(response.headers.get(HANDLING_HEADER), time.perf_counter() - started),
                 genuine=version == route.version,
                 error="" if version == route.version else (
                     f"HTTP {response.status_code} with X-Model-Version {version!r}, not "
