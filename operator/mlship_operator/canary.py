@@ -156,6 +156,7 @@ def plan(
     stable: str | None,
     promoted: bool,
     candidate: Observed,
+    routable: bool,
     report: Report | None,
     now: str,
 ) -> Plan:
@@ -165,6 +166,8 @@ def plan(
     stable: the version that serves and is known good; None when there is none to compare with
     (then there is no canary: the version rolls out as with Replace).
     promoted: the stable Deployment runs `state.candidate`, rolled out.
+    routable: the canary's Service has a ready endpoint: its pod being ready is not enough, the
+    stable pods reach it through the Service.
     report: the stable pods' figures summed for the current step (None: not read yet).
     """
     events: list[EventSpec] = []
@@ -199,10 +202,11 @@ def plan(
     if state.phase == STARTING:
         ready = candidate.exists and candidate.version == state.candidate and (
             candidate.phase is Phase.COMPLETE)
-        if not ready:
-            detail = f" ({candidate.message})" if candidate.message else ""
-            return Plan(state, 0, message=f"starting version {state.candidate} as the canary"
-                        f"{detail}", events=tuple(events))
+        if not (ready and routable):
+            detail = candidate.message if not ready else "its Service has no ready endpoint yet"
+            message = f"starting version {state.candidate} as the canary"
+            return Plan(state, 0, message=f"{message} ({detail})" if detail else message,
+                        events=tuple(events))
         state = State(state.candidate, ANALYSING, 0, now)
         events.append(_step_event(state, rollout))
         report = None  # figures of an earlier try are not this step's

@@ -52,10 +52,11 @@ def decide(
     now: str,
     conflict: str | None = None,
     candidate: Observed | None = None,
+    routable: bool = False,
     report: Report | None = None,
 ) -> Decision:
-    """`candidate` is the canary's Deployment as observed, `report` the stable pods' traffic
-    figures of the current canary step (spec.rollout)."""
+    """`candidate` is the canary's Deployment as observed, `routable` whether its Service has a
+    ready endpoint, `report` the stable pods' traffic figures of the current canary step."""
     prev = dict(status or {})
 
     def new_status(reports: Mapping[str, c.Report], **fields: Any) -> dict[str, Any]:
@@ -91,7 +92,7 @@ def decide(
         want=None if target.rolled_back_from else target.version,
         stable=stable,
         promoted=bool(state and target.complete and target.version == state.candidate),
-        candidate=candidate or Observed(), report=report, now=now,
+        candidate=candidate or Observed(), routable=routable, report=report, now=now,
     )
     if plan.holds_back or plan.failure:
         failure = plan.failure and {

@@ -42,6 +42,7 @@ class Kube:
         self.core = client.CoreV1Api(api_client)
         self.autoscaling = client.AutoscalingV2Api(api_client)
         self.policy = client.PolicyV1Api(api_client)
+        self.discovery = client.DiscoveryV1Api(api_client)
 
     def _call(self, verb: str, kind: str) -> Any:
         """The client's `<verb>_namespaced_<kind>` for a kind the operator writes."""
@@ -81,6 +82,14 @@ class Kube:
             namespace, label_selector=label_selector,
             _preload_content=False, _request_timeout=_TIMEOUT))
         return list(listing.get("items") or [])
+
+    def has_ready_endpoint(self, namespace: str, service: str) -> bool:
+        """Whether the Service's EndpointSlices list a ready endpoint: traffic to it can land."""
+        listing = _decode(self.discovery.list_namespaced_endpoint_slice(
+            namespace, label_selector=f"kubernetes.io/service-name={service}",
+            _preload_content=False, _request_timeout=_TIMEOUT))
+        return any((endpoint.get("conditions") or {}).get("ready")
+                   for item in listing.get("items") or () for endpoint in item.get("endpoints") or ())
 
     def create(self, obj: dict[str, Any]) -> None:
         """Create the object; one of that name existing already is fine (it is not read: the

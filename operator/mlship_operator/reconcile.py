@@ -20,7 +20,7 @@ from .decide import Decision, decide, refuse, status_patch
 from .events import EventSpec
 from .kube import Kube, api_error_message
 from .report import apply_failed_reports
-from .rollout import Observed, controlled_by, needs_pod_check, observe
+from .rollout import Observed, Phase, controlled_by, needs_pod_check, observe
 from .spec import CANARY, InvalidSpec, ServingSpec, generation, serving_spec
 
 _LOG = logging.getLogger(__name__)
@@ -141,6 +141,8 @@ def tick(
         if needs_pod_check(canary_deployment) else None,
         owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts,
     )
+    routable = candidate.phase is Phase.COMPLETE and kube.has_ready_endpoint(
+        spec.namespace, builders.canary_name(spec.name))
     if spec.rollout.strategy == CANARY and not memory.routing_secret:
         # before any stable pod that needs its token is written
         kube.create(builders.build_routing_secret(spec, config.routing_key))
@@ -162,7 +164,7 @@ def tick(
         spec=spec, status=previous, resolution=resolution, observed=observed,
         config_hash=template.config_hash,
         url=builders.service_url(spec, config), now=now, conflict=conflict,
-        candidate=candidate, report=memory.report,
+        candidate=candidate, routable=routable, report=memory.report,
     )
 
     if decision.apply_version is not None:

@@ -31,10 +31,10 @@ def report(rollout: str, cand: Counts, stable: Counts | None = None) -> Report:
 
 
 def plan(state: canary.State | None, *, want: str | None = "2", stable: str | None = "1",
-         promoted: bool = False, candidate: Observed = READY, rep: Report | None = None,
-         now: str = T0, rollout: Rollout = ROLLOUT) -> canary.Plan:
+         promoted: bool = False, candidate: Observed = READY, routable: bool = True,
+         rep: Report | None = None, now: str = T0, rollout: Rollout = ROLLOUT) -> canary.Plan:
     return canary.plan(rollout, state, want=want, stable=stable, promoted=promoted,
-                       candidate=candidate, report=rep, now=now)
+                       candidate=candidate, routable=routable, report=rep, now=now)
 
 
 ANALYSING = canary.State("2", canary.ANALYSING, 0, T0)
@@ -65,6 +65,12 @@ def test_a_new_version_starts_as_the_canary_with_no_traffic():
 def test_the_canary_waits_until_its_pod_is_ready():
     p = plan(canary.State("2", canary.STARTING, 0, T0), candidate=STARTING_UP)
     assert p.state.phase == canary.STARTING and p.weight == 0 and "0 of 1 ready" in p.message
+
+
+def test_the_canary_waits_until_its_service_has_a_ready_endpoint():
+    p = plan(canary.State("2", canary.STARTING, 0, T0), candidate=READY, routable=False)
+    assert p.state.phase == canary.STARTING and p.weight == 0
+    assert "its Service has no ready endpoint yet" in p.message
 
 
 def test_a_ready_canary_gets_the_first_steps_share():

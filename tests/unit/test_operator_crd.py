@@ -376,6 +376,7 @@ NEEDED = {
     ("autoscaling", "horizontalpodautoscalers"): {"get", "create", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "create", "patch", "delete"},
     ("", "pods"): {"list"},
+    ("discovery.k8s.io", "endpointslices"): {"list"},  # a canary's Service ready for traffic
     ("", "events"): {"create"},
 }
 

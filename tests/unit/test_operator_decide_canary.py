@@ -35,10 +35,10 @@ def dep(version: str, phase: Phase = Phase.COMPLETE) -> Observed:
                     ready_replicas=1, replicas=1, desired_replicas=1)
 
 
-def run(status, version, stable, *, candidate=None, report=None, now=T0):
+def run(status, version, stable, *, candidate=None, report=None, now=T0, routable=True):
     return decide(spec=SPEC, status=status, resolution=ok(version), observed=stable,
                   config_hash=HASH, url="http://iris", now=now, candidate=candidate,
-                  report=report)
+                  routable=routable, report=report)
 
 
 def counts(requests: int, agreed: int) -> Counts:
@@ -66,6 +66,8 @@ def test_a_passing_canary_is_promoted() -> None:
     assert cond(start.status, "Available") == ("True", c.SERVING)
     assert start.status["servingVersion"] == "1" and start.status["rollout"]["phase"] == "Starting"
 
+    unreachable = run(start.status, "2", dep("1"), candidate=dep("2"), now=T1, routable=False)
+    assert unreachable.route is None and unreachable.status["rollout"]["phase"] == "Starting"
     step = run(start.status, "2", dep("1"), candidate=dep("2"), now=T1)
     assert step.route == ("2/0", "2", 10) and step.status["rollout"]["weight"] == 10
 
