@@ -222,13 +222,18 @@ def _sync_canary(
         if memory.canary_service_hash != builders.config_hash(service):
             kube.apply(service)
             memory.canary_service_hash = builders.config_hash(service)
-    elif canary_deployment is not None and candidate.owned:
-        kube.delete("Deployment", spec.namespace, name, canary_deployment["metadata"]["uid"])
-        existing = kube.get_service(spec.namespace, name)
-        if existing is not None and controlled_by(existing, spec.uid):
-            kube.delete("Service", spec.namespace, name, existing["metadata"]["uid"])
-        memory.canary_service_hash = None
-        logger.info("deleted the canary Deployment and Service")
+    else:
+        if canary_deployment is not None and candidate.owned:
+            kube.delete("Deployment", spec.namespace, name, canary_deployment["metadata"]["uid"])
+            logger.info("deleted the canary Deployment")
+        # The Service stays while the strategy is Canary: deleted and created again, its name
+        # would not resolve for as long as the cluster DNS caches the answer that it did not exist.
+        if spec.rollout.strategy != CANARY and memory.canary_service_hash is not None:
+            existing = kube.get_service(spec.namespace, name)
+            if existing is not None and controlled_by(existing, spec.uid):
+                kube.delete("Service", spec.namespace, name, existing["metadata"]["uid"])
+                logger.info("deleted the canary Service")
+            memory.canary_service_hash = None
 
     route = None
     if decision.route is not None:
