@@ -1,0 +1,204 @@
+"""Canary rollouts on the real cluster (#16): the stable pods send each step's share of requests to
+the candidate, the operator judges the candidate on what they counted, and promotes it or aborts.
+
+One stable and one canary pod; a client on the host keeps calling the model's Service (by its
+cluster IP) and notes which version answered each request (X-Model-Version). A good version
+goes through both steps, with the operator killed and restarted in the second, and is promoted;
+a version trained on shuffled labels is aborted at the first step by the agreement analysis.
+Neither costs a client a failed request. Harness: tests/cluster/operator_harness.py.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import requests
+from devkit import WaitTimeout, wait_for
+from mlflow import MlflowClient
+from operator_harness import SERVING_IMAGE, condition, create_cr, get_cr
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+
+NAME = "iris"
+FIRST_STEP = {"weight": 10, "durationSeconds": 20, "minRequests": 120}
+SECOND_STEP = {"weight": 50, "durationSeconds": 10, "minRequests": 100}
+CLIENTS = 4
+
+
+def register(mlflow_server: str) -> tuple[str, str, str, str]:
+    """Two good iris forests and one fit on shuffled labels (loads, answers, and is wrong)."""
+    import mlflow
+    import mlflow.sklearn
+    import numpy as np
+    from sklearn.datasets import load_iris
+    from sklearn.ensemble import RandomForestClassifier
+
+    x, y = load_iris(return_X_y=True, as_frame=True)
+    shuffled = np.random.default_rng(0).permutation(y.to_numpy())
+    name = f"op-canary-{uuid.uuid4().hex[:6]}"
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    versions = []
+    try:
+        with mlflow.start_run():
+            for i, labels in enumerate((y, y, shuffled)):
+                forest = RandomForestClassifier(5 + 2 * i, random_state=i).fit(x, labels)
+                info = mlflow.sklearn.log_model(forest, name=f"model{i}", input_example=x.head(2),
+                                                registered_model_name=name,
+                                                skops_trusted_types=["sklearn.tree._tree.Tree"])
+                versions.append(str(info.registered_model_version))
+    finally:
+        mlflow.set_tracking_uri(previous)
+    MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(name, "champion", versions[0])
+    return name, *versions
+
+
+class Client:
+    """CLIENTS threads posting iris rows (all 150, in turn) to `url`; each answer's time, status
+    and X-Model-Version."""
+
+    def __init__(self, url: str) -> None:
+        from sklearn.datasets import load_iris
+
+        x = load_iris(as_frame=True).data
+        self.bodies = [{"dataframe_split": {"columns": list(x.columns), "data": [row]}}
+                       for row in x.to_numpy().tolist()]
+        self.url = f"{url}/invocations"
+        self.answers: list[tuple[float, int, str]] = []
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._work, args=(i,)) for i in range(CLIENTS)]
+        for t in self._threads:
+            t.start()
+
+    def _work(self, offset: int) -> None:
+        session, i = requests.Session(), offset
+        while not self._stop.is_set():
+            i += CLIENTS
+            try:
+                resp = session.post(self.url, json=self.bodies[i % len(self.bodies)], timeout=30)
+                self.answers.append((time.monotonic(), resp.status_code,
+                                     resp.headers.get("x-model-version", "")))
+                if resp.status_code != 200:
+                    self.failures.append(f"{resp.status_code} {resp.text[:200]}")
+            except requests.RequestException as e:
+                self.failures.append(f"{type(e).__name__}: {e}")
+                session = requests.Session()
+
+    def share(self, version: str, start: float, end: float) -> tuple[float, int]:
+        answered = [v for t, status, v in self.answers if start <= t <= end and status == 200]
+        return (sum(v == version for v in answered) / len(answered) if answered else 0.0,
+                len(answered))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(60)
+
+
+def event_messages(core: Any, namespace: str, reason: str) -> list[str]:
+    events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={NAME}")
+    return [e.message for e in events.items if e.reason == reason]
+
+
+def rollout(cr: dict[str, Any]) -> dict[str, Any]:
+    return (cr.get("status") or {}).get("rollout") or {}
+
+
+@pytest.fixture
+def canary_cr(operator, objects, core, apps, namespace, mlflow_server, serving_mlflow):
+    model, good, better, shuffled = register(mlflow_server)
+    env = {"MLSHIP_SERVING_TRACKING_URI": serving_mlflow, "MLSHIP_SERVING_IMAGE": SERVING_IMAGE,
+           "MLSHIP_ROUTING_KEY": uuid.uuid4().hex}
+    ops = [operator(**env)]
+    create_cr(objects, namespace, NAME, {
+        "model": model,
+        "rollout": {"strategy": "Canary", "steps": [FIRST_STEP, SECOND_STEP]},
+    })
+    wait_for(f"version {good} Ready\n{ops[0].log()}", lambda: serving(objects, namespace, good),
+             240, 2)
+    service = core.read_namespaced_service(NAME, namespace)
+    client = Client(f"http://{service.spec.cluster_ip}")
+    yield {"model": model, "good": good, "better": better, "shuffled": shuffled, "client": client,
+           "ops": ops, "env": env, "start": lambda: ops.append(operator(**env))}
+    client.stop()
+
+
+def serving(objects: Any, namespace: str, version: str) -> dict[str, Any] | None:
+    got = get_cr(objects, namespace, NAME)
+    ready = condition(got, "Ready").get("status") == "True"
+    done = ready and got["status"].get("servingVersion") == version and not rollout(got)
+    return got if done else None
+
+
+def test_a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted(
+    canary_cr, objects, core, apps, namespace, mlflow_server
+) -> None:
+    c = canary_cr
+    client, mlflow = c["client"], MlflowClient(tracking_uri=mlflow_server)
+
+    def wait(what: str, check: Any, timeout: float, interval: float = 1) -> Any:
+        """wait_for, saying on a timeout where the rollout stood and what the operator logged."""
+        try:
+            return wait_for(what, check, timeout, interval)
+        except WaitTimeout:
+            status = get_cr(objects, namespace, NAME).get("status")
+            pytest.fail(f"{what}: timed out; status {status}\n{c['ops'][-1].log()}")
+
+    def at_step(step: int) -> dict[str, Any] | None:
+        got = get_cr(objects, namespace, NAME)
+        r = rollout(got)
+        return got if r.get("phase") == "Analysing" and r.get("step") == step else None
+
+    # A good version: 10 %, then 50 % (the operator killed and restarted there), then promoted.
+    moved = time.monotonic()
+    mlflow.set_registered_model_alias(c["model"], "champion", c["better"])
+    wait("step 1", lambda: at_step(0), 180, 0.5)
+    first = time.monotonic()
+    wait("step 2", lambda: at_step(1), 180, 0.5)
+    second = time.monotonic()
+    share, n = client.share(c["better"], first + 3, second - 1)  # a tick to reach the pods
+    c["ops"][-1].stop()
+    time.sleep(4)  # the pods keep routing 50 % while no operator runs
+    c["start"]()
+    got = wait(f"version {c['better']} promoted", lambda: serving(objects, namespace, c["better"]), 240)
+    promoted = time.monotonic() - moved
+    assert not apps.list_namespaced_deployment(
+        namespace, label_selector=f"app.kubernetes.io/instance={NAME}-canary").items
+    assert len(event_messages(core, namespace, "CanaryStep")) == 2  # step 2 was not started again
+    assert event_messages(core, namespace, "CanaryPromoted")
+    print(f"canary share at the 10 % step: {share:.1%} of {n} requests; alias moved → "
+          f"promoted in {promoted:.0f} s")
+    assert n >= 1000 and abs(share - 0.10) <= 0.03, (share, n)
+    assert condition(got, "Degraded").get("status") == "False"
+
+    # A version that loads but answers wrong: aborted at the first step, stable throughout.
+    aborted_at = len(client.answers)
+    mlflow.set_registered_model_alias(c["model"], "champion", c["shuffled"])
+
+    def aborted() -> dict[str, Any] | None:
+        got = get_cr(objects, namespace, NAME)
+        failure = got["status"].get("lastFailure") or {}
+        return got if failure.get("version") == c["shuffled"] else None
+
+    got = wait(f"version {c['shuffled']} aborted", aborted, 180)
+    degraded = condition(got, "Degraded")
+    assert degraded.get("status") == "True" and "agreement" in degraded["message"], degraded
+    assert "at step 1" in got["status"]["lastFailure"]["message"]
+    assert got["status"]["servingVersion"] == c["better"]
+    time.sleep(8)  # several registry polls: no second try of the same version
+    got = get_cr(objects, namespace, NAME)
+    assert not rollout(got) and len(event_messages(core, namespace, "CanaryAborted")) == 1
+    assert not apps.list_namespaced_deployment(
+        namespace, label_selector=f"app.kubernetes.io/instance={NAME}-canary").items
+    tail = [v for _, status, v in client.answers[aborted_at:][-200:]]
+    assert set(tail) == {c["better"]}, set(tail)
+    print(f"shuffled-label version aborted: {degraded['message']}")
+
+    client.stop()
+    assert client.failures == [], client.failures[:10]
+    print(f"client: {len(client.answers)} requests, 0 failed")
