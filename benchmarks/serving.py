@@ -615,6 +615,9 @@ def main() -> None:
         candidate, candidate_cmd, candidate_env = mlship_server("mlship-candidate", {
             "MLFLOW_TRACKING_URI": tracking.uri,
             "MLSHIP_MODEL_NAME": MODEL_NAME,
+            # as the stable one (a local path): no inference log, whose writes to the tracking
+            # server would take the shared CPUs from the server measured
+            "MLSHIP_INFERENCE_LOG_SAMPLE_RATE": "0",
         }, local=False)
         canary = Canary(secrets.token_urlsafe(24), candidate, candidate_cmd, candidate_env)
         launch_mlship("mlship-routed", {"MLSHIP_ROUTING_TOKEN": canary.token})
