@@ -63,6 +63,7 @@ class TickMemory:
     routing_secret: bool = False
     """The Secret of the stable pods' routing token was created (or found)."""
     canary_service_hash: str | None = None
+    """The config hash of the canary's Service as last applied; None when it must be applied."""
 
 
 @dataclasses.dataclass(frozen=True)
