@@ -63,12 +63,6 @@ def push(
             continue
         if route is None or report.rollout != route.rollout:
             continue
-        total = report if total is None else _sum(total, report)
+        total = report if total is None else total.merge(report)
     return total
 
-
-def _sum(a: Report, b: Report) -> Report:
-    return Report(
-        rollout=a.rollout, share=a.share, mode=a.mode,
-        stable=a.stable.merge(b.stable), candidate=a.candidate.merge(b.candidate),
-    )

@@ -262,6 +262,13 @@ class Report:
     stable: Counts
     candidate: Counts
 
+    def merge(self, other: Report) -> Report:
+        """Two pods' reports of the same route as one: the counts summed."""
+        return Report(
+            self.rollout, self.share, self.mode,
+            self.stable.merge(other.stable), self.candidate.merge(other.candidate),
+        )
+
     def to_json(self) -> dict[str, Any]:
         return {
             "rollout": self.rollout,

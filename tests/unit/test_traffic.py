@@ -74,6 +74,16 @@ def test_merge_sums_every_field() -> None:
     assert Counts.empty() == ZERO
 
 
+def test_two_pods_reports_of_one_route_merge_into_their_summed_counts() -> None:
+    a = Report("7/0", 0.1, "canary", _counts([1.0]), _counts([2.0], compared=1, agreed=1))
+    b = Report("7/0", 0.1, "canary", _counts([3.0, 4.0], errors=1), _counts([5.0], compared=1))
+    merged = a.merge(b)
+    assert (merged.rollout, merged.share, merged.mode) == ("7/0", 0.1, "canary")
+    assert merged.stable == a.stable.merge(b.stable) and merged.stable.requests == 3
+    assert merged.candidate == a.candidate.merge(b.candidate)
+    assert (merged.candidate.compared, merged.candidate.agreed) == (2, 1)
+
+
 def test_quantile_is_the_upper_bound_of_the_bucket_holding_it() -> None:
     counts = _counts([0.9] * 98 + [45.0, 45.0])
     assert counts.quantile_ms(0.5) == 1.0
