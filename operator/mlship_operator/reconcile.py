@@ -133,8 +133,9 @@ def tick(
         deployment, pods, owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts
     )
 
+    state = canary.state_from_status(previous)
     canary_deployment = None
-    if spec.rollout.strategy == CANARY or canary.state_from_status(previous) or memory.routed:
+    if spec.rollout.strategy == CANARY or state is not None or memory.routed:
         canary_deployment = kube.get_deployment(spec.namespace, builders.canary_name(spec.name))
     candidate = observe(
         canary_deployment,
@@ -142,8 +143,10 @@ def tick(
         if needs_pod_check(canary_deployment) else None,
         owner_uid=spec.uid, crashloop_restarts=config.crashloop_restarts,
     )
-    routable = candidate.phase is Phase.COMPLETE and kube.has_ready_endpoint(
-        spec.namespace, builders.canary_name(spec.name))
+    # asked only while it decides anything: before a canary's first step
+    routable = (state is not None and state.phase == canary.STARTING
+                and candidate.phase is Phase.COMPLETE
+                and kube.has_ready_endpoint(spec.namespace, builders.canary_name(spec.name)))
     if spec.rollout.strategy == CANARY and not memory.routing_secret:
         # before any stable pod that needs its token is written
         kube.create(builders.build_routing_secret(spec, config.routing_key))
