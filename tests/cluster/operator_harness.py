@@ -237,16 +237,19 @@ def register_real_versions(mlflow_server: str, tmp_path: Path) -> tuple[str, str
 
 
 
-def register_forests(mlflow_server: str, count: int = 2, prefix: str = "op-forest") -> tuple[
-        str, list[str]]:
+def register_forests(mlflow_server: str, count: int = 2, prefix: str = "op-forest",
+                     shuffled: frozenset[int] = frozenset()) -> tuple[str, list[str]]:
     """`count` loadable iris forests (different sizes and seeds) as versions of a new model,
-    alias champion → the first."""
+    alias champion → the first. The forests whose index is in `shuffled` are fit on shuffled
+    labels: they load and answer, and are wrong."""
     import mlflow
     import mlflow.sklearn
+    import numpy as np
     from sklearn.datasets import load_iris
     from sklearn.ensemble import RandomForestClassifier
 
     x, y = load_iris(return_X_y=True, as_frame=True)
+    wrong = np.random.default_rng(0).permutation(y.to_numpy())
     name = f"{prefix}-{uuid.uuid4().hex[:6]}"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(mlflow_server)
@@ -254,7 +257,8 @@ def register_forests(mlflow_server: str, count: int = 2, prefix: str = "op-fores
     try:
         with mlflow.start_run():
             for i in range(count):
-                forest = RandomForestClassifier(5 + 2 * i, random_state=i).fit(x, y)
+                labels = wrong if i in shuffled else y
+                forest = RandomForestClassifier(5 + 2 * i, random_state=i).fit(x, labels)
                 info = mlflow.sklearn.log_model(forest, name=f"model{i}", input_example=x.head(2),
                                                 registered_model_name=name,
                                                 skops_trusted_types=["sklearn.tree._tree.Tree"])

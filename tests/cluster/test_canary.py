@@ -19,7 +19,7 @@ import pytest
 import requests
 from devkit import WaitTimeout, wait_for
 from mlflow import MlflowClient
-from operator_harness import SERVING_IMAGE, condition, create_cr, get_cr
+from operator_harness import SERVING_IMAGE, condition, create_cr, get_cr, register_forests
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
@@ -31,30 +31,8 @@ CLIENTS = 4
 
 def register(mlflow_server: str) -> tuple[str, str, str, str]:
     """Two good iris forests and one fit on shuffled labels (loads, answers, and is wrong)."""
-    import mlflow
-    import mlflow.sklearn
-    import numpy as np
-    from sklearn.datasets import load_iris
-    from sklearn.ensemble import RandomForestClassifier
-
-    x, y = load_iris(return_X_y=True, as_frame=True)
-    shuffled = np.random.default_rng(0).permutation(y.to_numpy())
-    name = f"op-canary-{uuid.uuid4().hex[:6]}"
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(mlflow_server)
-    versions = []
-    try:
-        with mlflow.start_run():
-            for i, labels in enumerate((y, y, shuffled)):
-                forest = RandomForestClassifier(5 + 2 * i, random_state=i).fit(x, labels)
-                info = mlflow.sklearn.log_model(forest, name=f"model{i}", input_example=x.head(2),
-                                                registered_model_name=name,
-                                                skops_trusted_types=["sklearn.tree._tree.Tree"])
-                versions.append(str(info.registered_model_version))
-    finally:
-        mlflow.set_tracking_uri(previous)
-    MlflowClient(tracking_uri=mlflow_server).set_registered_model_alias(name, "champion", versions[0])
-    return name, *versions
+    model, versions = register_forests(mlflow_server, 3, "op-canary", shuffled=frozenset({2}))
+    return model, *versions
 
 
 class Client:
