@@ -15,7 +15,7 @@ from mlship.names import ServingEnv
 
 from . import resource as r
 from .config import Config
-from .spec import CANARY, ServingSpec
+from .spec import ServingSpec
 
 SERVING_UID = 10001
 # Seconds a terminating pod keeps answering before SIGTERM, so that endpoints and
@@ -129,9 +129,9 @@ def events_env(config: Config) -> list[dict[str, str]]:
 
 
 def routing_env(spec: ServingSpec) -> list[dict[str, Any]]:
-    """The stable pods of a Canary rollout take routing pushes from the operator, with a token
-    from the Secret the operator created (build_routing_secret)."""
-    if spec.rollout.strategy != CANARY:
+    """The stable pods of a Shadow or Canary rollout take routing pushes from the operator, with
+    a token from the Secret the operator created (build_routing_secret)."""
+    if not spec.rollout.staged:
         return []
     ref = {"name": routing_secret_name(spec.name), "key": ROUTING_TOKEN_KEY, "optional": False}
     return [{"name": ServingEnv.ROUTING_TOKEN, "valueFrom": {"secretKeyRef": ref}}]

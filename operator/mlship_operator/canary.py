@@ -1,13 +1,18 @@
-"""A canary rollout as a pure step machine: from where it stands (status.rollout), the candidate's
-Deployment and the traffic figures the stable pods report, to what to do next.
+"""A staged rollout (strategy Shadow or Canary) as a pure step machine: from where it stands
+(status.rollout), the candidate's Deployment and the traffic figures the stable pods report, to
+what to do next.
 
 Starting: the candidate runs in its own Deployment, taking no traffic, until it is ready.
 Analysing: step after step of spec.rollout.steps, the stable pods send each step's share of
-requests to it; a step is judged once the candidate answered the step's minimum of requests, and
-left once its duration passed too. A failed analysis aborts at once; a pod that cannot become
-ready aborts as a rollout does today.
+requests to it (a canary step: those clients get its answers) or a copy of them (a shadow step:
+clients get the stable version's answers); a step is judged once the candidate answered the
+step's minimum of requests, and left once its duration passed too. A failed analysis aborts at
+once; a pod that cannot become ready aborts as a rollout does today.
 Promoting: the stable Deployment rolls to the candidate's version; when that is done the
 candidate goes.
+
+Events and the Ready/Progressing reason are named for the strategy: CanaryStep or ShadowStep,
+CanaryInProgress or ShadowInProgress.
 """
 
 from __future__ import annotations
@@ -17,18 +22,18 @@ import datetime as dt
 from collections.abc import Mapping
 from typing import Any
 
+from mlship.traffic import SHADOW as SHADOW_MODE
 from mlship.traffic import Report
 
 from .events import EventSpec
 from .rollout import Observed, Phase
-from .spec import Analysis, Rollout
+from .spec import CANARY, Analysis, Rollout
 
 STARTING, ANALYSING, PROMOTING = "Starting", "Analysing", "Promoting"
 ANALYSIS_FAILED = "AnalysisFailed"
-CANARY_STARTED = "CanaryStarted"
-CANARY_STEP = "CanaryStep"
-CANARY_PROMOTING = "CanaryPromoting"
-CANARY_CANCELLED = "CanaryCancelled"
+# Event reasons and the conditions' reason, after the strategy: CanaryStarted, ShadowStarted...
+STARTED, STEP, PROMOTING_EVENT, PROMOTED = "Started", "Step", "Promoting", "Promoted"
+CANCELLED, ABORTED, IN_PROGRESS = "Cancelled", "Aborted", "InProgress"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,11 +45,14 @@ class State:
     step: int = 0
     step_started: str = ""
     """RFC 3339: when the current step's share was first sent."""
+    strategy: str = CANARY
+    """spec.rollout.strategy when the rollout started: a change cancels it."""
 
     @property
     def rollout_id(self) -> str:
-        """The id the stable pods count the current step's figures under."""
-        return f"{self.candidate}/{self.step}"
+        """The id the stable pods count the current step's figures under (a switch of strategy
+        restarts at step 0, and must not inherit the other strategy's figures)."""
+        return f"{self.strategy}/{self.candidate}/{self.step}"
 
 
 def state_from_status(status: Mapping[str, Any] | None) -> State | None:
@@ -54,6 +62,7 @@ def state_from_status(status: Mapping[str, Any] | None) -> State | None:
     return State(
         candidate=str(rollout["candidate"]), phase=rollout["phase"],
         step=int(rollout.get("step") or 0), step_started=str(rollout.get("stepStartedAt") or ""),
+        strategy=str(rollout.get("strategy") or CANARY),
     )
 
 
@@ -62,7 +71,9 @@ class Plan:
     state: State | None
     """None: no canary under way (the candidate Deployment must not exist)."""
     weight: int = 0
-    """Percent of requests the stable pods send to the candidate now."""
+    """Percent of requests the stable pods send (or copy) to the candidate now."""
+    mode: str = ""
+    """How they do: mlship.traffic's CANARY or SHADOW; empty with no weight."""
     promote: bool = False
     """Roll the stable Deployment to the candidate's version on this tick."""
     failure: Mapping[str, Any] | None = None
@@ -86,10 +97,11 @@ class Plan:
         if self.state is None:
             return None
         status = {
-            "strategy": "Canary",
+            "strategy": self.state.strategy,
             "candidate": self.state.candidate,
             "phase": self.state.phase,
             "step": self.state.step,
+            "mode": self.mode.capitalize() or None,
             "weight": self.weight,
             "stepStartedAt": self.state.step_started or None,
             **self.figures,
@@ -164,37 +176,40 @@ def plan(
 
     want: the version the registry (or the pin) names, when it differs from what serves.
     stable: the version that serves and is known good; None when there is none to compare with
-    (then there is no canary: the version rolls out as with Replace).
+    (then nothing is staged: the version rolls out as with Replace).
     promoted: the stable Deployment runs `state.candidate`, rolled out.
     routable: the canary's Service has a ready endpoint: its pod being ready is not enough, the
     stable pods reach it through the Service.
     report: the stable pods' figures summed for the current step (None: not read yet).
     """
     events: list[EventSpec] = []
-    canary = rollout.strategy == "Canary"
-    if state is not None and (not canary or want != state.candidate):
+    if state is not None and (state.strategy != rollout.strategy or want != state.candidate):
         if state.phase == PROMOTING and promoted:
             pass  # finished below, not cancelled
         else:
-            why = "the strategy is no longer Canary" if not canary else (
-                f"the registry now names version {want}" if want else "no version is wanted")
-            events.append(EventSpec("Normal", CANARY_CANCELLED,
-                                    f"canary of version {state.candidate} stopped: {why}"))
+            why = (f"the strategy is {rollout.strategy} now" if state.strategy != rollout.strategy
+                   else f"the registry now names version {want}" if want
+                   else "no version is wanted")
+            events.append(_event(state.strategy, CANCELLED,
+                                 f"{_noun(state)} of version {state.candidate} stopped: {why}"))
             state = None
     if state is None:
-        if not canary or want is None or stable is None or want == stable:
+        if not rollout.staged or want is None or stable is None or want == stable:
             return Plan(None, events=tuple(events))
-        state = State(want, STARTING, 0, now)
-        events.append(EventSpec("Normal", CANARY_STARTED,
-                                f"canary of version {want} started next to version {stable}"))
+        state = State(want, STARTING, 0, now, rollout.strategy)
+        events.append(_event(state.strategy, STARTED,
+                             f"{_noun(state)} of version {want} started next to version {stable}"))
 
     steps = rollout.steps
+    # the steps may have been edited since the rollout started: there may be fewer now
+    state = dataclasses.replace(state, step=min(state.step, max(len(steps) - 1, 0)))
     if state.phase == PROMOTING:
         if promoted:
-            message = f"version {state.candidate} passed every canary step and serves"
-            return Plan(None, events=(*events, EventSpec("Normal", "CanaryPromoted", message)))
-        return Plan(state, steps[-1].weight, message=f"promoting version {state.candidate}",
-                    figures=figures(report), events=tuple(events))
+            message = f"version {state.candidate} passed every {_noun(state)} step and serves"
+            return Plan(None, events=(*events, _event(state.strategy, PROMOTED, message)))
+        return Plan(state, steps[-1].weight, steps[-1].mode,
+                    message=f"promoting version {state.candidate}", figures=figures(report),
+                    events=tuple(events))
 
     if candidate.phase is Phase.FAILED:
         return _abort(state, candidate.reason, candidate.message, report, events)
@@ -204,10 +219,10 @@ def plan(
             candidate.phase is Phase.COMPLETE)
         if not (ready and routable):
             detail = candidate.message if not ready else "its Service has no ready endpoint yet"
-            message = f"starting version {state.candidate} as the canary"
+            message = f"starting version {state.candidate} as the candidate"
             return Plan(state, 0, message=f"{message} ({detail})" if detail else message,
                         events=tuple(events))
-        state = State(state.candidate, ANALYSING, 0, now)
+        state = dataclasses.replace(state, phase=ANALYSING, step=0, step_started=now)
         events.append(_step_event(state, rollout))
         report = None  # figures of an earlier try are not this step's
 
@@ -221,37 +236,50 @@ def plan(
             return _abort(state, ANALYSIS_FAILED, "; ".join(failures), report, events)
         if _seconds_between(state.step_started, now) >= step.seconds:
             if state.step + 1 < len(steps):
-                state = State(state.candidate, ANALYSING, state.step + 1, now)
+                state = dataclasses.replace(state, step=state.step + 1, step_started=now)
                 events.append(_step_event(state, rollout))
-                return Plan(state, steps[state.step].weight, message=_step_message(state, rollout),
+                nxt = steps[state.step]
+                return Plan(state, nxt.weight, nxt.mode, message=_step_message(state, rollout),
                             events=tuple(events))
-            promoting = State(state.candidate, PROMOTING, state.step, state.step_started)
-            message = f"version {state.candidate} passed {len(steps)} canary step(s): promoting it"
-            events.append(EventSpec("Normal", CANARY_PROMOTING, message))
-            return Plan(promoting, step.weight, promote=True, message=message,
+            promoting = dataclasses.replace(state, phase=PROMOTING)
+            message = (f"version {state.candidate} passed {len(steps)} {_noun(state)} step(s):"
+                       " promoting it")
+            events.append(_event(state.strategy, PROMOTING_EVENT, message))
+            return Plan(promoting, step.weight, step.mode, promote=True, message=message,
                         figures=figures(report), events=tuple(events))
     message = _step_message(state, rollout)
     if requests < step.min_requests:
         message += f"; {requests} of the {step.min_requests} requests to judge it"
-    return Plan(state, step.weight, message=message, figures=figures(report),
+    return Plan(state, step.weight, step.mode, message=message, figures=figures(report),
                 events=tuple(events))
+
+
+def _noun(state: State) -> str:
+    return state.strategy.lower()
+
+
+def _event(strategy: str, what: str, message: str, kind: str = "Normal") -> EventSpec:
+    return EventSpec(kind, strategy + what, message)
 
 
 def _step_message(state: State, rollout: Rollout) -> str:
     step = rollout.steps[state.step]
-    return (f"canary of version {state.candidate}: step {state.step + 1} of {len(rollout.steps)},"
-            f" {step.weight}% of requests for at least {step.seconds}s")
+    where = f"{_noun(state)} of version {state.candidate}: step {state.step + 1} of {len(rollout.steps)}"
+    if step.mode == SHADOW_MODE:
+        return (f"{where}, a copy of {step.weight}% of requests (clients get the stable version's"
+                f" answers) for at least {step.seconds}s")
+    return f"{where}, {step.weight}% of requests for at least {step.seconds}s"
 
 
 def _step_event(state: State, rollout: Rollout) -> EventSpec:
-    return EventSpec("Normal", CANARY_STEP, _step_message(state, rollout))
+    return _event(state.strategy, STEP, _step_message(state, rollout))
 
 
 def _abort(
     state: State, reason: str, detail: str, report: Report | None, events: list[EventSpec]
 ) -> Plan:
     where = f"step {state.step + 1}" if state.phase == ANALYSING else "start"
-    message = f"canary of version {state.candidate} aborted at {where}: {detail}"
+    message = f"{_noun(state)} of version {state.candidate} aborted at {where}: {detail}"
     failure = {"version": state.candidate, "reason": reason, "message": message}
     return Plan(None, 0, failure=failure, message=message, figures=figures(report),
-                events=(*events, EventSpec("Warning", "CanaryAborted", message)))
+                events=(*events, _event(state.strategy, ABORTED, message, "Warning")))

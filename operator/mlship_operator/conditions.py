@@ -29,7 +29,6 @@ NOTHING_SERVING = "NothingServing"
 NO_READY_REPLICAS = "NoReadyReplicas"
 APPLY_FAILED = "ApplyFailed"
 INVALID_SPEC = "InvalidSpec"
-CANARY_IN_PROGRESS = "CanaryInProgress"
 
 MAX_MESSAGE = 32768
 _REASON = re.compile(r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")

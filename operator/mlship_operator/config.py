@@ -47,8 +47,8 @@ class Config:
     """Kafka for the serving pods' prediction events and /feedback (docs/events.md); empty: none,
     and serving logs a sample of requests to MLflow instead."""
     routing_key: str = ""
-    """The key the stable pods' routing tokens are derived from (spec.rollout Canary); empty:
-    this operator runs no canaries."""
+    """The key the stable pods' routing tokens are derived from (spec.rollout Shadow or Canary);
+    empty: this operator stages no versions."""
 
     @property
     def clusterwide(self) -> bool:

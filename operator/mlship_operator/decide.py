@@ -33,8 +33,9 @@ class Decision:
     events: tuple[EventSpec, ...] = ()
     candidate: str | None = None
     """The version the canary Deployment runs; None: there must be none."""
-    route: tuple[str, str, int] | None = None
-    """(rollout id, canary version, percent) the stable pods send to the canary; None: none."""
+    route: tuple[str, str, int, str] | None = None
+    """(rollout id, candidate version, percent, mlship.traffic mode) the stable pods send or copy
+    to the candidate; None: none."""
 
 
 def _compact(status: dict[str, Any]) -> dict[str, Any]:
@@ -103,10 +104,12 @@ def decide(
         )
     reports = condition_reports(spec, resolution, observed, target)
     if plan.holds_back:
+        assert plan.state is not None  # noqa: S101 - holds_back says so
+        reason = plan.state.strategy + canary.IN_PROGRESS
         reports = {
             **reports,
-            c.READY: c.Report(False, c.CANARY_IN_PROGRESS, plan.message),
-            c.PROGRESSING: c.Report(True, c.CANARY_IN_PROGRESS, plan.message),
+            c.READY: c.Report(False, reason, plan.message),
+            c.PROGRESSING: c.Report(True, reason, plan.message),
         }
     new = new_status(
         reports,
@@ -129,7 +132,7 @@ def decide(
     )
     route = None
     if plan.state and plan.weight:
-        route = (plan.state.rollout_id, plan.state.candidate, plan.weight)
+        route = (plan.state.rollout_id, plan.state.candidate, plan.weight, plan.mode)
     return Decision(target.apply_version, new, events, candidate=plan.candidate, route=route)
 
 

@@ -21,7 +21,7 @@ from .events import EventSpec
 from .kube import Kube, api_error_message
 from .report import apply_failed_reports
 from .rollout import Observed, Phase, controlled_by, needs_pod_check, observe
-from .spec import CANARY, InvalidSpec, ServingSpec, generation, serving_spec
+from .spec import InvalidSpec, ServingSpec, generation, serving_spec
 
 _LOG = logging.getLogger(__name__)
 ABSENT = "absent"
@@ -135,7 +135,7 @@ def tick(
 
     state = canary.state_from_status(previous)
     canary_deployment = None
-    if spec.rollout.strategy == CANARY or state is not None or memory.routed:
+    if spec.rollout.staged or state is not None or memory.routed:
         canary_deployment = kube.get_deployment(spec.namespace, builders.canary_name(spec.name))
     candidate = observe(
         canary_deployment,
@@ -147,7 +147,7 @@ def tick(
     routable = (state is not None and state.phase == canary.STARTING
                 and candidate.phase is Phase.COMPLETE
                 and kube.has_ready_endpoint(spec.namespace, builders.canary_name(spec.name)))
-    if spec.rollout.strategy == CANARY and not memory.routing_secret:
+    if spec.rollout.staged and not memory.routing_secret:
         # before any stable pod that needs its token is written
         kube.create(builders.build_routing_secret(spec, config.routing_key))
         memory.routing_secret = True
@@ -230,9 +230,10 @@ def _sync_canary(
         if canary_deployment is not None and candidate.owned:
             kube.delete("Deployment", spec.namespace, name, canary_deployment["metadata"]["uid"])
             logger.info("deleted the canary Deployment")
-        # The Service stays while the strategy is Canary: deleted and created again, its name
-        # would not resolve for as long as the cluster DNS caches the answer that it did not exist.
-        if spec.rollout.strategy != CANARY and memory.canary_service_hash is not None:
+        # The Service stays while the strategy stages versions: deleted and created again, its
+        # name would not resolve for as long as the cluster DNS caches the answer that it did not
+        # exist.
+        if not spec.rollout.staged and memory.canary_service_hash is not None:
             existing = kube.get_service(spec.namespace, name)
             if existing is not None and controlled_by(existing, spec.uid):
                 kube.delete("Service", spec.namespace, name, existing["metadata"]["uid"])
@@ -241,9 +242,9 @@ def _sync_canary(
 
     route = None
     if decision.route is not None:
-        rollout_id, version, weight = decision.route
+        rollout_id, version, weight, mode = decision.route
         route = Route(rollout=rollout_id, candidate=builders.service_url(spec, config, canary=True),
-                      version=version, share=weight / 100, mode="canary")
+                      version=version, share=weight / 100, mode=mode)
     elif not (memory.routed or had_rollout):
         return
     token = builders.routing_token(config.routing_key, spec.uid)

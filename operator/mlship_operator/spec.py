@@ -11,6 +11,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from mlship.traffic import CANARY as CANARY_MODE
+from mlship.traffic import SHADOW as SHADOW_MODE
+
 from .config import Config
 from .resource import DEFAULT_ALIAS
 
@@ -45,14 +48,17 @@ class Autoscaling:
 
 @dataclasses.dataclass(frozen=True)
 class Step:
-    """One canary step: the candidate's share of requests, held and judged before the next."""
+    """One step of a rollout: the candidate's share of requests, held and judged before the next."""
 
     weight: int
-    """Percent of requests sent to the candidate, 1 to 100."""
+    """Percent of requests sent (canary) or copied (shadow) to the candidate, 1 to 100."""
     seconds: int
     """The least time the step is held."""
     min_requests: int
     """The step is not judged before the candidate answered this many requests."""
+    mode: str = CANARY_MODE
+    """mlship.traffic's route mode: CANARY (clients get the candidate's answers) or SHADOW
+    (clients get the stable version's; the candidate answers a copy)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,22 +75,31 @@ class Analysis:
     """Share of rows where candidate and stable agree: same class, or numbers within 5 % relative."""
 
 
-REPLACE, CANARY = "Replace", "Canary"
-STRATEGIES = (REPLACE, CANARY)
+REPLACE, SHADOW, CANARY = "Replace", "Shadow", "Canary"
+STRATEGIES = (REPLACE, SHADOW, CANARY)
 DEFAULT_STEP_SECONDS = 60
 DEFAULT_STEP_MIN_REQUESTS = 100
 DEFAULT_CANARY_STEPS = (Step(10, 60, 100), Step(50, 60, 100))
+DEFAULT_SHADOW_WEIGHT = 100
+DEFAULT_SHADOW_STEP = Step(DEFAULT_SHADOW_WEIGHT, 60, 100, SHADOW_MODE)
 
 
 @dataclasses.dataclass(frozen=True)
 class Rollout:
     """spec.rollout: Replace moves all traffic once the new version is ready (as without the
-    field); Canary moves it in steps, each judged by the analysis."""
+    field); Shadow copies requests to it first, Canary sends it growing shares of them (after a
+    shadow step when spec.rollout.shadow is set), each step judged by the analysis."""
 
     strategy: str = REPLACE
     steps: tuple[Step, ...] = ()
-    """Empty with Replace; with Canary, the spec's steps or DEFAULT_CANARY_STEPS."""
+    """Empty with Replace; with Shadow, the shadow step; with Canary, the shadow step if any,
+    then the spec's steps or DEFAULT_CANARY_STEPS."""
     analysis: Analysis = Analysis()
+
+    @property
+    def staged(self) -> bool:
+        """The new version runs next to the stable one, as the candidate, before it takes over."""
+        return self.strategy != REPLACE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -164,10 +179,10 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
     if autoscaling:
         replicas = min(max(replicas, autoscaling.min_replicas), autoscaling.max_replicas)
     rollout = _rollout(spec.get("rollout"))
-    if rollout.strategy == CANARY and not config.routing_key:
+    if rollout.staged and not config.routing_key:
         raise InvalidSpec(
-            f"spec.rollout.strategy {CANARY} needs the operator's routing key, and this operator"
-            " has none: set MLSHIP_ROUTING_KEY (the chart does), or use Replace"
+            f"spec.rollout.strategy {rollout.strategy} needs the operator's routing key, and this"
+            " operator has none: set MLSHIP_ROUTING_KEY (the chart does), or use Replace"
         )
     return ServingSpec(
         name=meta["name"],
@@ -247,7 +262,24 @@ def _rollout(value: Mapping[str, Any] | None) -> Rollout:
             )
     if strategy == CANARY and not steps:
         steps = DEFAULT_CANARY_STEPS
+    shadow = value.get("shadow")
+    if shadow is not None and strategy == REPLACE:
+        raise InvalidSpec(
+            f"spec.rollout.shadow is only for strategy {SHADOW} or {CANARY} (this one is"
+            f" {REPLACE}): set spec.rollout.strategy or remove the shadow"
+        )
+    if shadow is not None or strategy == SHADOW:
+        steps = (_shadow_step(shadow or {}), *steps)
     return Rollout(strategy=strategy, steps=steps, analysis=_analysis(value.get("analysis")))
+
+
+def _shadow_step(value: Mapping[str, Any]) -> Step:
+    weight = value.get("weight", DEFAULT_SHADOW_WEIGHT)
+    if not isinstance(weight, int) or not 1 <= weight <= 100:
+        raise InvalidSpec(
+            f"spec.rollout.shadow.weight must be a whole percent from 1 to 100, not {weight!r}"
+        )
+    return dataclasses.replace(_timing(weight, value), mode=SHADOW_MODE)
 
 
 def _step(index: int, value: Mapping[str, Any]) -> Step:
@@ -256,6 +288,10 @@ def _step(index: int, value: Mapping[str, Any]) -> Step:
         raise InvalidSpec(
             f"spec.rollout.steps[{index}].weight must be a whole percent from 1 to 100, not {weight!r}"
         )
+    return _timing(weight, value)
+
+
+def _timing(weight: int, value: Mapping[str, Any]) -> Step:
     seconds, min_requests = value.get("durationSeconds"), value.get("minRequests")
     return Step(
         weight=weight,

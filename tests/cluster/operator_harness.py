@@ -270,6 +270,27 @@ def register_forests(mlflow_server: str, count: int = 2, prefix: str = "op-fores
     return name, versions
 
 
+def register_slow_forest(mlflow_server: str, name: str) -> str:
+    """A new version of `name`: register_forests' first forest, answering slow_forest.DELAY_S
+    later (tests/cluster/slow_forest.py)."""
+    import mlflow
+    import mlflow.pyfunc
+    from sklearn.datasets import load_iris
+
+    x = load_iris(as_frame=True).data
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(mlflow_server)
+    try:
+        with mlflow.start_run():
+            info = mlflow.pyfunc.log_model(
+                name="slow", python_model=str(Path(__file__).with_name("slow_forest.py")),
+                input_example=x.head(2), registered_model_name=name,
+            )
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return str(info.registered_model_version)
+
+
 def iris_request() -> str:
     """One iris row as an MLflow `dataframe_split` /invocations body."""
     from sklearn.datasets import load_iris

@@ -1,11 +1,14 @@
-"""Canary rollouts on the real cluster (#16): the stable pods send each step's share of requests to
-the candidate, the operator judges the candidate on what they counted, and promotes it or aborts.
+"""Canary and shadow rollouts on the real cluster (#16): the stable pods send each step's share of
+requests (or a copy of it) to the candidate, the operator judges the candidate on what they
+counted, and promotes it or aborts.
 
-One stable and one canary pod; a client on the host keeps calling the model's Service (by its
-cluster IP) and notes which version answered each request (X-Model-Version). A good version
-goes through both steps, with the operator killed and restarted in the second, and is promoted;
-a version trained on shuffled labels is aborted at the first step by the agreement analysis.
-Neither costs a client a failed request. Harness: tests/cluster/operator_harness.py.
+One stable and one candidate pod; a client on the host keeps calling the model's Service (by its
+cluster IP) and notes which version answered each request (X-Model-Version) and how long it took.
+Canary: a good version goes through both steps, with the operator killed and restarted in the
+second, and is promoted; a version trained on shuffled labels is aborted at the first step by the
+agreement analysis. Shadow: a version that answers as the stable one but 0.5 s later is aborted on
+latency, and clients never wait for it; a good version is then promoted. None of it costs a
+client a failed request. Harness: tests/cluster/operator_harness.py.
 """
 
 from __future__ import annotations
@@ -19,20 +22,24 @@ import pytest
 import requests
 from devkit import WaitTimeout, wait_for
 from mlflow import MlflowClient
-from operator_harness import SERVING_IMAGE, condition, create_cr, get_cr, register_forests
+from operator_harness import (
+    SERVING_IMAGE,
+    condition,
+    create_cr,
+    get_cr,
+    register_forests,
+    register_slow_forest,
+)
+from slow_forest import DELAY_S
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
 
 NAME = "iris"
 FIRST_STEP = {"weight": 10, "durationSeconds": 20, "minRequests": 120}
 SECOND_STEP = {"weight": 50, "durationSeconds": 10, "minRequests": 100}
+CANARY = {"strategy": "Canary", "steps": [FIRST_STEP, SECOND_STEP]}
+SHADOW = {"strategy": "Shadow", "shadow": {"weight": 50, "durationSeconds": 15, "minRequests": 100}}
 CLIENTS = 4
-
-
-def register(mlflow_server: str) -> tuple[str, str, str, str]:
-    """Two good iris forests and one fit on shuffled labels (loads, answers, and is wrong)."""
-    model, versions = register_forests(mlflow_server, 3, "op-canary", shuffled=frozenset({2}))
-    return model, *versions
 
 
 class Client:
@@ -58,8 +65,9 @@ class Client:
         while not self._stop.is_set():
             i += CLIENTS
             try:
+                sent = time.monotonic()
                 resp = session.post(self.url, json=self.bodies[i % len(self.bodies)], timeout=30)
-                self.answers.append((time.monotonic(), resp.status_code,
+                self.answers.append((time.monotonic(), time.monotonic() - sent, resp.status_code,
                                      resp.headers.get("x-model-version", "")))
                 if resp.status_code != 200:
                     self.failures.append(f"{resp.status_code} {resp.text[:200]}")
@@ -68,7 +76,7 @@ class Client:
                 session = requests.Session()
 
     def share(self, version: str, start: float, end: float) -> tuple[float, int]:
-        answered = [v for t, status, v in self.answers if start <= t <= end and status == 200]
+        answered = [v for t, _, status, v in self.answers if start <= t <= end and status == 200]
         return (sum(v == version for v in answered) / len(answered) if answered else 0.0,
                 len(answered))
 
@@ -88,20 +96,26 @@ def rollout(cr: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def canary_cr(operator, objects, core, apps, namespace, mlflow_server, serving_mlflow):
-    model, good, better, shuffled = register(mlflow_server)
+def staged_cr(request, operator, objects, core, apps, namespace, mlflow_server, serving_mlflow):
+    """A ModelDeployment with the rollout request.param, serving the first of two good forests
+    and a client calling it; versions "shuffled" (canary) or "slow" (shadow) are registered too."""
+    rollout_spec = request.param
+    model, (good, better, *bad) = register_forests(
+        mlflow_server, 3 if rollout_spec is CANARY else 2, "op-staged", shuffled=frozenset({2}))
+    versions = {"good": good, "better": better}
+    if rollout_spec is CANARY:
+        versions["shuffled"] = bad[0]
+    else:
+        versions["slow"] = register_slow_forest(mlflow_server, model)
     env = {"MLSHIP_SERVING_TRACKING_URI": serving_mlflow, "MLSHIP_SERVING_IMAGE": SERVING_IMAGE,
            "MLSHIP_ROUTING_KEY": uuid.uuid4().hex}
     ops = [operator(**env)]
-    create_cr(objects, namespace, NAME, {
-        "model": model,
-        "rollout": {"strategy": "Canary", "steps": [FIRST_STEP, SECOND_STEP]},
-    })
+    create_cr(objects, namespace, NAME, {"model": model, "rollout": rollout_spec})
     wait_for(f"version {good} Ready\n{ops[0].log()}", lambda: serving(objects, namespace, good),
              240, 2)
     service = core.read_namespaced_service(NAME, namespace)
     client = Client(f"http://{service.spec.cluster_ip}")
-    yield {"model": model, "good": good, "better": better, "shuffled": shuffled, "client": client,
+    yield {"model": model, **versions, "client": client,
            "ops": ops, "env": env, "start": lambda: ops.append(operator(**env))}
     client.stop()
 
@@ -113,12 +127,7 @@ def serving(objects: Any, namespace: str, version: str) -> dict[str, Any] | None
     return got if done else None
 
 
-def test_a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted(
-    canary_cr, objects, core, apps, namespace, mlflow_server
-) -> None:
-    c = canary_cr
-    client, mlflow = c["client"], MlflowClient(tracking_uri=mlflow_server)
-
+def waiter(c: dict[str, Any], objects: Any, namespace: str) -> Any:
     def wait(what: str, check: Any, timeout: float, interval: float = 1) -> Any:
         """wait_for, saying on a timeout where the rollout stood and what the operator logged."""
         try:
@@ -126,6 +135,16 @@ def test_a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted(
         except WaitTimeout:
             status = get_cr(objects, namespace, NAME).get("status")
             pytest.fail(f"{what}: timed out; status {status}\n{c['ops'][-1].log()}")
+    return wait
+
+
+@pytest.mark.parametrize("staged_cr", [CANARY], indirect=True, ids=["canary"])
+def test_a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted(
+    staged_cr, objects, core, apps, namespace, mlflow_server
+) -> None:
+    c = staged_cr
+    client, mlflow = c["client"], MlflowClient(tracking_uri=mlflow_server)
+    wait = waiter(c, objects, namespace)
 
     def at_step(step: int) -> dict[str, Any] | None:
         got = get_cr(objects, namespace, NAME)
@@ -173,9 +192,60 @@ def test_a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted(
     assert not rollout(got) and len(event_messages(core, namespace, "CanaryAborted")) == 1
     assert not apps.list_namespaced_deployment(
         namespace, label_selector=f"app.kubernetes.io/instance={NAME}-canary").items
-    tail = [v for _, status, v in client.answers[aborted_at:][-200:]]
+    tail = [v for *_, v in client.answers[aborted_at:][-200:]]
     assert set(tail) == {c["better"]}, set(tail)
     print(f"shuffled-label version aborted: {degraded['message']}")
+
+    client.stop()
+    assert client.failures == [], client.failures[:10]
+    print(f"client: {len(client.answers)} requests, 0 failed")
+
+
+@pytest.mark.parametrize("staged_cr", [SHADOW], indirect=True, ids=["shadow"])
+def test_a_slow_shadow_is_aborted_on_latency_unseen_and_a_good_one_promoted(
+    staged_cr, objects, core, apps, namespace, mlflow_server
+) -> None:
+    c = staged_cr
+    client, mlflow = c["client"], MlflowClient(tracking_uri=mlflow_server)
+    wait = waiter(c, objects, namespace)
+
+    def aborted() -> dict[str, Any] | None:
+        got = get_cr(objects, namespace, NAME)
+        failure = got["status"].get("lastFailure") or {}
+        return got if failure.get("version") == c["slow"] else None
+
+    def shadowing() -> bool:
+        r = rollout(get_cr(objects, namespace, NAME))
+        return r.get("phase") == "Analysing" and r.get("mode") == "Shadow"
+
+    # A version as right as the stable one but 0.5 s slower: aborted on its p99, unseen.
+    mlflow.set_registered_model_alias(c["model"], "champion", c["slow"])
+    wait("the slow version's shadow step", shadowing, 180, 0.5)
+    started = time.monotonic()
+    got = wait(f"version {c['slow']} aborted", aborted, 120, 0.5)
+    ended = time.monotonic()
+    degraded = condition(got, "Degraded")
+    assert degraded.get("status") == "True" and "p99 latency" in degraded["message"], degraded
+    assert "shadow of version" in degraded["message"] and "at step 1" in degraded["message"]
+    assert got["status"]["servingVersion"] == c["good"]
+    assert event_messages(core, namespace, "ShadowAborted")
+    seen = sorted(s for t, s, status, v in client.answers if started <= t <= ended)
+    versions = {v for t, _, _, v in client.answers if started <= t <= ended}
+    p99 = seen[int(0.99 * (len(seen) - 1))]
+    print(f"slow shadow aborted in {ended - started:.1f} s of shadowing: {degraded['message']};"
+          f" clients' p99 meanwhile {p99 * 1000:.0f} ms over {len(seen)} requests")
+    assert versions == {c["good"]} and len(seen) >= 100, (versions, len(seen))
+    assert p99 < DELAY_S / 2, p99  # the clients never waited for the shadow
+
+    # A good version: shadowed, then promoted.
+    mlflow.set_registered_model_alias(c["model"], "champion", c["better"])
+    wait("the good version's shadow step", shadowing, 180, 0.5)
+    got = wait(f"version {c['better']} promoted",
+               lambda: serving(objects, namespace, c["better"]), 240)
+    assert event_messages(core, namespace, "ShadowPromoted")
+    assert condition(got, "Degraded").get("status") == "False"
+    assert not apps.list_namespaced_deployment(
+        namespace, label_selector=f"app.kubernetes.io/instance={NAME}-canary").items
 
     client.stop()
     assert client.failures == [], client.failures[:10]

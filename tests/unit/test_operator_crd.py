@@ -208,7 +208,11 @@ def test_examples_validate_against_the_schema(path: Path, schema) -> None:
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "targetCPUUtilizationPercentage": 101}},
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "scaleDownStabilizationSeconds": -1}},
         {"model": "iris", "autoscaling": {"maxReplicas": 2, "scaleDownStabilizationSeconds": 3601}},
-        {"model": "iris", "rollout": {"strategy": "Shadow"}},  # not yet
+        {"model": "iris", "rollout": {"strategy": "Blue"}},
+        {"model": "iris", "rollout": {"strategy": "Shadow", "shadow": {"weight": 0}}},
+        {"model": "iris", "rollout": {"strategy": "Shadow", "shadow": {"weight": 101}}},
+        {"model": "iris", "rollout": {"strategy": "Shadow", "shadow": {"durationSeconds": 0}}},
+        {"model": "iris", "rollout": {"strategy": "Shadow", "shadow": {"minRequests": -1}}},
         {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"durationSeconds": 60}]}},
         {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"weight": 0}]}},
         {"model": "iris", "rollout": {"strategy": "Canary", "steps": [{"weight": 101}]}},
@@ -260,6 +264,12 @@ def test_rollout_defaults_match_the_operators_and_absent_means_replace(schema) -
         1, 100)
     assert step["properties"]["durationSeconds"]["default"] == spec_module.DEFAULT_STEP_SECONDS
     assert step["properties"]["minRequests"]["default"] == spec_module.DEFAULT_STEP_MIN_REQUESTS
+    shadow = props["shadow"]["properties"]
+    assert "default" not in props["shadow"]  # with Canary, no shadow step unless asked for
+    assert (shadow["weight"]["default"], shadow["durationSeconds"]["default"],
+            shadow["minRequests"]["default"]) == (
+        spec_module.DEFAULT_SHADOW_STEP.weight, spec_module.DEFAULT_SHADOW_STEP.seconds,
+        spec_module.DEFAULT_SHADOW_STEP.min_requests)
     analysis = props["analysis"]
     assert analysis["default"] == {}  # so the API server shows the thresholds in effect
     defaults = spec_module.Analysis()
@@ -279,6 +289,11 @@ def test_rollout_cel_rules_refuse_steps_without_canary_and_weights_that_do_not_g
         "message": "spec.rollout.steps are only for strategy Canary: set spec.rollout.strategy"
                    " to Canary or remove the steps",
         "fieldPath": ".steps",
+    }, {
+        "rule": "!has(self.shadow) || (has(self.strategy) && self.strategy != 'Replace')",
+        "message": "spec.rollout.shadow is only for strategy Shadow or Canary: set"
+                   " spec.rollout.strategy or remove the shadow",
+        "fieldPath": ".shadow",
     }]
     steps = field["properties"]["steps"]
     (rule,) = steps["x-kubernetes-validations"]
@@ -296,6 +311,10 @@ def test_rollout_cel_rules_refuse_steps_without_canary_and_weights_that_do_not_g
         {"strategy": "Replace"},
         {"strategy": "Canary"},
         {"strategy": "Canary", "steps": []},
+        {"strategy": "Shadow"},
+        {"strategy": "Shadow", "shadow": {"weight": 1, "durationSeconds": 86400,
+                                          "minRequests": 0}},
+        {"strategy": "Canary", "shadow": {}, "steps": [{"weight": 20}]},
         {"strategy": "Canary", "steps": [{"weight": 1, "durationSeconds": 1, "minRequests": 0},
                                          {"weight": 100, "durationSeconds": 86400,
                                           "minRequests": 10_000_000}]},
@@ -315,10 +334,11 @@ def test_rollouts_within_bounds_validate_and_parse(rollout: dict, schema) -> Non
 def test_rollout_columns_show_in_wide_output(crd) -> None:
     cols = _columns(crd)
     assert {name: (cols[name]["jsonPath"], cols[name]["type"], cols[name].get("priority"))
-            for name in ("Strategy", "Step", "Canary", "Candidate")} == {
+            for name in ("Strategy", "Step", "Mode", "Share", "Candidate")} == {
         "Strategy": (".spec.rollout.strategy", "string", 1),
         "Step": (".status.rollout.step", "integer", 1),
-        "Canary": (".status.rollout.weight", "integer", 1),
+        "Mode": (".status.rollout.mode", "string", 1),
+        "Share": (".status.rollout.weight", "integer", 1),
         "Candidate": (".status.rollout.candidate", "string", 1),
     }
 
@@ -327,7 +347,8 @@ def test_the_rollout_status_holds_every_figure_the_operator_will_write(schema) -
     field = copy.deepcopy(schema["properties"]["status"]["properties"]["rollout"])
     field["additionalProperties"] = False
     status = {
-        "strategy": "Canary", "candidate": "4", "phase": "Analysing", "step": 0, "weight": 10,
+        "strategy": "Canary", "candidate": "4", "phase": "Analysing", "step": 0, "mode": "Canary",
+        "weight": 10,
         "stepStartedAt": "2026-01-01T00:00:00Z", "requests": 120, "errors": 1, "agreement": 0.97,
         "candidateP99Ms": 12.5, "stableP99Ms": 11.0, "message": "step 1 of 2: 10 % for 60 s",
     }

@@ -62,22 +62,22 @@ def serving_v1() -> dict:
 def test_a_passing_canary_is_promoted() -> None:
     start = run(serving_v1(), "2", dep("1"))
     assert (start.apply_version, start.candidate, start.route) == (None, "2", None)
-    assert cond(start.status, "Ready") == ("False", c.CANARY_IN_PROGRESS)
+    assert cond(start.status, "Ready") == ("False", "CanaryInProgress")
     assert cond(start.status, "Available") == ("True", c.SERVING)
     assert start.status["servingVersion"] == "1" and start.status["rollout"]["phase"] == "Starting"
 
     unreachable = run(start.status, "2", dep("1"), candidate=dep("2"), now=T1, routable=False)
     assert unreachable.route is None and unreachable.status["rollout"]["phase"] == "Starting"
     step = run(start.status, "2", dep("1"), candidate=dep("2"), now=T1)
-    assert step.route == ("2/0", "2", 10) and step.status["rollout"]["weight"] == 10
+    assert step.route == ("Canary/2/0", "2", 10, "canary") and step.status["rollout"]["weight"] == 10
 
-    good = Report("2/0", 0.1, "canary", counts(900, 900), counts(100, 99))
+    good = Report("Canary/2/0", 0.1, "canary", counts(900, 900), counts(100, 99))
     promote = run(step.status, "2", dep("1"), candidate=dep("2"), report=good, now=T2)
     assert promote.apply_version == "2" and promote.candidate is None
     assert promote.status["rollout"]["phase"] == "Promoting"
 
     rolling = run(promote.status, "2", dep("2", Phase.PROGRESSING), report=good, now=T2)
-    assert rolling.apply_version is None and rolling.route == ("2/0", "2", 10)
+    assert rolling.apply_version is None and rolling.route == ("Canary/2/0", "2", 10, "canary")
     done = run(rolling.status, "2", dep("2"), now=T2)
     assert "rollout" not in done.status and done.route is None
     assert done.status["lastGoodVersion"] == done.status["servingVersion"] == "2"
@@ -87,7 +87,7 @@ def test_a_passing_canary_is_promoted() -> None:
 
 def test_a_failing_canary_is_aborted_and_not_tried_again() -> None:
     step = run(run(serving_v1(), "2", dep("1")).status, "2", dep("1"), candidate=dep("2"), now=T1)
-    bad = Report("2/0", 0.1, "canary", counts(900, 900), counts(100, 30))
+    bad = Report("Canary/2/0", 0.1, "canary", counts(900, 900), counts(100, 30))
     aborted = run(step.status, "2", dep("1"), candidate=dep("2"), report=bad, now=T1)
     assert (aborted.apply_version, aborted.candidate, aborted.route) == (None, None, None)
     status = aborted.status

@@ -9,7 +9,9 @@ from mlship_operator.spec import (
     CANARY,
     DEFAULT_CANARY_STEPS,
     DEFAULT_RESOURCES,
+    DEFAULT_SHADOW_STEP,
     REPLACE,
+    SHADOW,
     Analysis,
     Autoscaling,
     InvalidSpec,
@@ -18,6 +20,9 @@ from mlship_operator.spec import (
     Step,
     serving_spec,
 )
+
+from mlship.traffic import CANARY as CANARY_MODE
+from mlship.traffic import SHADOW as SHADOW_MODE
 
 pytestmark = pytest.mark.unit
 
@@ -191,6 +196,22 @@ def test_canary_without_steps_takes_the_default_steps(steps) -> None:
     assert DEFAULT_CANARY_STEPS == (Step(10, 60, 100), Step(50, 60, 100))
 
 
+def test_shadow_is_one_step_that_copies_every_request_by_default() -> None:
+    assert _rollout({"strategy": "Shadow"}) == Rollout(strategy=SHADOW, steps=(DEFAULT_SHADOW_STEP,))
+    assert DEFAULT_SHADOW_STEP == Step(100, 60, 100, SHADOW_MODE)
+    assert _rollout({"strategy": "Shadow", "shadow": {"weight": 20, "minRequests": 0}}).steps == (
+        Step(20, 60, 0, SHADOW_MODE),)
+
+
+def test_a_canary_with_a_shadow_runs_the_shadow_step_first() -> None:
+    rollout = _rollout({"strategy": "Canary", "shadow": {"durationSeconds": 30},
+                        "steps": [{"weight": 20}]})
+    assert rollout.steps == (Step(100, 30, 100, SHADOW_MODE), Step(20, 60, 100, CANARY_MODE))
+    assert rollout.staged and not Rollout().staged
+    default = _rollout({"strategy": "Canary", "shadow": {}})
+    assert default.steps == (DEFAULT_SHADOW_STEP, *DEFAULT_CANARY_STEPS)
+
+
 def test_every_rollout_field_the_cr_sets_wins() -> None:
     rollout = _rollout({
         "strategy": "Canary",
@@ -216,8 +237,16 @@ def test_analysis_fields_left_out_take_their_defaults() -> None:
 @pytest.mark.parametrize(
     ("rollout", "message"),
     [
-        ({"strategy": "Shadow"},
-         "spec.rollout.strategy 'Shadow' is not one this operator knows (Replace, Canary)"),
+        ({"strategy": "Blue"},
+         "spec.rollout.strategy 'Blue' is not one this operator knows (Replace, Shadow, Canary)"),
+        ({"strategy": "Shadow", "steps": [{"weight": 10}]},
+         "spec.rollout.steps are only for strategy Canary (this one is Shadow):"
+         " set spec.rollout.strategy to Canary or remove the steps"),
+        ({"shadow": {}},
+         "spec.rollout.shadow is only for strategy Shadow or Canary (this one is Replace):"
+         " set spec.rollout.strategy or remove the shadow"),
+        ({"strategy": "Shadow", "shadow": {"weight": 0}},
+         "spec.rollout.shadow.weight must be a whole percent from 1 to 100, not 0"),
         ({"steps": [{"weight": 10}]},
          "spec.rollout.steps are only for strategy Canary (this one is Replace):"
          " set spec.rollout.strategy to Canary or remove the steps"),
