@@ -11,6 +11,9 @@ once; a pod that cannot become ready aborts as a rollout does today.
 Promoting: the stable Deployment rolls to the candidate's version; when that is done the
 candidate goes.
 
+A person steers it with annotations (spec.Steering): paused holds the current step, promote
+skips to Promoting, abort aborts; the last two name the candidate version they mean.
+
 Events and the Ready/Progressing reason are named for the strategy: CanaryStep or ShadowStep,
 CanaryInProgress or ShadowInProgress.
 """
@@ -26,11 +29,14 @@ from mlship.traffic import SHADOW as SHADOW_MODE
 from mlship.traffic import Report
 
 from .events import EventSpec
+from .resource import ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE
 from .rollout import Observed, Phase
-from .spec import CANARY, Analysis, Rollout
+from .spec import CANARY, Analysis, Rollout, Steering
 
 STARTING, ANALYSING, PROMOTING = "Starting", "Analysing", "Promoting"
 ANALYSIS_FAILED = "AnalysisFailed"
+ABORT_REQUESTED = "AbortRequested"
+NO_STEERING = Steering()
 # Event reasons and the conditions' reason, after the strategy: CanaryStarted, ShadowStarted...
 STARTED, STEP, PROMOTING_EVENT, PROMOTED = "Started", "Step", "Promoting", "Promoted"
 CANCELLED, ABORTED, IN_PROGRESS = "Cancelled", "Aborted", "InProgress"
@@ -171,6 +177,7 @@ def plan(
     routable: bool,
     report: Report | None,
     now: str,
+    steering: Steering = NO_STEERING,
 ) -> Plan:
     """The next move.
 
@@ -181,6 +188,7 @@ def plan(
     routable: the canary's Service has a ready endpoint: its pod being ready is not enough, the
     stable pods reach it through the Service.
     report: the stable pods' figures summed for the current step (None: not read yet).
+    steering: what a person asked for (only promote and abort naming the candidate count).
     """
     events: list[EventSpec] = []
     if state is not None and (state.strategy != rollout.strategy or want != state.candidate):
@@ -211,6 +219,17 @@ def plan(
                     message=f"promoting version {state.candidate}", figures=figures(report),
                     events=tuple(events))
 
+    if steering.abort == state.candidate:
+        return _abort(state, ABORT_REQUESTED, f"asked for (annotation {ANNOTATION_ABORT})",
+                      report, events)
+    if steering.promote == state.candidate:
+        step = steps[state.step]
+        where = f"step {state.step + 1}" if state.phase == ANALYSING else "start"
+        message = (f"version {state.candidate} promoted by hand at {where} (annotation"
+                   f" {ANNOTATION_PROMOTE}): promoting it")
+        events.append(_event(state.strategy, PROMOTING_EVENT, message))
+        return Plan(dataclasses.replace(state, phase=PROMOTING), step.weight, step.mode,
+                    promote=True, message=message, figures=figures(report), events=tuple(events))
     if candidate.phase is Phase.FAILED:
         return _abort(state, candidate.reason, candidate.message, report, events)
 
@@ -234,7 +253,7 @@ def plan(
         failures = judge(rollout.analysis, report)
         if failures:
             return _abort(state, ANALYSIS_FAILED, "; ".join(failures), report, events)
-        if _seconds_between(state.step_started, now) >= step.seconds:
+        if _seconds_between(state.step_started, now) >= step.seconds and not steering.paused:
             if state.step + 1 < len(steps):
                 state = dataclasses.replace(state, step=state.step + 1, step_started=now)
                 events.append(_step_event(state, rollout))
@@ -250,6 +269,8 @@ def plan(
     message = _step_message(state, rollout)
     if requests < step.min_requests:
         message += f"; {requests} of the {step.min_requests} requests to judge it"
+    if steering.paused:
+        message += f"; paused (annotation {ANNOTATION_PAUSED}): the step is held"
     return Plan(state, step.weight, step.mode, message=message, figures=figures(report),
                 events=tuple(events))
 

@@ -94,6 +94,7 @@ def decide(
         stable=stable,
         promoted=bool(state and target.complete and target.version == state.candidate),
         candidate=candidate or Observed(), routable=routable, report=report, now=now,
+        steering=spec.steering,
     )
     if plan.holds_back or plan.failure:
         failure = plan.failure and {

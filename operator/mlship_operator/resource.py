@@ -28,6 +28,10 @@ MANAGED_BY = "mlship-operator"
 # Annotations: model names may not fit label syntax, so they live here.
 ANNOTATION_MODEL = f"{GROUP}/model"
 ANNOTATION_CONFIG_HASH = f"{GROUP}/config-hash"
+# A person's hand on a staged rollout, set on the ModelDeployment (`kubectl annotate`).
+ANNOTATION_PAUSED = f"{GROUP}/paused"
+ANNOTATION_PROMOTE = f"{GROUP}/promote"
+ANNOTATION_ABORT = f"{GROUP}/abort"
 
 CONTAINER_NAME = "server"
 CONTAINER_PORT = 8080

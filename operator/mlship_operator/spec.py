@@ -15,7 +15,7 @@ from mlship.traffic import CANARY as CANARY_MODE
 from mlship.traffic import SHADOW as SHADOW_MODE
 
 from .config import Config
-from .resource import DEFAULT_ALIAS
+from .resource import ANNOTATION_ABORT, ANNOTATION_PAUSED, ANNOTATION_PROMOTE, DEFAULT_ALIAS
 
 DEFAULT_INFERENCE_LOG_SAMPLE_RATE = 1.0
 DEFAULT_INFERENCE_LOG_FLUSH_SECONDS = 10
@@ -103,6 +103,20 @@ class Rollout:
 
 
 @dataclasses.dataclass(frozen=True)
+class Steering:
+    """A person's hand on a staged rollout: the ModelDeployment's annotations."""
+
+    paused: bool = False
+    """mlship.io/paused "true": the rollout does not leave its current step (a failing analysis
+    still aborts it)."""
+    promote: str | None = None
+    """mlship.io/promote: this candidate version goes to Promoting now, whatever its figures."""
+    abort: str | None = None
+    """mlship.io/abort: this candidate version is aborted now (and wins over promote). Naming the
+    version keeps an annotation left in place from acting on the next rollout."""
+
+
+@dataclasses.dataclass(frozen=True)
 class ServingSpec:
     name: str
     namespace: str
@@ -130,6 +144,7 @@ class ServingSpec:
     """(Secret name, key) of the bearer token serving requires (spec.auth); None: no auth."""
     rollout: Rollout = Rollout()
     """How a new version takes over the traffic (spec.rollout)."""
+    steering: Steering = Steering()
 
     @property
     def registry_key(self) -> tuple[str, str, str | None, str | None]:
@@ -208,6 +223,21 @@ def serving_spec(cr: Mapping[str, Any], config: Config) -> ServingSpec:
         ),
         auth_token_secret=_auth_token_secret(spec.get("auth")),
         rollout=rollout,
+        steering=_steering(meta.get("annotations") or {}),
+    )
+
+
+def _steering(annotations: Mapping[str, str]) -> Steering:
+    paused = annotations.get(ANNOTATION_PAUSED, "false")
+    if paused.lower() not in ("true", "false"):
+        raise InvalidSpec(
+            f"annotation {ANNOTATION_PAUSED} must be \"true\" or \"false\", not {paused!r}:"
+            f" `kubectl annotate mldep <name> {ANNOTATION_PAUSED}-` removes it"
+        )
+    return Steering(
+        paused=paused.lower() == "true",
+        promote=annotations.get(ANNOTATION_PROMOTE) or None,
+        abort=annotations.get(ANNOTATION_ABORT) or None,
     )
 
 

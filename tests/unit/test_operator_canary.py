@@ -7,7 +7,7 @@ import bisect
 import pytest
 from mlship_operator import canary
 from mlship_operator.rollout import Observed, Phase
-from mlship_operator.spec import CANARY, SHADOW, Analysis, Rollout, Step
+from mlship_operator.spec import CANARY, SHADOW, Analysis, Rollout, Steering, Step
 
 from mlship.traffic import BOUNDS_MS, N_BUCKETS, Counts, Report
 from mlship.traffic import CANARY as CANARY_MODE
@@ -36,9 +36,11 @@ def report(rollout: str, cand: Counts, stable: Counts | None = None) -> Report:
 
 def plan(state: canary.State | None, *, want: str | None = "2", stable: str | None = "1",
          promoted: bool = False, candidate: Observed = READY, routable: bool = True,
-         rep: Report | None = None, now: str = T0, rollout: Rollout = ROLLOUT) -> canary.Plan:
+         rep: Report | None = None, now: str = T0, rollout: Rollout = ROLLOUT,
+         steering: Steering = canary.NO_STEERING) -> canary.Plan:
     return canary.plan(rollout, state, want=want, stable=stable, promoted=promoted,
-                       candidate=candidate, routable=routable, report=rep, now=now)
+                       candidate=candidate, routable=routable, report=rep, now=now,
+                       steering=steering)
 
 
 ANALYSING = canary.State("2", canary.ANALYSING, 0, T0)
@@ -225,3 +227,49 @@ def test_the_state_survives_a_round_trip_through_the_status():
     assert canary.state_from_status({"rollout": status}) == ANALYSING
     assert canary.state_from_status({}) is None
     assert canary.state_from_status({"rollout": {"candidate": "2", "phase": "Bogus"}}) is None
+
+
+# --- a person's hand (annotations) ---------------------------------------------------------------
+
+def test_a_paused_rollout_holds_a_step_that_passed():
+    p = plan(ANALYSING, rep=report("Canary/2/0", counts(200)), now=T_LATER,
+             steering=Steering(paused=True))
+    assert p.state == ANALYSING and p.weight == 10 and p.events == ()
+    assert "paused (annotation mlship.io/paused): the step is held" in p.message
+    resumed = plan(ANALYSING, rep=report("Canary/2/0", counts(200)), now=T_LATER)
+    assert resumed.state.step == 1
+
+
+def test_a_paused_rollout_still_aborts_on_its_figures():
+    p = plan(ANALYSING, rep=report("Canary/2/0", counts(200, agreed=20)),
+             steering=Steering(paused=True))
+    assert p.state is None and p.failure["reason"] == canary.ANALYSIS_FAILED
+
+
+@pytest.mark.parametrize("state", [ANALYSING, canary.State("2", canary.STARTING, 0, T0)])
+def test_promote_by_hand_skips_the_remaining_steps(state):
+    p = plan(state, candidate=STARTING_UP, rep=report("Canary/2/0", counts(5, agreed=0)),
+             steering=Steering(promote="2"))
+    assert p.promote and p.state.phase == canary.PROMOTING and p.failure is None
+    assert reasons(p) == ["CanaryPromoting"] and "promoted by hand" in p.message
+
+
+def test_abort_by_hand_aborts_and_wins_over_promote():
+    p = plan(ANALYSING, rep=report("Canary/2/0", counts(200)),
+             steering=Steering(promote="2", abort="2"))
+    assert p.state is None and p.failure["reason"] == canary.ABORT_REQUESTED
+    assert p.failure["message"] == (
+        "canary of version 2 aborted at step 1: asked for (annotation mlship.io/abort)")
+    assert reasons(p) == ["CanaryAborted"]
+
+
+def test_steering_that_names_another_version_changes_nothing():
+    steer = Steering(promote="1", abort="3")
+    p = plan(ANALYSING, rep=report("Canary/2/0", counts(200)), now=T_LATER, steering=steer)
+    assert p.state == canary.State("2", canary.ANALYSING, 1, T_LATER) and p.failure is None
+
+
+def test_a_rollout_already_promoting_cannot_be_aborted():
+    promoting = canary.State("2", canary.PROMOTING, 1, T0)
+    p = plan(promoting, stable=None, steering=Steering(abort="2"))
+    assert p.state == promoting and p.failure is None

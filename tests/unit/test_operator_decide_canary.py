@@ -5,6 +5,7 @@ Degraded with the figures, when it fails."""
 from __future__ import annotations
 
 import bisect
+import dataclasses
 
 import pytest
 from _operator_fixtures import CONFIG, make_cr
@@ -104,3 +105,32 @@ def test_a_failing_canary_is_aborted_and_not_tried_again() -> None:
     assert "rollout" not in again.status and again.events == ()
     moved = run(status, "3", dep("1"), now=T2)  # the alias moves on: a new canary
     assert moved.candidate == "3" and moved.status["rollout"]["candidate"] == "3"
+
+
+def test_a_shadow_is_copied_traffic_and_an_abort_annotation_stops_it() -> None:
+    shadow = {"model": "iris", "rollout": {"strategy": "Shadow"}}
+    spec = serving_spec(make_cr(shadow), CONFIG)
+    hash_ = builders.deployment_template(spec, CONFIG).config_hash
+    stable = dataclasses.replace(dep("1"), config_hash=hash_)
+
+    def tick(spec, status, *, candidate=None, now=T1):
+        return decide(spec=spec, status=status, resolution=ok("2"), observed=stable,
+                      config_hash=hash_, url="http://iris", now=now, candidate=candidate,
+                      routable=True)
+
+    first = decide(spec=spec, status=None, resolution=ok("1"), observed=Observed(),
+                   config_hash=hash_, url="http://iris", now=T0)
+    serving = decide(spec=spec, status=first.status, resolution=ok("1"), observed=stable,
+                     config_hash=hash_, url="http://iris", now=T0)
+    start = tick(spec, serving.status, now=T0)
+    assert cond(start.status, "Ready") == ("False", "ShadowInProgress")
+    step = tick(spec, start.status, candidate=dataclasses.replace(dep("2"), config_hash=hash_))
+    assert step.route == ("Shadow/2/0", "2", 100, "shadow") and step.apply_version is None
+    assert step.status["rollout"]["mode"] == "Shadow"
+
+    annotated = make_cr(shadow, annotations={"mlship.io/abort": "2"})
+    aborted = tick(serving_spec(annotated, CONFIG), step.status, now=T2)
+    assert (aborted.apply_version, aborted.candidate, aborted.route) == (None, None, None)
+    assert aborted.status["lastFailure"]["reason"] == "AbortRequested"
+    assert [e.reason for e in aborted.events] == ["ShadowAborted"]
+    assert aborted.status["servingVersion"] == "1" and "rollout" not in aborted.status

@@ -17,6 +17,7 @@ from mlship_operator.spec import (
     InvalidSpec,
     Rollout,
     ServingSpec,
+    Steering,
     Step,
     serving_spec,
 )
@@ -210,6 +211,21 @@ def test_a_canary_with_a_shadow_runs_the_shadow_step_first() -> None:
     assert rollout.staged and not Rollout().staged
     default = _rollout({"strategy": "Canary", "shadow": {}})
     assert default.steps == (DEFAULT_SHADOW_STEP, *DEFAULT_CANARY_STEPS)
+
+
+def test_annotations_steer_a_rollout() -> None:
+    def steering(annotations: dict) -> Steering:
+        return serving_spec(make_cr(annotations=annotations), CONFIG).steering
+
+    assert steering({}) == Steering(paused=False, promote=None, abort=None)
+    assert steering({"mlship.io/paused": "True", "mlship.io/promote": "7",
+                     "mlship.io/abort": "8"}) == Steering(paused=True, promote="7", abort="8")
+    assert steering({"mlship.io/paused": "false", "mlship.io/promote": ""}) == Steering()
+    with pytest.raises(InvalidSpec) as info:
+        steering({"mlship.io/paused": "yes"})
+    assert str(info.value) == (
+        'annotation mlship.io/paused must be "true" or "false", not \'yes\':'
+        " `kubectl annotate mldep <name> mlship.io/paused-` removes it")
 
 
 def test_every_rollout_field_the_cr_sets_wins() -> None:
