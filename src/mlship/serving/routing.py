@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 from urllib.parse import urlsplit
 
-import httpx
-
+from mlship.serving.upstream import Upstream
 from mlship.traffic import (
     CANARY,
     FORWARDED_HEADER,
@@ -52,6 +51,7 @@ MAX_SHADOW_IN_FLIGHT = 64
 MAX_CONNECTIONS = 128
 WARN_EVERY_S = 10.0
 _PASSED_ON = (b"content-type", b"x-model-name", b"x-model-version")
+_HANDLING = HANDLING_HEADER.encode("ascii")
 
 
 class Local(Protocol):
@@ -122,23 +122,6 @@ def _handling_s(header: str | None, round_trip_s: float) -> float:
     return min(max(handling_s, 0.0), round_trip_s) if handling_s == handling_s else round_trip_s
 
 
-class _Client:
-    """An HTTP client and how many requests are using it: a retired one (after a failure) is
-    closed once its last request is done, so its pooled connections go and no request in flight
-    on it is cut."""
-
-    def __init__(self, connect_timeout_s: float, timeout_s: float) -> None:
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=MAX_CONNECTIONS, max_keepalive_connections=MAX_CONNECTIONS
-            ),
-            trust_env=False,  # the candidate is in-cluster: never through a proxy from the env
-        )
-        self.users = 0
-        self.retired = False
-
-
 class Router:
     def __init__(
         self,
@@ -156,9 +139,8 @@ class Router:
         self._timeout_s = timeout_s
         self._max_shadow = max_shadow_in_flight
         self._draw = draw
-        self._client: _Client | None = None
+        self._client: Upstream | None = None
         self._shadows: set[asyncio.Task[None]] = set()
-        self._closing: set[asyncio.Task[None]] = set()
         self.shadow_dropped = 0
         self._last_warning = -WARN_EVERY_S
         self._unwarned = 0
@@ -247,53 +229,44 @@ class Router:
 
     async def _send(self, route: Route, request: Forward) -> Reply:
         """The request, to the candidate; never raises but CancelledError. After a transport error
-        or an answer that is not the candidate's, the client is replaced."""
+        or an answer that is not the candidate's, the client's connections are dropped."""
         client = self._client
-        if client is None:
-            client = self._client = _Client(self._connect_timeout_s, self._timeout_s)
-        headers = {
-            "content-type": request.content_type or "application/json",
-            "x-request-id": request.request_id,
-            FORWARDED_HEADER: route.rollout,
-        }
+        if client is None or client.base_url != route.candidate:
+            if client is not None:
+                client.retire()
+            client = self._client = Upstream(
+                route.candidate, connect_timeout_s=self._connect_timeout_s,
+                timeout_s=self._timeout_s, max_connections=MAX_CONNECTIONS,
+            )  # fmt: skip
+        headers = [
+            ("content-type", request.content_type or "application/json"),
+            ("x-request-id", request.request_id),
+            (FORWARDED_HEADER, route.rollout),
+        ]
         if request.authorization is not None:
-            headers["authorization"] = request.authorization
-        client.users += 1
+            headers.append(("authorization", request.authorization))
         started = time.perf_counter()
         try:
-            response = await client.http.post(
-                route.candidate + "/invocations", content=request.body, headers=headers
-            )
+            answer = await client.post("/invocations", request.body, headers)
         except Exception as e:  # anything: the client's answer must not depend on the candidate
             reply = Reply(0, b"", [], time.perf_counter() - started, False, f"{type(e).__name__}: {e}")
         else:
-            version = response.headers.get("x-model-version")
+            version = answer.header(b"x-model-version")
             reply = Reply(
-                response.status_code,
-                response.content,
-                [(k.lower(), v) for k, v in response.headers.raw],
-                _handling_s(response.headers.get(HANDLING_HEADER), time.perf_counter() - started),
+                answer.status,
+                answer.body,
+                answer.headers,
+                _handling_s(answer.header(_HANDLING), time.perf_counter() - started),
                 genuine=version == route.version,
                 error="" if version == route.version else (
-                    f"HTTP {response.status_code} with X-Model-Version {version!r}, not "
+                    f"HTTP {answer.status} with X-Model-Version {version!r}, not "
                     f"{route.version!r}: not the candidate"
                 ),
             )  # fmt: skip
-        finally:
-            client.users -= 1
-            if client.retired and client.users == 0:
-                self._close_later(client)
         if not reply.genuine and client is self._client:
-            client.retired = True
+            client.retire()
             self._client = None
-            if client.users == 0:
-                self._close_later(client)
         return reply
-
-    def _close_later(self, client: _Client) -> None:
-        task = asyncio.create_task(client.http.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
 
     def _warn(self, reply: Reply) -> None:
         """A candidate failure, logged at most every WARN_EVERY_S with how many were not."""
@@ -316,6 +289,5 @@ class Router:
             task.cancel()
         await asyncio.gather(*self._shadows, return_exceptions=True)
         if self._client is not None:
-            await self._client.http.aclose()
+            self._client.retire()
             self._client = None
-        await asyncio.gather(*self._closing, return_exceptions=True)
