@@ -7,8 +7,9 @@ cluster IP) and notes which version answered each request (X-Model-Version) and 
 Canary: a good version goes through both steps, with the operator killed and restarted in the
 second, and is promoted; a version trained on shuffled labels is aborted at the first step by the
 agreement analysis. Shadow: a version that answers as the stable one but 0.5 s later is aborted on
-latency, and clients never wait for it; a good version is then promoted. None of it costs a
-client a failed request. Harness: tests/cluster/operator_harness.py.
+latency, and clients never wait for it; a good version is then held by the paused annotation
+past its step's time, and promoted once it is removed. None of it costs a client a failed
+request. Harness: tests/cluster/operator_harness.py.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ import requests
 from devkit import WaitTimeout, wait_for
 from mlflow import MlflowClient
 from operator_harness import (
+    GROUP,
+    PLURAL,
     SERVING_IMAGE,
+    VERSION,
     condition,
     create_cr,
     get_cr,
@@ -89,6 +93,11 @@ class Client:
 def event_messages(core: Any, namespace: str, reason: str) -> list[str]:
     events = core.list_namespaced_event(namespace, field_selector=f"involvedObject.name={NAME}")
     return [e.message for e in events.items if e.reason == reason]
+
+
+def annotate(objects: Any, namespace: str, annotations: dict[str, str | None]) -> None:
+    objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, NAME,
+                                           {"metadata": {"annotations": annotations}})
 
 
 def rollout(cr: dict[str, Any]) -> dict[str, Any]:
@@ -237,11 +246,23 @@ def test_a_slow_shadow_is_aborted_on_latency_unseen_and_a_good_one_promoted(
     assert versions == {c["good"]} and len(seen) >= 100, (versions, len(seen))
     assert p99 < DELAY_S / 2, p99  # the clients never waited for the shadow
 
-    # A good version: shadowed, then promoted.
+    # A good version, shadowed while paused by hand: held past its step's time; then promoted.
+    annotate(objects, namespace, {"mlship.io/paused": "true"})
     mlflow.set_registered_model_alias(c["model"], "champion", c["better"])
     wait("the good version's shadow step", shadowing, 180, 0.5)
+
+    def judged_and_held() -> dict[str, Any] | None:
+        r = rollout(get_cr(objects, namespace, NAME))
+        return r if r.get("requests", 0) >= 100 and "paused" in r.get("message", "") else None
+
+    held = wait("the step judged, and held", judged_and_held, 60, 0.5)
+    time.sleep(SHADOW["shadow"]["durationSeconds"] + 4)
+    r = rollout(get_cr(objects, namespace, NAME))
+    assert (r.get("phase"), r.get("step")) == ("Analysing", 0), r
+    annotate(objects, namespace, {"mlship.io/paused": None})
     got = wait(f"version {c['better']} promoted",
                lambda: serving(objects, namespace, c["better"]), 240)
+    print(f"paused shadow held: {held['message']}")
     assert event_messages(core, namespace, "ShadowPromoted")
     assert condition(got, "Degraded").get("status") == "False"
     assert not apps.list_namespaced_deployment(
