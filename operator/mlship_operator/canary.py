@@ -8,8 +8,8 @@ requests to it (a canary step: those clients get its answers) or a copy of them 
 clients get the stable version's answers); a step is judged once the candidate answered the
 step's minimum of requests, and left once its duration passed too. A failed analysis aborts at
 once; a pod that cannot become ready aborts as a rollout does today.
-Promoting: the stable Deployment rolls to the candidate's version; when that is done the
-candidate goes.
+Promoting: the routing stops and the candidate's Deployment goes, while the stable Deployment
+rolls to the candidate's version as any rollout does (its new pods gated on a real prediction).
 
 A person steers it with annotations (spec.Steering): paused holds the current step, promote
 skips to Promoting, abort aborts; the last two name the candidate version they mean.
@@ -215,21 +215,19 @@ def plan(
         if promoted:
             message = f"version {state.candidate} passed every {_noun(state)} step and serves"
             return Plan(None, events=(*events, _event(state.strategy, PROMOTED, message)))
-        return Plan(state, steps[-1].weight, steps[-1].mode,
-                    message=f"promoting version {state.candidate}", figures=figures(report),
-                    events=tuple(events))
+        return Plan(state, message=f"promoting version {state.candidate}",
+                    figures=figures(report), events=tuple(events))
 
     if steering.abort == state.candidate:
         return _abort(state, ABORT_REQUESTED, f"asked for (annotation {ANNOTATION_ABORT})",
                       report, events)
     if steering.promote == state.candidate:
-        step = steps[state.step]
         where = f"step {state.step + 1}" if state.phase == ANALYSING else "start"
         message = (f"version {state.candidate} promoted by hand at {where} (annotation"
                    f" {ANNOTATION_PROMOTE}): promoting it")
         events.append(_event(state.strategy, PROMOTING_EVENT, message))
-        return Plan(dataclasses.replace(state, phase=PROMOTING), step.weight, step.mode,
-                    promote=True, message=message, figures=figures(report), events=tuple(events))
+        return Plan(dataclasses.replace(state, phase=PROMOTING), promote=True, message=message,
+                    figures=figures(report), events=tuple(events))
     if candidate.phase is Phase.FAILED:
         return _abort(state, candidate.reason, candidate.message, report, events)
 
@@ -264,8 +262,8 @@ def plan(
             message = (f"version {state.candidate} passed {len(steps)} {_noun(state)} step(s):"
                        " promoting it")
             events.append(_event(state.strategy, PROMOTING_EVENT, message))
-            return Plan(promoting, step.weight, step.mode, promote=True, message=message,
-                        figures=figures(report), events=tuple(events))
+            return Plan(promoting, promote=True, message=message, figures=figures(report),
+                        events=tuple(events))
     message = _step_message(state, rollout)
     if requests < step.min_requests:
         message += f"; {requests} of the {step.min_requests} requests to judge it"

@@ -100,6 +100,13 @@ def annotate(objects: Any, namespace: str, annotations: dict[str, str | None]) -
                                            {"metadata": {"annotations": annotations}})
 
 
+def aborted(objects: Any, namespace: str, version: str) -> dict[str, Any] | None:
+    """The CR once `version` failed (status.lastFailure names it), else None."""
+    got = get_cr(objects, namespace, NAME)
+    failure = got["status"].get("lastFailure") or {}
+    return got if failure.get("version") == version else None
+
+
 def rollout(cr: dict[str, Any]) -> dict[str, Any]:
     return (cr.get("status") or {}).get("rollout") or {}
 
@@ -186,12 +193,8 @@ def test_a_good_canary_is_promoted_step_by_step_and_a_bad_one_aborted(
     aborted_at = len(client.answers)
     mlflow.set_registered_model_alias(c["model"], "champion", c["shuffled"])
 
-    def aborted() -> dict[str, Any] | None:
-        got = get_cr(objects, namespace, NAME)
-        failure = got["status"].get("lastFailure") or {}
-        return got if failure.get("version") == c["shuffled"] else None
-
-    got = wait(f"version {c['shuffled']} aborted", aborted, 180)
+    got = wait(f"version {c['shuffled']} aborted", lambda: aborted(objects, namespace, c["shuffled"]),
+               180)
     degraded = condition(got, "Degraded")
     assert degraded.get("status") == "True" and "agreement" in degraded["message"], degraded
     assert "at step 1" in got["status"]["lastFailure"]["message"]
@@ -218,11 +221,6 @@ def test_a_slow_shadow_is_aborted_on_latency_unseen_and_a_good_one_promoted(
     client, mlflow = c["client"], MlflowClient(tracking_uri=mlflow_server)
     wait = waiter(c, objects, namespace)
 
-    def aborted() -> dict[str, Any] | None:
-        got = get_cr(objects, namespace, NAME)
-        failure = got["status"].get("lastFailure") or {}
-        return got if failure.get("version") == c["slow"] else None
-
     def shadowing() -> bool:
         r = rollout(get_cr(objects, namespace, NAME))
         return r.get("phase") == "Analysing" and r.get("mode") == "Shadow"
@@ -231,7 +229,8 @@ def test_a_slow_shadow_is_aborted_on_latency_unseen_and_a_good_one_promoted(
     mlflow.set_registered_model_alias(c["model"], "champion", c["slow"])
     wait("the slow version's shadow step", shadowing, 180, 0.5)
     started = time.monotonic()
-    got = wait(f"version {c['slow']} aborted", aborted, 120, 0.5)
+    got = wait(f"version {c['slow']} aborted", lambda: aborted(objects, namespace, c["slow"]), 120,
+               0.5)
     ended = time.monotonic()
     degraded = condition(got, "Degraded")
     assert degraded.get("status") == "True" and "p99 latency" in degraded["message"], degraded

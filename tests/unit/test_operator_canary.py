@@ -144,13 +144,13 @@ def test_passing_the_last_step_promotes():
     p = plan(last, rep=report("Canary/2/1", counts(200)), now=T_LATER)
     assert p.promote and p.state.phase == canary.PROMOTING and not p.holds_back
     assert p.candidate is None  # the stable Deployment takes the version over
-    assert p.weight == 50 and reasons(p) == ["CanaryPromoting"]
+    assert p.weight == 0 and reasons(p) == ["CanaryPromoting"]
 
 
 def test_promotion_ends_when_the_stable_deployment_runs_the_version():
     promoting = canary.State("2", canary.PROMOTING, 1, T0)
     waiting = plan(promoting, stable=None, promoted=False)
-    assert waiting.state == promoting and waiting.weight == 50 and not waiting.promote
+    assert waiting.state == promoting and waiting.weight == 0 and not waiting.promote
     done = plan(promoting, stable=None, promoted=True)
     assert done.state is None and reasons(done) == ["CanaryPromoted"]
 
