@@ -70,7 +70,10 @@ class Client:
             i += CLIENTS
             try:
                 sent = time.monotonic()
-                resp = session.post(self.url, json=self.bodies[i % len(self.bodies)], timeout=30)
+                # a new connection per request, as the other rollout tests' clients: a kept-alive
+                # one to a stable pod being replaced can be reset by its shutdown (noted on #16)
+                resp = session.post(self.url, json=self.bodies[i % len(self.bodies)], timeout=30,
+                                    headers={"Connection": "close"})
                 self.answers.append((time.monotonic(), time.monotonic() - sent, resp.status_code,
                                      resp.headers.get("x-model-version", "")))
                 if resp.status_code != 200:
