@@ -222,8 +222,7 @@ def plan(
         return _abort(state, ABORT_REQUESTED, f"asked for (annotation {ANNOTATION_ABORT})",
                       report, events)
     if steering.promote == state.candidate:
-        where = f"step {state.step + 1}" if state.phase == ANALYSING else "start"
-        message = (f"version {state.candidate} promoted by hand at {where} (annotation"
+        message = (f"version {state.candidate} promoted by hand at {_where(state)} (annotation"
                    f" {ANNOTATION_PROMOTE}): promoting it")
         events.append(_event(state.strategy, PROMOTING_EVENT, message))
         return Plan(dataclasses.replace(state, phase=PROMOTING), promote=True, message=message,
@@ -273,6 +272,10 @@ def plan(
                 events=tuple(events))
 
 
+def _where(state: State) -> str:
+    return f"step {state.step + 1}" if state.phase == ANALYSING else "start"
+
+
 def _noun(state: State) -> str:
     return state.strategy.lower()
 
@@ -297,8 +300,7 @@ def _step_event(state: State, rollout: Rollout) -> EventSpec:
 def _abort(
     state: State, reason: str, detail: str, report: Report | None, events: list[EventSpec]
 ) -> Plan:
-    where = f"step {state.step + 1}" if state.phase == ANALYSING else "start"
-    message = f"{_noun(state)} of version {state.candidate} aborted at {where}: {detail}"
+    message = f"{_noun(state)} of version {state.candidate} aborted at {_where(state)}: {detail}"
     failure = {"version": state.candidate, "reason": reason, "message": message}
     return Plan(None, 0, failure=failure, message=message, figures=figures(report),
                 events=(*events, _event(state.strategy, ABORTED, message, "Warning")))
